@@ -1,0 +1,68 @@
+"""suffixspec: lossless speculative decoding with suffix trees.
+
+Importing ``suffixspec`` is cheap: the torch/transformers parts (``generate``, ``hf``,
+``kernels``) load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from suffixspec import errors
+from suffixspec._native import Draft, SuffixTree, TokenTree, build_tree_batch
+from suffixspec._native import __version__ as __version__
+from suffixspec.cache import SuffixCache
+from suffixspec.errors import (
+    DTypeError,
+    DuplicateRequestError,
+    IncompatibleModelError,
+    InvalidParameterError,
+    InvalidTokenError,
+    InvalidTreeError,
+    KernelUnavailableError,
+    SuffixSpecError,
+    TraceFormatError,
+    UnknownRequestError,
+)
+
+if TYPE_CHECKING:
+    from suffixspec.generation import GenerationOutput, RequestStats, generate
+
+__all__ = [
+    "DTypeError",
+    "Draft",
+    "DuplicateRequestError",
+    "GenerationOutput",
+    "IncompatibleModelError",
+    "InvalidParameterError",
+    "InvalidTokenError",
+    "InvalidTreeError",
+    "KernelUnavailableError",
+    "RequestStats",
+    "SuffixCache",
+    "SuffixSpecError",
+    "SuffixTree",
+    "TokenTree",
+    "TraceFormatError",
+    "UnknownRequestError",
+    "build_tree_batch",
+    "errors",
+    "generate",
+]
+
+# Names served lazily so that `import suffixspec` does not import torch.
+_LAZY = {
+    "generate": "suffixspec.generation",
+    "GenerationOutput": "suffixspec.generation",
+    "RequestStats": "suffixspec.generation",
+}
+_LAZY_MODULES = {"hf", "kernels", "replay", "generation"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"suffixspec.{name}")
+    raise AttributeError(f"module 'suffixspec' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from suffixspec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,65 @@
+"""Exception hierarchy of suffixspec.
+
+Every error raised by suffixspec derives from :class:`SuffixSpecError` and from the builtin
+exception a Python user would expect (``KeyError`` for an unknown request id, ``ValueError``
+for a bad value, ``TypeError`` for a wrong dtype), so both ``except SuffixSpecError`` and
+``except ValueError`` work. The native module raises these same classes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DTypeError",
+    "DuplicateRequestError",
+    "IncompatibleModelError",
+    "InvalidParameterError",
+    "InvalidTokenError",
+    "InvalidTreeError",
+    "KernelUnavailableError",
+    "SuffixSpecError",
+    "TraceFormatError",
+    "UnknownRequestError",
+]
+
+
+class SuffixSpecError(Exception):
+    """Base class of every suffixspec error."""
+
+
+class UnknownRequestError(SuffixSpecError, KeyError):
+    """A request id that is not active (or not cached, for eviction)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateRequestError(SuffixSpecError, ValueError):
+    """A request id that is already active."""
+
+
+class InvalidTokenError(SuffixSpecError, ValueError):
+    """A token id that is negative, too large, or outside the model's vocabulary."""
+
+
+class InvalidParameterError(SuffixSpecError, ValueError):
+    """A parameter out of its range (or not finite)."""
+
+
+class InvalidTreeError(SuffixSpecError, ValueError):
+    """A token tree whose parents, lengths or probabilities are inconsistent."""
+
+
+class DTypeError(SuffixSpecError, TypeError):
+    """An array of the wrong dtype or shape, or a sequence holding non-integers."""
+
+
+class IncompatibleModelError(SuffixSpecError, TypeError):
+    """A model suffixspec cannot drive (no causal LM head, no KV cache support, ...)."""
+
+
+class KernelUnavailableError(SuffixSpecError, RuntimeError):
+    """A GPU kernel was asked for explicitly on a machine that cannot run it."""
+
+
+class TraceFormatError(SuffixSpecError, ValueError):
+    """A malformed trace file; the message names the file and line."""

@@ -1,0 +1,231 @@
+//! Suffix-tree draft cache for lossless speculative decoding (SuffixDecoding, arXiv 2411.04975).
+//!
+//! CONTRACT (the bindings crate and the Python layer rely on exactly this public API):
+//!
+//! * [`SuffixTree`]: one depth-truncated, path-compressed suffix trie over several token
+//!   sequences. `count(s)` of a string `s` with `1 <= |s| <= max_depth` is the number of its
+//!   occurrences over all sequences in the tree (occurrences may overlap).
+//! * [`SuffixCache`]: one tree per active request over its prompt + response ("local"), and
+//!   one global tree over responses (active and cached). Budgets evict cached responses,
+//!   oldest stop first. `max_cached_requests == 0` or `max_cached_tokens == 0` disables the
+//!   global tree entirely.
+//! * Draft semantics (what `speculate` returns) are specified on [`SpecParams`] and [`Draft`].
+//!
+//! Every fallible call validates all its inputs before it mutates anything, so an `Err`
+//! leaves the cache exactly as it was.
+
+mod error;
+pub use error::CacheError;
+
+/// Token ids as the public API takes them (Python int32); negative ids are rejected.
+pub type TokenId = i32;
+/// Request handle (the Python layer maps arbitrary hashable request ids onto these).
+pub type RequestId = u64;
+
+/// Parameters of one speculation.
+///
+/// For a match length `m` (the last `m` context tokens occur in the tree), the draft has at
+/// most `min(max_spec_tokens, floor(m * max_spec_factor + max_spec_offset + 1e-6))` tokens
+/// (clamped at 0). Drafts never go deeper than `max_depth` in the tree (so `m + depth <=
+/// max_depth`). Probability of a draft node = product over its path of
+/// `count(child) / count(parent)` computed in f64 as `p_parent * (c_child as f64 / c_parent as
+/// f64)`, starting from 1.0 at the matched node. Nodes with prob `< min_token_prob` are dropped.
+///
+/// Path mode: repeatedly follow the child with the highest count (ties: smallest token id).
+/// Tree mode: best-first expansion of the frontier, highest prob first (ties: the node pushed
+/// first; children are pushed in ascending token id order), until the token budget is reached.
+///
+/// Every match length `1..=min(len(context), max_depth)` is a candidate (the full context
+/// included); the draft with the highest score wins, ties going to the longer match. Since a
+/// draft of `k` tokens scores at most `k`, lengths whose token budget cannot beat the best
+/// score so far are skipped (early stopping). Across the two trees of a request, the local
+/// (prompt) tree wins ties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecParams {
+    pub max_spec_tokens: usize,
+    pub max_spec_factor: f64,
+    pub max_spec_offset: f64,
+    pub min_token_prob: f64,
+    pub use_tree_spec: bool,
+}
+
+/// A speculated token tree. `parents[i]` is the index of node i's parent in this draft, or
+/// -1 when node i is a child of the last context token; parents come before children.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Draft {
+    pub token_ids: Vec<TokenId>,
+    pub parents: Vec<i32>,
+    /// Estimated probability that the model reaches each node.
+    pub probs: Vec<f64>,
+    /// Sum of probs: the expected number of accepted tokens.
+    pub score: f64,
+    /// Length of the context suffix the draft was matched on (0 when the draft is empty).
+    pub match_len: usize,
+}
+
+/// Memory and size figures of a cache (or a tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheStats {
+    pub active_requests: usize,
+    pub cached_requests: usize,
+    /// Tokens held by all trees (local trees + global tree).
+    pub tokens: usize,
+    /// Tokens of cached (stopped) responses in the global tree.
+    pub cached_tokens: usize,
+    pub nodes: usize,
+    /// Heap bytes owned by the cache (capacity-based estimate).
+    pub bytes: usize,
+}
+
+/// Default `max_cached_tokens` budget of the global tree (about 4M tokens).
+pub const DEFAULT_MAX_CACHED_TOKENS: usize = 1 << 22;
+
+/// Construction parameters of a [`SuffixCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Depth of every tree (longest counted substring); must be >= 1.
+    pub max_depth: usize,
+    /// Most cached responses kept in the global tree (`None` = no limit, `Some(0)` = no global tree).
+    pub max_cached_requests: Option<usize>,
+    /// Most tokens of cached responses kept in the global tree (`0` = no global tree).
+    pub max_cached_tokens: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { max_depth: 64, max_cached_requests: None, max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS }
+    }
+}
+
+// --- API stubs: the implementation replaces the bodies, never the signatures. ---
+
+/// One depth-truncated suffix trie over several sequences (see the crate docs).
+#[derive(Debug)]
+pub struct SuffixTree {
+    _private: (),
+}
+
+impl SuffixTree {
+    /// A new empty tree; `max_depth >= 1`.
+    pub fn new(max_depth: usize) -> Result<Self, CacheError> {
+        let _ = max_depth;
+        todo!()
+    }
+    pub fn max_depth(&self) -> usize {
+        todo!()
+    }
+    /// Appends tokens to sequence `seq` (created on first use).
+    pub fn extend(&mut self, seq: u64, tokens: &[TokenId]) -> Result<(), CacheError> {
+        let _ = (seq, tokens);
+        todo!()
+    }
+    /// Removes sequence `seq` and all its counts.
+    pub fn remove(&mut self, seq: u64) -> Result<(), CacheError> {
+        let _ = seq;
+        todo!()
+    }
+    pub fn contains_seq(&self, seq: u64) -> bool {
+        let _ = seq;
+        todo!()
+    }
+    /// Length in tokens of sequence `seq`.
+    pub fn seq_len(&self, seq: u64) -> Option<usize> {
+        let _ = seq;
+        todo!()
+    }
+    /// Occurrences of `s` (0 when `s` is empty, longer than `max_depth` or absent).
+    pub fn count(&self, s: &[TokenId]) -> u64 {
+        let _ = s;
+        todo!()
+    }
+    pub fn speculate(&self, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
+        let _ = (context, params);
+        todo!()
+    }
+    /// Tokens held (sum of sequence lengths).
+    pub fn num_tokens(&self) -> usize {
+        todo!()
+    }
+    pub fn num_nodes(&self) -> usize {
+        todo!()
+    }
+    /// Heap bytes owned (capacity-based estimate).
+    pub fn memory_bytes(&self) -> usize {
+        todo!()
+    }
+    /// Verifies every structural invariant; describes the first violation found.
+    pub fn check_integrity(&self) -> Result<(), String> {
+        todo!()
+    }
+}
+
+/// Per-request local trees plus one global response tree, with budgets (see the crate docs).
+#[derive(Debug)]
+pub struct SuffixCache {
+    _private: (),
+}
+
+impl SuffixCache {
+    pub fn new(config: CacheConfig) -> Result<Self, CacheError> {
+        let _ = config;
+        todo!()
+    }
+    pub fn config(&self) -> CacheConfig {
+        todo!()
+    }
+    /// Starts a request: builds its local tree over the prompt (the prompt may be empty).
+    pub fn start_request(&mut self, req: RequestId, prompt: &[TokenId]) -> Result<(), CacheError> {
+        let _ = (req, prompt);
+        todo!()
+    }
+    /// Appends generated tokens to an active request (local tree and global tree).
+    pub fn add_active_response(&mut self, req: RequestId, tokens: &[TokenId]) -> Result<(), CacheError> {
+        let _ = (req, tokens);
+        todo!()
+    }
+    /// Stops an active request: drops its local tree, keeps its response in the global tree as
+    /// a cached response (then enforces the budgets, evicting oldest first).
+    pub fn stop_request(&mut self, req: RequestId) -> Result<(), CacheError> {
+        let _ = req;
+        todo!()
+    }
+    /// Removes a cached response from the global tree.
+    pub fn evict_cached_response(&mut self, req: RequestId) -> Result<(), CacheError> {
+        let _ = req;
+        todo!()
+    }
+    /// Draft for an active request (see [`SpecParams`]).
+    pub fn speculate(&self, req: RequestId, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
+        let _ = (req, context, params);
+        todo!()
+    }
+    /// Active request ids, in start order.
+    pub fn active_requests(&self) -> Vec<RequestId> {
+        todo!()
+    }
+    /// Cached request ids, oldest first.
+    pub fn cached_requests(&self) -> Vec<RequestId> {
+        todo!()
+    }
+    pub fn is_active(&self, req: RequestId) -> bool {
+        let _ = req;
+        todo!()
+    }
+    pub fn is_cached(&self, req: RequestId) -> bool {
+        let _ = req;
+        todo!()
+    }
+    pub fn stats(&self) -> CacheStats {
+        todo!()
+    }
+    pub fn check_integrity(&self) -> Result<(), String> {
+        todo!()
+    }
+}
+
+impl SpecParams {
+    /// Checks ranges: factor and offset finite, factor >= 0, min_token_prob in [0, 1].
+    pub fn validate(&self) -> Result<(), CacheError> {
+        todo!()
+    }
+}

@@ -1,0 +1,1 @@
+//! Token trees for speculative verification (filled in by the token-tree work).
