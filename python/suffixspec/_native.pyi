@@ -110,21 +110,34 @@ class TokenTree:
     """A token tree of draft nodes (parents before children) for one verification step.
 
     Node ``i`` has token ``token_ids[i]``, parent ``parents[i]`` (-1 = the root, i.e. the last
-    context token) and depth ``depths[i]`` (1 for children of the root)."""
+    context token) and depth ``depths[i]`` (1 for children of the root). Immutable.
+
+    Where a ``Draft`` is accepted, any object with ``token_ids`` and ``parents`` attributes (and
+    optionally ``probs``) works. Invalid trees raise ``InvalidTreeError`` (parents not in
+    ``[-1, i)``, mismatched lengths, probabilities not finite in ``[0, 1]``),
+    ``InvalidTokenError`` (negative ids) or ``DTypeError`` (non-integer ids or parents)."""
 
     def __init__(
         self,
         token_ids: TokenIds,
         parents: Sequence[int] | npt.NDArray[np.integer],
         probs: Sequence[float] | npt.NDArray[np.floating] | None = None,
-    ) -> None: ...
+    ) -> None:
+        """``probs=None`` gives every node probability 1."""
     @staticmethod
-    def from_draft(draft: Draft) -> TokenTree: ...
+    def from_draft(draft: Draft | TokenTree) -> TokenTree: ...
     @staticmethod
     def merge(trees: Sequence[TokenTree | Draft]) -> TokenTree:
-        """Trie union: nodes with the same token under the same parent are merged (prob = max)."""
+        """Trie union: nodes with the same token under the same parent are merged (prob = max).
+        Every root-to-node token path of an input is one of the result and vice versa; nodes are in
+        first-seen order (inputs in order, each in index order), hence parents-first."""
     def prune(self, max_nodes: int) -> TokenTree:
-        """The most probable ``max_nodes`` nodes; the kept set is parent-closed."""
+        """The ``min(max_nodes, len)`` best nodes, ranked by path-min probability (the smallest
+        prob from the root's child down to the node) descending, then index ascending. The kept set
+        is parent-closed even if a child is more probable than its parent; no dropped node has a
+        higher path-min probability than a kept one (with probabilities non-increasing along paths,
+        as in suffix-tree drafts: no dropped node is more probable than a kept one). Kept nodes keep
+        their relative order. ``max_nodes < 0`` raises ``InvalidParameterError``."""
     def __len__(self) -> int: ...
     @property
     def token_ids(self) -> npt.NDArray[np.int32]: ...
@@ -138,25 +151,40 @@ class TokenTree:
         """``prefix_len + depth`` for each node. With ``prefix_len`` = tokens already in the KV
         cache, the root (last context token, fed with the tree) sits at ``prefix_len``."""
     def ancestor_mask_bits(self) -> npt.NDArray[np.uint64]:
-        """``[N, ceil(N/64)]``: bit j of row i is set iff node j is node i or an ancestor of it."""
+        """``[N, ceil(N/64)]``: bit j of row i is set iff node j is node i or an ancestor of it
+        (bit ``j % 64`` of word ``j // 64``)."""
     def ancestor_mask(self) -> npt.NDArray[np.bool_]:
         """``[N, N]`` boolean form of ``ancestor_mask_bits``."""
     def children(self, node: int) -> npt.NDArray[np.int32]:
-        """Children of ``node`` (-1 = root), in index order."""
+        """Children of ``node`` (-1 = root), in index order. Out of range: ``InvalidParameterError``."""
+    def children_csr(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+        """All children lists at once: (offsets [N + 2], indices [N]); row 0 is the root and row
+        ``i + 1`` node ``i``, whose children are ``indices[offsets[r]:offsets[r + 1]]`` (index order)."""
     def path_to(self, node: int) -> npt.NDArray[np.int64]:
-        """Node indices from the root's child down to ``node`` (inclusive)."""
+        """Node indices from the root's child down to ``node`` (inclusive). Out of range
+        (including -1): ``InvalidParameterError``."""
     def accept_greedy(self, target_ids: TokenIds) -> tuple[npt.NDArray[np.int64], int]:
         """``target_ids[0]`` is the model's token after the root, ``target_ids[i+1]`` after node
-        ``i``. Returns (accepted node indices root-first, bonus token emitted after them)."""
+        ``i`` (length exactly N + 1). Walks from the root to the child whose token is the model's
+        token (the lowest index if siblings repeat a token). Returns (accepted node indices
+        root-first, bonus token emitted after them)."""
 
 def build_tree_batch(
-    trees: Sequence[TokenTree], prefix_lens: Sequence[int], root_token_ids: Sequence[int]
+    trees: Sequence[TokenTree | Draft], prefix_lens: Sequence[int], root_token_ids: TokenIds
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """The verification block of a batch, root first: with ``n = 1 + max len(tree)``, returns
     (token_ids [B, n]: root token then tree tokens, pad 0; position_ids [B, n]: prefix_len for the
-    root, prefix_len + depth for nodes, pads continue the count; tree_mask [B, n, n]: row i sees
-    column j iff j is i, an ancestor of i, or the root; padding rows see only the root and
-    themselves; lengths [B] = 1 + len(tree))."""
+    root, prefix_len + depth for nodes, pads continue after the deepest node (prefix_len +
+    max_depth + 1, + 2, ...); tree_mask [B, n, n]: row i sees column j iff j is i, an ancestor of
+    i, or the root; padding rows see only the root and themselves, and no real row sees padding;
+    lengths [B] = 1 + len(tree)). Built with the GIL released."""
+
+def accept_greedy_batch(
+    trees: Sequence[TokenTree | Draft], target_ids: npt.ArrayLike
+) -> tuple[list[npt.NDArray[np.int64]], npt.NDArray[np.int64]]:
+    """``TokenTree.accept_greedy`` for a batch: ``target_ids`` is ``[B, width]`` (e.g. the argmax
+    over the block of ``build_tree_batch``; ``width >= 1 + len(tree)``, extra columns ignored).
+    Returns (accepted node indices per tree, bonus token per tree [B])."""
 
 def cuda_source(name: str) -> str:
     """Text of a ``.cu`` file of ``cuda/`` embedded in the native module."""

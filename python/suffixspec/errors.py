@@ -16,6 +16,7 @@ __all__ = [
     "InvalidTokenError",
     "InvalidTreeError",
     "KernelUnavailableError",
+    "ModelNotFoundError",
     "SuffixSpecError",
     "TraceFormatError",
     "UnknownRequestError",
@@ -26,8 +27,11 @@ class SuffixSpecError(Exception):
     """Base class of every suffixspec error."""
 
 
-class UnknownRequestError(SuffixSpecError, KeyError):
-    """A request id that is not active (or not cached, for eviction)."""
+class UnknownRequestError(SuffixSpecError, KeyError, ValueError):
+    """A request id that is not active (or not cached, for eviction).
+
+    Also a ``ValueError`` because arctic-inference raises ``ValueError`` there: code written
+    for its cache keeps working."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
@@ -63,3 +67,7 @@ class KernelUnavailableError(SuffixSpecError, RuntimeError):
 
 class TraceFormatError(SuffixSpecError, ValueError):
     """A malformed trace file; the message names the file and line."""
+
+
+class ModelNotFoundError(SuffixSpecError, FileNotFoundError):
+    """A model that is not where it was looked for (or the default one, not built yet)."""

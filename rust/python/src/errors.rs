@@ -39,3 +39,17 @@ pub(crate) fn dtype_error(py: Python<'_>, message: String) -> PyErr {
 pub(crate) fn token_error(py: Python<'_>, index: usize, token: i64) -> PyErr {
     cache_error(py, CacheError::InvalidToken { index, token })
 }
+
+/// Token-tree errors: inconsistent trees -> `InvalidTreeError`, bad token ids ->
+/// `InvalidTokenError`, out-of-range node indices and parameters -> `InvalidParameterError`.
+pub(crate) fn tree_error(py: Python<'_>, err: suffixspec_tree::TreeError) -> PyErr {
+    use suffixspec_tree::TreeError;
+    let class = match &err {
+        TreeError::LengthMismatch { .. } | TreeError::InvalidParent { .. } | TreeError::InvalidProb { .. } => {
+            "InvalidTreeError"
+        }
+        TreeError::InvalidToken { .. } => "InvalidTokenError",
+        TreeError::NodeOutOfRange { .. } | TreeError::InvalidParameter { .. } => "InvalidParameterError",
+    };
+    new_error(py, class, err.to_string())
+}

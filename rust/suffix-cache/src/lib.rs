@@ -14,8 +14,15 @@
 //! Every fallible call validates all its inputs before it mutates anything, so an `Err`
 //! leaves the cache exactly as it was.
 
+mod cache;
 mod error;
+mod params;
+mod speculate;
+mod tree;
+
+pub use cache::SuffixCache;
 pub use error::CacheError;
+pub use tree::SuffixTree;
 
 /// Token ids as the public API takes them (Python int32); negative ids are rejected.
 pub type TokenId = i32;
@@ -94,138 +101,5 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self { max_depth: 64, max_cached_requests: None, max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS }
-    }
-}
-
-// --- API stubs: the implementation replaces the bodies, never the signatures. ---
-
-/// One depth-truncated suffix trie over several sequences (see the crate docs).
-#[derive(Debug)]
-pub struct SuffixTree {
-    _private: (),
-}
-
-impl SuffixTree {
-    /// A new empty tree; `max_depth >= 1`.
-    pub fn new(max_depth: usize) -> Result<Self, CacheError> {
-        let _ = max_depth;
-        todo!()
-    }
-    pub fn max_depth(&self) -> usize {
-        todo!()
-    }
-    /// Appends tokens to sequence `seq` (created on first use).
-    pub fn extend(&mut self, seq: u64, tokens: &[TokenId]) -> Result<(), CacheError> {
-        let _ = (seq, tokens);
-        todo!()
-    }
-    /// Removes sequence `seq` and all its counts.
-    pub fn remove(&mut self, seq: u64) -> Result<(), CacheError> {
-        let _ = seq;
-        todo!()
-    }
-    pub fn contains_seq(&self, seq: u64) -> bool {
-        let _ = seq;
-        todo!()
-    }
-    /// Length in tokens of sequence `seq`.
-    pub fn seq_len(&self, seq: u64) -> Option<usize> {
-        let _ = seq;
-        todo!()
-    }
-    /// Occurrences of `s` (0 when `s` is empty, longer than `max_depth` or absent).
-    pub fn count(&self, s: &[TokenId]) -> u64 {
-        let _ = s;
-        todo!()
-    }
-    pub fn speculate(&self, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
-        let _ = (context, params);
-        todo!()
-    }
-    /// Tokens held (sum of sequence lengths).
-    pub fn num_tokens(&self) -> usize {
-        todo!()
-    }
-    pub fn num_nodes(&self) -> usize {
-        todo!()
-    }
-    /// Heap bytes owned (capacity-based estimate).
-    pub fn memory_bytes(&self) -> usize {
-        todo!()
-    }
-    /// Verifies every structural invariant; describes the first violation found.
-    pub fn check_integrity(&self) -> Result<(), String> {
-        todo!()
-    }
-}
-
-/// Per-request local trees plus one global response tree, with budgets (see the crate docs).
-#[derive(Debug)]
-pub struct SuffixCache {
-    _private: (),
-}
-
-impl SuffixCache {
-    pub fn new(config: CacheConfig) -> Result<Self, CacheError> {
-        let _ = config;
-        todo!()
-    }
-    pub fn config(&self) -> CacheConfig {
-        todo!()
-    }
-    /// Starts a request: builds its local tree over the prompt (the prompt may be empty).
-    pub fn start_request(&mut self, req: RequestId, prompt: &[TokenId]) -> Result<(), CacheError> {
-        let _ = (req, prompt);
-        todo!()
-    }
-    /// Appends generated tokens to an active request (local tree and global tree).
-    pub fn add_active_response(&mut self, req: RequestId, tokens: &[TokenId]) -> Result<(), CacheError> {
-        let _ = (req, tokens);
-        todo!()
-    }
-    /// Stops an active request: drops its local tree, keeps its response in the global tree as
-    /// a cached response (then enforces the budgets, evicting oldest first).
-    pub fn stop_request(&mut self, req: RequestId) -> Result<(), CacheError> {
-        let _ = req;
-        todo!()
-    }
-    /// Removes a cached response from the global tree.
-    pub fn evict_cached_response(&mut self, req: RequestId) -> Result<(), CacheError> {
-        let _ = req;
-        todo!()
-    }
-    /// Draft for an active request (see [`SpecParams`]).
-    pub fn speculate(&self, req: RequestId, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
-        let _ = (req, context, params);
-        todo!()
-    }
-    /// Active request ids, in start order.
-    pub fn active_requests(&self) -> Vec<RequestId> {
-        todo!()
-    }
-    /// Cached request ids, oldest first.
-    pub fn cached_requests(&self) -> Vec<RequestId> {
-        todo!()
-    }
-    pub fn is_active(&self, req: RequestId) -> bool {
-        let _ = req;
-        todo!()
-    }
-    pub fn is_cached(&self, req: RequestId) -> bool {
-        let _ = req;
-        todo!()
-    }
-    pub fn stats(&self) -> CacheStats {
-        todo!()
-    }
-    pub fn check_integrity(&self) -> Result<(), String> {
-        todo!()
-    }
-}
-
-impl SpecParams {
-    /// Checks ranges: factor and offset finite, factor >= 0, min_token_prob in [0, 1].
-    pub fn validate(&self) -> Result<(), CacheError> {
-        todo!()
     }
 }

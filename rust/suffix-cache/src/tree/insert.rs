@@ -1,0 +1,110 @@
+//! Appending tokens: every growing suffix (cursor) of the sequence takes one step down.
+
+use super::{Node, SuffixTree, NIL, ROOT};
+use crate::TokenId;
+
+impl SuffixTree {
+    /// Appends one token to the sequence in `slot`: the suffixes of lengths `0..max_depth`
+    /// ending at the old end each grow by `token` (deepest first), counting one occurrence each.
+    pub(super) fn append_token(&mut self, slot: u32, token: TokenId) {
+        let s = &mut self.slots[slot as usize];
+        s.tokens.push(token);
+        let end = s.tokens.len() as u32;
+        let mut cursors = std::mem::take(&mut s.cursors);
+        let old = cursors.len();
+        // Suffixes reaching max_depth stop growing and need no cursor any more.
+        let keep = (old + 1).min(self.max_depth as usize - 1);
+        if keep > old {
+            cursors.push(NIL);
+        }
+        for k in (0..old).rev() {
+            let moved = self.step(cursors[k], token, slot, end);
+            if k + 1 < keep {
+                cursors[k + 1] = moved;
+            }
+        }
+        let first = self.step(ROOT, token, slot, end);
+        if keep > 0 {
+            cursors[0] = first;
+        }
+        self.node_mut(ROOT).count += 1;
+        self.slots[slot as usize].cursors = cursors;
+        self.live_tokens += 1;
+    }
+
+    /// Moves one occurrence ending at explicit node `from` one token further (the new token
+    /// sits at `end - 1` of `slot`) and returns the explicit node it lands on.
+    fn step(&mut self, from: u32, token: TokenId, slot: u32, end: u32) -> u32 {
+        let n = *self.node(from);
+        let depth = n.depth + 1;
+        let next = if n.first_child == NIL { NIL } else { self.child(from, token) };
+        if next == NIL {
+            if from != ROOT && n.first_child == NIL && n.count == 1 {
+                // A leaf holding only this occurrence just grows its edge.
+                self.node_mut(from).depth = depth;
+                self.set_label(from, slot, end);
+                return from;
+            }
+            let leaf = self.alloc(Node::new(depth, 1, token, slot, end));
+            self.attach(from, leaf);
+            return leaf;
+        }
+        let child = *self.node(next);
+        if child.depth > depth && from != ROOT && child.next_sib == NIL && child.count + 1 == n.count {
+            // `from` exists only for this occurrence and the edge below continues with `token`:
+            // split-then-merge would just move `from` one token down its edge.
+            self.slide_down(from, next, depth, slot, end);
+            return from;
+        }
+        let landed = if child.depth == depth { next } else { self.split(next, depth) };
+        self.node_mut(landed).count += 1;
+        self.offer_best(from, landed);
+        self.merge_if_redundant(from);
+        landed
+    }
+
+    /// Lengthens `node`'s edge by one token taken from the top of its only child's edge.
+    fn slide_down(&mut self, node: u32, child: u32, depth: u32, slot: u32, end: u32) {
+        let new_token = self.label_token(child, depth);
+        let old_token = std::mem::replace(&mut self.node_mut(child).token, new_token);
+        self.children.remove(&(node, old_token));
+        self.children.insert((node, new_token), child);
+        self.node_mut(node).depth = depth;
+        self.set_label(node, slot, end);
+    }
+
+    /// Splits the edge into `lower` with a new node at `depth`; returns the new node.
+    pub(super) fn split(&mut self, lower: u32, depth: u32) -> u32 {
+        let Node { count, depth: lower_depth, token, label_slot, label_end, .. } = *self.node(lower);
+        let upper = self.alloc(Node::new(depth, count, token, label_slot, label_end - (lower_depth - depth)));
+        let lower_token = self.label_token(lower, depth);
+        self.replace(lower, upper);
+        let l = self.node_mut(lower);
+        l.token = lower_token;
+        l.parent = upper;
+        l.prev_sib = NIL;
+        l.next_sib = NIL;
+        self.children.insert((upper, lower_token), lower);
+        let u = self.node_mut(upper);
+        u.first_child = lower;
+        u.best_child = lower;
+        upper
+    }
+
+    /// Merges non-root `node` into its only child when they have the same count (then no
+    /// occurrence ends at `node`, so it is not needed as an explicit node).
+    pub(super) fn merge_if_redundant(&mut self, node: u32) {
+        let n = *self.node(node);
+        if node == ROOT || n.first_child == NIL {
+            return;
+        }
+        let child = n.first_child;
+        let c = self.node(child);
+        if c.next_sib != NIL || c.count != n.count {
+            return;
+        }
+        self.children.remove(&(node, c.token));
+        self.replace(node, child);
+        self.free(node);
+    }
+}

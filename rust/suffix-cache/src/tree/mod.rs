@@ -1,0 +1,210 @@
+//! The depth-truncated, path-compressed suffix trie behind [`SuffixTree`].
+//!
+//! Every sequence contributes all its suffixes truncated to `max_depth`; a node's count is the
+//! number of those truncated suffixes passing through it, i.e. the number of occurrences of its
+//! string. Explicit nodes are exactly the root, branching nodes and nodes where an occurrence
+//! ends (a sequence end or `max_depth`); everything else is compressed into edges whose labels
+//! point into stored sequence tokens. The last `max_depth - 1` suffixes of a sequence keep
+//! cursors (explicit nodes, since an occurrence ends there) so appending is `max_depth` steps.
+
+mod arena;
+mod insert;
+mod integrity;
+mod remove;
+mod seqs;
+mod walk;
+
+use rustc_hash::FxHashMap;
+
+pub(crate) use arena::{Node, NIL, ROOT};
+pub(crate) use walk::Position;
+
+use crate::{CacheError, Draft, SpecParams, TokenId};
+use seqs::Slot;
+
+/// Tokens one tree may hold (live plus zombie): counts, positions and depths are u32.
+const MAX_TOKENS: usize = (u32::MAX - 1) as usize;
+
+/// One depth-truncated suffix trie over several sequences (see the crate docs).
+#[derive(Debug)]
+pub struct SuffixTree {
+    max_depth: u32,
+    nodes: Vec<Node>,
+    /// Head of the intrusive free list (linked through `Node::parent`).
+    free_head: u32,
+    live_nodes: usize,
+    /// (node, first token of a child edge) -> child.
+    children: FxHashMap<(u32, TokenId), u32>,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    seq_slots: FxHashMap<u64, u32>,
+    live_tokens: usize,
+    zombie_tokens: usize,
+}
+
+/// First negative token, as the error the public API reports.
+pub(crate) fn check_tokens(tokens: &[TokenId]) -> Result<(), CacheError> {
+    match tokens.iter().position(|&t| t < 0) {
+        Some(index) => Err(CacheError::InvalidToken { index, token: i64::from(tokens[index]) }),
+        None => Ok(()),
+    }
+}
+
+impl SuffixTree {
+    /// A new empty tree; `max_depth >= 1`.
+    pub fn new(max_depth: usize) -> Result<Self, CacheError> {
+        if max_depth < 1 || max_depth >= u32::MAX as usize {
+            return Err(CacheError::InvalidParameter {
+                name: "max_depth",
+                reason: format!("must be in [1, {}], got {max_depth}", u32::MAX - 1),
+            });
+        }
+        Ok(Self {
+            max_depth: max_depth as u32,
+            nodes: vec![Node::EMPTY],
+            free_head: NIL,
+            live_nodes: 1,
+            children: FxHashMap::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            seq_slots: FxHashMap::default(),
+            live_tokens: 0,
+            zombie_tokens: 0,
+        })
+    }
+
+    pub fn max_depth(&self) -> usize {
+        self.max_depth as usize
+    }
+
+    /// Checks that `extend(seq, tokens)` would succeed (without changing anything).
+    pub fn check_extend(&self, seq: u64, tokens: &[TokenId]) -> Result<(), CacheError> {
+        check_tokens(tokens)?;
+        let new_slot = usize::from(!self.seq_slots.contains_key(&seq));
+        if self.live_tokens + self.zombie_tokens + tokens.len() > MAX_TOKENS
+            || self.slots.len() + new_slot >= NIL as usize
+        {
+            return Err(CacheError::InvalidParameter {
+                name: "tokens",
+                reason: format!("a tree holds at most {MAX_TOKENS} tokens"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends tokens to sequence `seq` (created on first use).
+    pub fn extend(&mut self, seq: u64, tokens: &[TokenId]) -> Result<(), CacheError> {
+        self.check_extend(seq, tokens)?;
+        let slot = match self.seq_slots.get(&seq) {
+            Some(&slot) => slot,
+            None => self.new_slot(seq),
+        };
+        self.slots[slot as usize].tokens.reserve(tokens.len());
+        for &token in tokens {
+            self.append_token(slot, token);
+        }
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Removes sequence `seq` and all its counts.
+    pub fn remove(&mut self, seq: u64) -> Result<(), CacheError> {
+        let slot = *self.seq_slots.get(&seq).ok_or(CacheError::UnknownRequest(seq))?;
+        self.remove_slot(slot);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Releases spare capacity of sequence `seq` (call when it will not grow any more).
+    pub fn shrink_seq(&mut self, seq: u64) {
+        if let Some(&slot) = self.seq_slots.get(&seq) {
+            self.slots[slot as usize].tokens.shrink_to_fit();
+        }
+    }
+
+    /// Re-points every edge label at a live sequence so the tokens of removed sequences are
+    /// freed now (it also happens by itself once they outgrow the live tokens).
+    pub fn release_removed_tokens(&mut self) {
+        self.relabel_zombies();
+        self.debug_check();
+    }
+
+    /// Tokens of removed sequences still kept because edge labels point into them.
+    pub fn removed_tokens_held(&self) -> usize {
+        self.zombie_tokens
+    }
+
+    pub fn contains_seq(&self, seq: u64) -> bool {
+        self.seq_slots.contains_key(&seq)
+    }
+
+    /// Length in tokens of sequence `seq`.
+    pub fn seq_len(&self, seq: u64) -> Option<usize> {
+        self.seq_slots.get(&seq).map(|&slot| self.tokens(slot).len())
+    }
+
+    /// Occurrences of `s` (0 when `s` is empty, longer than `max_depth` or absent).
+    pub fn count(&self, s: &[TokenId]) -> u64 {
+        if s.is_empty() || s.len() > self.max_depth as usize {
+            return 0;
+        }
+        self.locate(s).map_or(0, |pos| u64::from(self.node(pos.node).count))
+    }
+
+    /// Number of distinct strings counted (sum of edge lengths), for tests and diagnostics.
+    pub fn num_distinct_strings(&self) -> u64 {
+        let mut total = 0u64;
+        let mut stack = vec![ROOT];
+        while let Some(node) = stack.pop() {
+            for child in self.children_of(node) {
+                total += u64::from(self.node(child).depth - self.node(node).depth);
+                stack.push(child);
+            }
+        }
+        total
+    }
+
+    /// Draft for `context` (see [`SpecParams`]); only the last `max_depth` tokens matter.
+    pub fn speculate(&self, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
+        params.validate()?;
+        check_tokens(context)?;
+        Ok(crate::speculate::best_draft(self, context, params))
+    }
+
+    /// Tokens held (sum of sequence lengths).
+    pub fn num_tokens(&self) -> usize {
+        self.live_tokens
+    }
+
+    pub fn num_nodes(&self) -> usize {
+        self.live_nodes
+    }
+
+    /// Heap bytes owned (capacity-based estimate).
+    pub fn memory_bytes(&self) -> usize {
+        use std::mem::size_of;
+        // hashbrown: one control byte per bucket on top of the entry.
+        let map_bytes = |capacity: usize, entry: usize| if capacity == 0 { 0 } else { capacity * (entry + 1) };
+        let seq_bytes: usize =
+            self.slots.iter().map(|s| (s.tokens.capacity() + s.cursors.capacity()) * size_of::<u32>()).sum();
+        self.nodes.capacity() * size_of::<Node>()
+            + map_bytes(self.children.capacity(), size_of::<((u32, TokenId), u32)>())
+            + self.slots.capacity() * size_of::<Slot>()
+            + seq_bytes
+            + self.free_slots.capacity() * size_of::<u32>()
+            + map_bytes(self.seq_slots.capacity(), size_of::<(u64, u32)>())
+    }
+
+    /// Verifies every structural invariant; describes the first violation found.
+    pub fn check_integrity(&self) -> Result<(), String> {
+        self.integrity()
+    }
+
+    #[inline]
+    fn debug_check(&self) {
+        #[cfg(feature = "debug-checks")]
+        if let Err(problem) = self.integrity() {
+            panic!("suffix tree integrity violated: {problem}");
+        }
+    }
+}
