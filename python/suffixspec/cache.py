@@ -262,9 +262,17 @@ class SuffixCache:
             UnknownRequestError: ``req_id`` is not active.
             InvalidTokenError / DTypeError: Bad tokens (nothing is appended).
         """
-        handle = self._known_handle(req_id)
+        # Called once per generated token: the lookups of _known_handle/_as_tokens are inlined.
         try:
-            self._core.add_active_response(handle, _as_tokens(token_ids))
+            handle = self._handles.get(req_id)
+        except TypeError:
+            handle = self._handle_of(req_id)  # raises the DTypeError
+        if handle is None:
+            raise UnknownRequestError(f"request {req_id!r} is not active")
+        if type(token_ids) is not list:
+            token_ids = _as_tokens(token_ids)
+        try:
+            self._core.add_active_response(handle, token_ids)
         except UnknownRequestError:  # stopped (and maybe still cached), or stopped meanwhile
             raise UnknownRequestError(f"request {req_id!r} is not active") from None
 

@@ -42,6 +42,11 @@ fn checked(py: Python<'_>, values: impl IntoIterator<Item = i64>) -> PyResult<Ve
 /// too-large ids raise `InvalidTokenError`.
 pub(crate) fn extract_tokens<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Tokens<'py>> {
     let py = obj.py();
+    // Lists and tuples of plain ints are the common case: read them directly, before the
+    // numpy probes below (a failed `hasattr` costs a Python exception per call).
+    if let Some(tokens) = plain_int_sequence(obj) {
+        return checked(py, tokens).map(Tokens::Owned);
+    }
     if let Ok(array) = obj.cast::<PyArray1<i32>>() {
         let view = array.readonly();
         if view.is_contiguous() {
@@ -100,4 +105,23 @@ pub(crate) fn extract_tokens<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResu
             Err(dtype_error(py, format!("{what} must be a list or 1-D int32 array of token ids, got {type_name}")))
         }
     }
+}
+
+/// The items of a list or tuple when every item is an exact `int` (not a bool) fitting i64;
+/// `None` sends anything else through the general (error-reporting) path.
+fn plain_int_sequence(obj: &Bound<'_, PyAny>) -> Option<Vec<i64>> {
+    let read = |item: Bound<'_, PyAny>| -> Option<i64> {
+        if item.is_exact_instance_of::<pyo3::types::PyInt>() {
+            item.extract::<i64>().ok()
+        } else {
+            None
+        }
+    };
+    if let Ok(list) = obj.cast::<pyo3::types::PyList>() {
+        return list.iter().map(read).collect();
+    }
+    if let Ok(tuple) = obj.cast::<pyo3::types::PyTuple>() {
+        return tuple.iter().map(read).collect();
+    }
+    None
 }

@@ -12,7 +12,7 @@ use numpy::{IntoPyArray, PyArray1};
 use parking_lot::RwLock;
 use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PySlice};
+use pyo3::types::{PyBool, PyDict, PyInt, PyList, PySlice, PyTuple};
 use rayon::prelude::*;
 use suffixspec_cache::{
     CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId, DEFAULT_MAX_CACHED_TOKENS,
@@ -60,6 +60,12 @@ impl FromPyObject<'_, '_> for Handle {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
+        // Fast path: a plain int (bools are a subclass, so they are not exact ints).
+        if obj.cast_exact::<PyInt>().is_ok() {
+            if let Ok(value) = obj.extract::<u64>() {
+                return Ok(Handle(value));
+            }
+        }
         match int_value(&obj, "a request handle")?.and_then(|v| u64::try_from(v).ok()) {
             Some(value) => Ok(Handle(value)),
             None => Err(invalid_parameter(
@@ -150,6 +156,39 @@ fn spec_params(
     Ok(params)
 }
 
+/// Token ids as an owned vector (the work runs with the GIL released, or after the borrow of
+/// the input ends). Plain lists and tuples of valid ints, what engines pass every step, are
+/// read directly; anything else, or any item that is not a valid token id, goes through
+/// `extract_tokens`, which handles every other input and names each problem.
+fn owned_tokens(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<TokenId>> {
+    let direct = if let Ok(list) = obj.cast_exact::<PyList>() {
+        read_ints(list.iter())
+    } else if let Ok(tuple) = obj.cast_exact::<PyTuple>() {
+        read_ints(tuple.iter())
+    } else {
+        None
+    };
+    match direct {
+        Some(tokens) => Ok(tokens),
+        None => Ok(extract_tokens(obj, what)?.into_vec()),
+    }
+}
+
+/// The items as token ids when each is a plain int in `0..2**31`; `None` otherwise.
+fn read_ints<'py>(items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>) -> Option<Vec<TokenId>> {
+    let mut tokens = Vec::with_capacity(items.len());
+    for item in items {
+        if item.cast_exact::<PyInt>().is_err() {
+            return None;
+        }
+        match item.extract::<TokenId>() {
+            Ok(token) if token >= 0 => tokens.push(token),
+            _ => return None,
+        }
+    }
+    Some(tokens)
+}
+
 /// The part of a context a draft can depend on: matches are at most `max_depth` tokens long, so
 /// only the last `max_depth` tokens are read (and checked). Long lists are sliced before
 /// conversion, which keeps the per-call cost independent of the context length. Copied, because
@@ -163,9 +202,9 @@ fn context_tail(context: &Bound<'_, PyAny>, max_depth: usize) -> PyResult<Vec<To
             .unwrap_or_else(|_| context.clone()),
         _ => context.clone(),
     };
-    let tokens = extract_tokens(&window, "context")?;
-    let all = tokens.as_slice();
-    Ok(all[all.len().saturating_sub(max_depth)..].to_vec())
+    let mut tokens = owned_tokens(&window, "context")?;
+    tokens.drain(..tokens.len().saturating_sub(max_depth));
+    Ok(tokens)
 }
 
 // --- Interior locking, GIL release and panic containment. ---
@@ -193,6 +232,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned());
     format!("internal error in suffixspec: {detail}")
 }
+
+/// Largest mutation (in tokens) run without releasing the GIL: a few microseconds of work.
+const KEEP_GIL_MAX_WORK: usize = 16;
 
 /// A core object behind a `RwLock`, used with the GIL released.
 #[derive(Debug)]
@@ -234,6 +276,29 @@ impl<T: Send + Sync> Guarded<T> {
         self.usable().map_err(|failure| failure.into_pyerr(py))?;
         catch_unwind(AssertUnwindSafe(|| f(&self.state.read())))
             .map_err(|payload| PyRuntimeError::new_err(panic_message(payload.as_ref())))
+    }
+
+    /// Runs a mutation of `work` units (tokens): short ones keep the GIL, since releasing and
+    /// re-taking it costs more than they do; long ones, or any that would wait for the lock,
+    /// release it.
+    fn write_sized<R, F>(&self, py: Python<'_>, work: usize, f: F) -> PyResult<R>
+    where
+        R: Send,
+        F: Send + FnOnce(&mut T) -> Result<R, CacheError>,
+    {
+        if work > KEEP_GIL_MAX_WORK {
+            return self.write(py, f);
+        }
+        let Some(mut state) = self.state.try_write() else { return self.write(py, f) };
+        self.usable().map_err(|failure| failure.into_pyerr(py))?;
+        match catch_unwind(AssertUnwindSafe(|| f(&mut state))) {
+            Ok(result) => result.map_err(|err| cache_error(py, err)),
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                let _ = self.broken.set(message.clone());
+                Err(PyRuntimeError::new_err(message))
+            }
+        }
     }
 
     /// Runs `f` under the write lock with the GIL released.
@@ -385,8 +450,8 @@ impl PySuffixCacheCore {
 
     /// Appends generated tokens to active request ``req``.
     fn add_active_response(&self, py: Python<'_>, req: Handle, token_ids: &Bound<'_, PyAny>) -> PyResult<()> {
-        let tokens = extract_tokens(token_ids, "token_ids")?.into_vec();
-        self.cache.write(py, |cache| cache.add_active_response(req.0, &tokens))
+        let tokens = owned_tokens(token_ids, "token_ids")?;
+        self.cache.write_sized(py, tokens.len(), |cache| cache.add_active_response(req.0, &tokens))
     }
 
     /// Stops active request ``req``; its response stays cached (budgets permitting).
@@ -525,8 +590,8 @@ impl PySuffixTree {
 
     /// Appends tokens to sequence ``seq_id`` (created on first use).
     fn extend(&self, py: Python<'_>, seq_id: Handle, token_ids: &Bound<'_, PyAny>) -> PyResult<()> {
-        let tokens = extract_tokens(token_ids, "token_ids")?.into_vec();
-        self.tree.write(py, |tree| tree.extend(seq_id.0, &tokens))
+        let tokens = owned_tokens(token_ids, "token_ids")?;
+        self.tree.write_sized(py, tokens.len(), |tree| tree.extend(seq_id.0, &tokens))
     }
 
     /// Removes sequence ``seq_id`` and all its counts.

@@ -14,6 +14,8 @@ enum Op {
     Extend(u64, Vec<TokenId>),
     Remove(u64),
     ReleaseRemoved,
+    /// shrink_seq: drops the append cursors, which a later extend must find again.
+    Shrink(u64),
 }
 
 fn op(alphabet: TokenId) -> impl Strategy<Value = Op> {
@@ -21,6 +23,7 @@ fn op(alphabet: TokenId) -> impl Strategy<Value = Op> {
         4 => (0u64..4, prop::collection::vec(0..alphabet, 0..14)).prop_map(|(s, t)| Op::Extend(s, t)),
         1 => (0u64..4).prop_map(Op::Remove),
         1 => Just(Op::ReleaseRemoved),
+        1 => (0u64..4).prop_map(Op::Shrink),
     ]
 }
 
@@ -80,6 +83,7 @@ proptest! {
                     tree.release_removed_tokens();
                     prop_assert_eq!(tree.removed_tokens_held(), 0);
                 }
+                Op::Shrink(seq) => tree.shrink_seq(seq),
                 Op::Remove(seq) => {
                     let result = tree.remove(seq);
                     if seqs.remove(&seq).is_some() {
@@ -117,6 +121,7 @@ proptest! {
                 Op::Extend(seq, tokens) => tree.extend(seq, &tokens).unwrap(),
                 Op::Remove(seq) => { let _ = tree.remove(seq); }
                 Op::ReleaseRemoved => tree.release_removed_tokens(),
+                Op::Shrink(seq) => tree.shrink_seq(seq),
             }
         }
         let before = (tree.num_tokens(), tree.num_nodes(), tree.memory_bytes(), tree.contains_seq(seq));

@@ -1,8 +1,47 @@
-//! Node arena: allocation with an intrusive free list, child links (one hash map for lookup by
-//! token plus a doubly linked sibling list for iteration) and the cached best child.
+//! Node arena: allocation with an intrusive free list, child links (a doubly linked sibling
+//! list, plus one hash map for lookup by token among the children of branching nodes) and the
+//! cached best child.
+//!
+//! Only children of nodes with two or more children are in the map: an only child is found
+//! through `first_child`. Nodes that exist just because an occurrence ends there (cursors)
+//! mostly have one child, and they move down their edge on every append (`slide_down`), which
+//! would otherwise re-key their child in the map each time.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::SuffixTree;
 use crate::TokenId;
+
+/// Hasher of the `(node, token)` child keys: packs the two 32-bit words into one u64 and mixes
+/// it with a single multiply (FxHash would run one round per word).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    #[inline]
+    fn write_u32(&mut self, word: u32) {
+        self.0 = (self.0 << 32) | u64::from(word);
+    }
+    #[inline]
+    fn write_i32(&mut self, word: i32) {
+        self.write_u32(word as u32);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Odd multiplier (as FxHash); the rotation brings the well-mixed high bits down to
+        // the low bits hashbrown indexes buckets with (it takes its tag from the top 7 bits).
+        self.0.wrapping_mul(0xf135_7aea_2e62_a9c5).rotate_left(26)
+    }
+}
+
+/// (node, first token of a child edge) -> child.
+pub(crate) type ChildMap = HashMap<(u32, TokenId), u32, BuildHasherDefault<PairHasher>>;
 
 /// "No node" marker for u32 links.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -61,7 +100,31 @@ impl SuffixTree {
     /// The child of `node` whose edge starts with `token`, or NIL.
     #[inline]
     pub(crate) fn child(&self, node: u32, token: TokenId) -> u32 {
+        let n = self.node(node);
+        let first = n.first_child;
+        if first == NIL {
+            return NIL;
+        }
+        let f = self.node(first);
+        if f.token == token {
+            return first;
+        }
+        if f.next_sib == NIL {
+            return NIL;
+        }
+        // The most frequent continuation is the likeliest one (not kept for the root).
+        let best = n.best_child;
+        if best != NIL && self.node(best).token == token {
+            return best;
+        }
         self.children.get(&(node, token)).copied().unwrap_or(NIL)
+    }
+
+    /// Whether `node` has two or more children (then they are in the child map).
+    #[inline]
+    pub(super) fn is_branching(&self, node: u32) -> bool {
+        let first = self.node(node).first_child;
+        first != NIL && self.node(first).next_sib != NIL
     }
 
     /// Iterates the children of `node` (unordered).
@@ -115,7 +178,13 @@ impl SuffixTree {
     pub(super) fn attach(&mut self, parent: u32, child: u32) {
         let head = self.node(parent).first_child;
         let token = self.node(child).token;
-        self.children.insert((parent, token), child);
+        if head != NIL {
+            if self.node(head).next_sib == NIL {
+                // The parent starts branching: its only child joins the map too.
+                self.children.insert((parent, self.node(head).token), head);
+            }
+            self.children.insert((parent, token), child);
+        }
         let c = self.node_mut(child);
         c.parent = parent;
         c.next_sib = head;
@@ -130,7 +199,9 @@ impl SuffixTree {
     /// Unlinks `child` from its parent.
     pub(super) fn detach(&mut self, child: u32) {
         let Node { parent, token, prev_sib, next_sib, .. } = *self.node(child);
-        self.children.remove(&(parent, token));
+        if self.is_branching(parent) {
+            self.children.remove(&(parent, token));
+        }
         if prev_sib != NIL {
             self.node_mut(prev_sib).next_sib = next_sib;
         } else {
@@ -138,6 +209,11 @@ impl SuffixTree {
         }
         if next_sib != NIL {
             self.node_mut(next_sib).prev_sib = prev_sib;
+        }
+        let first = self.node(parent).first_child;
+        if first != NIL && self.node(first).next_sib == NIL {
+            // Down to one child: it leaves the map.
+            self.children.remove(&(parent, self.node(first).token));
         }
         if self.node(parent).best_child == child {
             self.rescan_best(parent);
@@ -148,8 +224,10 @@ impl SuffixTree {
     /// have old's count (best-child bookkeeping relies on that).
     pub(super) fn replace(&mut self, old: u32, new: u32) {
         let Node { parent, token, prev_sib, next_sib, .. } = *self.node(old);
-        if let Some(entry) = self.children.get_mut(&(parent, token)) {
-            *entry = new;
+        if prev_sib != NIL || next_sib != NIL {
+            if let Some(entry) = self.children.get_mut(&(parent, token)) {
+                *entry = new;
+            }
         }
         let n = self.node_mut(new);
         n.parent = parent;

@@ -5,27 +5,23 @@ use crate::TokenId;
 
 impl SuffixTree {
     /// Appends one token to the sequence in `slot`: the suffixes of lengths `0..max_depth`
-    /// ending at the old end each grow by `token` (deepest first), counting one occurrence each.
+    /// ending at the old end each grow by `token` (longest first), counting one occurrence each.
     pub(super) fn append_token(&mut self, slot: u32, token: TokenId) {
         let s = &mut self.slots[slot as usize];
         s.tokens.push(token);
         let end = s.tokens.len() as u32;
         let mut cursors = std::mem::take(&mut s.cursors);
-        let old = cursors.len();
-        // Suffixes reaching max_depth stop growing and need no cursor any more.
-        let keep = (old + 1).min(self.max_depth as usize - 1);
-        if keep > old {
-            cursors.push(NIL);
+        let full = cursors.len() == self.max_depth as usize - 1;
+        for cursor in cursors.iter_mut() {
+            *cursor = self.step(*cursor, token, slot, end);
         }
-        for k in (0..old).rev() {
-            let moved = self.step(cursors[k], token, slot, end);
-            if k + 1 < keep {
-                cursors[k + 1] = moved;
-            }
+        // The longest suffix reached max_depth: it stops growing and needs no cursor any more.
+        if full {
+            cursors.pop_front();
         }
         let first = self.step(ROOT, token, slot, end);
-        if keep > 0 {
-            cursors[0] = first;
+        if self.max_depth > 1 {
+            cursors.push_back(first);
         }
         self.node_mut(ROOT).count += 1;
         self.slots[slot as usize].cursors = cursors;
@@ -34,7 +30,21 @@ impl SuffixTree {
 
     /// Moves one occurrence ending at explicit node `from` one token further (the new token
     /// sits at `end - 1` of `slot`) and returns the explicit node it lands on.
+    #[inline]
     fn step(&mut self, from: u32, token: TokenId, slot: u32, end: u32) -> u32 {
+        // Hot path (most steps on novel text): a leaf holding only this occurrence, labelled
+        // by this sequence, just grows its edge.
+        let n = &mut self.nodes[from as usize];
+        if n.first_child == NIL && n.count == 1 && n.label_slot == slot && from != ROOT {
+            n.depth += 1;
+            n.label_end = end;
+            return from;
+        }
+        self.step_slow(from, token, slot, end)
+    }
+
+    #[inline(never)]
+    fn step_slow(&mut self, from: u32, token: TokenId, slot: u32, end: u32) -> u32 {
         let n = *self.node(from);
         let depth = n.depth + 1;
         let next = if n.first_child == NIL { NIL } else { self.child(from, token) };
@@ -65,10 +75,8 @@ impl SuffixTree {
 
     /// Lengthens `node`'s edge by one token taken from the top of its only child's edge.
     fn slide_down(&mut self, node: u32, child: u32, depth: u32, slot: u32, end: u32) {
-        let new_token = self.label_token(child, depth);
-        let old_token = std::mem::replace(&mut self.node_mut(child).token, new_token);
-        self.children.remove(&(node, old_token));
-        self.children.insert((node, new_token), child);
+        // An only child: not in the child map, so re-keying it is just this.
+        self.node_mut(child).token = self.label_token(child, depth);
         self.node_mut(node).depth = depth;
         self.set_label(node, slot, end);
     }
@@ -84,7 +92,6 @@ impl SuffixTree {
         l.parent = upper;
         l.prev_sib = NIL;
         l.next_sib = NIL;
-        self.children.insert((upper, lower_token), lower);
         let u = self.node_mut(upper);
         u.first_child = lower;
         u.best_child = lower;
@@ -103,7 +110,6 @@ impl SuffixTree {
         if c.next_sib != NIL || c.count != n.count {
             return;
         }
-        self.children.remove(&(node, c.token));
         self.replace(node, child);
         self.free(node);
     }

@@ -36,6 +36,7 @@ impl SuffixTree {
         let mut seen = vec![false; self.nodes.len()];
         let mut stack = vec![ROOT];
         let mut visited = 0usize;
+        let mut mapped = 0usize;
         while let Some(node) = stack.pop() {
             visited += 1;
             let n = self.node(node);
@@ -58,8 +59,13 @@ impl SuffixTree {
                 }
                 self.check_label(node, child)?;
                 if self.child(node, c.token) != child {
-                    return Err(format!("node {child}: missing from the child map"));
+                    return Err(format!("node {child}: not found under its parent"));
                 }
+                let branching = self.is_branching(node);
+                if self.children.get(&(node, c.token)).copied() != branching.then_some(child) {
+                    return Err(format!("node {child}: child map entry wrong (branching parent: {branching})"));
+                }
+                mapped += usize::from(branching);
                 if best == NIL || self.ranks_before(child, best) {
                     best = child;
                 }
@@ -84,7 +90,7 @@ impl SuffixTree {
                 return Err(format!("node {node}: best child {} should be {best}", n.best_child));
             }
         }
-        if visited != self.live_nodes || self.children.len() + 1 != self.live_nodes {
+        if visited != self.live_nodes || self.children.len() != mapped {
             return Err(format!("{visited} reachable, {} live, {} child links", self.live_nodes, self.children.len()));
         }
         Ok(())
@@ -180,18 +186,24 @@ impl SuffixTree {
         for &slot in self.seq_slots.values() {
             let s = &self.slots[slot as usize];
             let len = s.tokens.len();
-            if s.cursors.len() != len.min(self.max_depth as usize - 1) {
-                return Err(format!("slot {slot}: {} cursors for {len} tokens", s.cursors.len()));
+            let count = s.cursors.len();
+            if count == 0 {
+                // Dropped by shrink_seq (or none needed): rebuilt on the next append.
+                continue;
             }
-            for (k, &cursor) in s.cursors.iter().enumerate() {
+            if count != self.cursor_count(len) {
+                return Err(format!("slot {slot}: {count} cursors for {len} tokens"));
+            }
+            for (i, &cursor) in s.cursors.iter().enumerate() {
+                let k = count - i;
                 if cursor as usize >= self.nodes.len() {
-                    return Err(format!("slot {slot}: cursor {k} dangling"));
+                    return Err(format!("slot {slot}: cursor of length {k} dangling"));
                 }
-                let expected = self.locate(&s.tokens[len - k - 1..]);
+                let expected = self.locate(&s.tokens[len - k..]);
                 if expected.map(|p| (p.node, p.depth)) != Some((cursor, self.node(cursor).depth))
-                    || self.node(cursor).depth as usize != k + 1
+                    || self.node(cursor).depth as usize != k
                 {
-                    return Err(format!("slot {slot}: cursor {k} misplaced"));
+                    return Err(format!("slot {slot}: cursor of length {k} misplaced"));
                 }
             }
         }

@@ -17,6 +17,7 @@ mod walk;
 use rustc_hash::FxHashMap;
 
 pub(crate) use arena::{Node, NIL, ROOT};
+use arena::ChildMap;
 pub(crate) use walk::Position;
 
 use crate::{CacheError, Draft, SpecParams, TokenId};
@@ -34,7 +35,7 @@ pub struct SuffixTree {
     free_head: u32,
     live_nodes: usize,
     /// (node, first token of a child edge) -> child.
-    children: FxHashMap<(u32, TokenId), u32>,
+    children: ChildMap,
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     seq_slots: FxHashMap<u64, u32>,
@@ -64,7 +65,7 @@ impl SuffixTree {
             nodes: vec![Node::EMPTY],
             free_head: NIL,
             live_nodes: 1,
-            children: FxHashMap::default(),
+            children: ChildMap::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
             seq_slots: FxHashMap::default(),
@@ -99,7 +100,12 @@ impl SuffixTree {
             Some(&slot) => slot,
             None => self.new_slot(seq),
         };
-        self.slots[slot as usize].tokens.reserve(tokens.len());
+        let s = &mut self.slots[slot as usize];
+        s.tokens.reserve(tokens.len());
+        let len = s.tokens.len();
+        if s.cursors.len() != self.cursor_count(len) && !tokens.is_empty() {
+            self.rebuild_cursors(slot);
+        }
         for &token in tokens {
             self.append_token(slot, token);
         }
@@ -115,10 +121,13 @@ impl SuffixTree {
         Ok(())
     }
 
-    /// Releases spare capacity of sequence `seq` (call when it will not grow any more).
+    /// Releases spare capacity of sequence `seq` and drops its append cursors (call when it
+    /// will not grow any more; should it grow after all, the cursors are found again).
     pub fn shrink_seq(&mut self, seq: u64) {
         if let Some(&slot) = self.seq_slots.get(&seq) {
-            self.slots[slot as usize].tokens.shrink_to_fit();
+            let s = &mut self.slots[slot as usize];
+            s.tokens.shrink_to_fit();
+            s.cursors = Default::default();
         }
     }
 

@@ -8,7 +8,7 @@ impl SuffixTree {
     pub(super) fn remove_slot(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];
         s.live = false;
-        s.cursors = Vec::new();
+        s.cursors = Default::default();
         let len = s.tokens.len();
         self.seq_slots.remove(&s.id);
         self.live_tokens -= len;
@@ -52,11 +52,9 @@ impl SuffixTree {
     /// Frees a detached node and its single-child chain (all with no occurrences left).
     fn free_chain(&mut self, mut node: u32) {
         while node != NIL {
+            // An only child (so not in the child map).
             let child = self.node(node).first_child;
-            if child != NIL {
-                debug_assert!(self.node(child).next_sib == NIL, "dead node with several children");
-                self.children.remove(&(node, self.node(child).token));
-            }
+            debug_assert!(child == NIL || self.node(child).next_sib == NIL, "dead node with several children");
             self.free(node);
             node = child;
         }

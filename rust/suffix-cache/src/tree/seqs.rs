@@ -3,6 +3,8 @@
 //! tokens outgrow live tokens, every label is re-pointed at a live occurrence and the zombies
 //! are freed. Memory thus stays bounded by about twice the live tokens.
 
+use std::collections::VecDeque;
+
 use super::{SuffixTree, NIL};
 use crate::TokenId;
 
@@ -13,8 +15,10 @@ const ZOMBIE_SLACK: usize = 1 << 14;
 pub(crate) struct Slot {
     pub(crate) id: u64,
     pub(crate) tokens: Vec<TokenId>,
-    /// `cursors[k]` = node of the growing suffix of length `k + 1` (lengths `< max_depth`).
-    pub(crate) cursors: Vec<u32>,
+    /// Nodes of the growing suffixes (lengths `1..max_depth`), longest first: the back one has
+    /// length 1. A ring, so that appending pops the longest and pushes a new one without
+    /// shifting. Emptied by [`SuffixTree::shrink_seq`] and rebuilt if the sequence grows again.
+    pub(crate) cursors: VecDeque<u32>,
     pub(crate) live: bool,
     /// Labels pointing into `tokens`.
     pub(crate) refs: u32,
@@ -65,6 +69,25 @@ impl SuffixTree {
             self.zombie_tokens -= s.tokens.len();
             self.free_slot(slot);
         }
+    }
+
+    /// Number of cursors a sequence of `len` tokens keeps.
+    #[inline]
+    pub(super) fn cursor_count(&self, len: usize) -> usize {
+        len.min(self.max_depth as usize - 1)
+    }
+
+    /// Re-finds the cursors of a sequence whose cursors were dropped (every suffix shorter
+    /// than `max_depth` ends at an explicit node, so a skip/count walk lands on it).
+    pub(super) fn rebuild_cursors(&mut self, slot: u32) {
+        let tokens = self.tokens(slot);
+        let len = tokens.len();
+        let cursors: VecDeque<u32> = (1..=self.cursor_count(len))
+            .rev()
+            .map(|k| self.locate_known(&tokens[len - k..]).map_or(NIL, |pos| pos.node))
+            .collect();
+        debug_assert!(!cursors.contains(&NIL), "suffix of a live sequence missing");
+        self.slots[slot as usize].cursors = cursors;
     }
 
     /// Forgets a removed sequence's slot once nothing points into it.
