@@ -14,3 +14,12 @@ pytest.register_assert_rewrite("reference_suffix")
 # benches/. Another registered profile can be selected with HYPOTHESIS_PROFILE.
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# The test models are tiny: one torch thread is fastest (and leaves the other core to the rest
+# of a loaded CI machine). torch is optional: the cache and tree tests run without it.
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    torch.set_num_threads(1)

@@ -1,0 +1,113 @@
+"""Draft proposers: the source of the token trees that one verification step checks.
+
+Modelled on vLLM's spec_decode proposers: the loop tells a proposer when a request starts,
+which tokens it emitted, and when it finishes, and asks for all active requests' drafts in one
+call per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from suffixspec import SuffixCache, TokenTree
+from suffixspec.generation.config import SpecConfig
+
+_EMPTY = np.zeros(0, dtype=np.int32)
+
+
+def empty_tree() -> TokenTree:
+    return TokenTree(_EMPTY, _EMPTY)
+
+
+def limit_depth(tree: TokenTree, max_depth: int) -> TokenTree:
+    """The nodes of `tree` at depth <= `max_depth` (a parent-closed subset, order kept)."""
+    depths = np.asarray(tree.depths)
+    keep = depths <= max_depth
+    if keep.all():
+        return tree
+    new_index = np.cumsum(keep) - 1
+    parents = np.asarray(tree.parents)[keep]
+    parents = np.where(parents >= 0, new_index[np.maximum(parents, 0)], -1).astype(np.int32)
+    return TokenTree(np.asarray(tree.token_ids)[keep], parents, np.asarray(tree.probs)[keep])
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    def start(self, req_id: Hashable, prompt: np.ndarray) -> None:
+        """A request begins with `prompt` (int32)."""
+
+    def extend(self, req_id: Hashable, tokens: np.ndarray) -> None:
+        """The request emitted `tokens` (int32)."""
+
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        contexts: Sequence[np.ndarray],
+        budgets: Sequence[int],
+        max_depths: Sequence[int],
+    ) -> list[TokenTree]:
+        """One tree per request continuing `contexts[i]` (whose last token is the tree's root), of
+        at most `budgets[i]` nodes; nodes deeper than `max_depths[i]` are useless (the request
+        stops before) and dropped by the caller."""
+
+    def finish(self, req_id: Hashable) -> None:
+        """The request is done (also called when generation is aborted)."""
+
+
+class SuffixProposer:
+    """Drafts from a :class:`suffixspec.SuffixCache`: the request's own prompt and output plus every
+    finished response cached before (so later requests of the process speculate from them).
+    Drafts whose context match is shorter than `spec.min_match_len` are not proposed."""
+
+    _ids = itertools.count()
+
+    def __init__(self, cache: SuffixCache, spec: SpecConfig):
+        self.cache = cache
+        self.spec = spec
+        # The cache matches suffixes of at most max_depth tokens: pass only that tail.
+        self.context_len = int(getattr(cache, "max_depth", 64))
+
+    @classmethod
+    def new_request_id(cls) -> str:
+        return f"suffixspec.generate:{next(cls._ids)}"
+
+    def start(self, req_id: Hashable, prompt: np.ndarray) -> None:
+        self.cache.start_request(req_id, prompt)
+
+    def extend(self, req_id: Hashable, tokens: np.ndarray) -> None:
+        self.cache.add_active_response(req_id, tokens)
+
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        contexts: Sequence[np.ndarray],
+        budgets: Sequence[int],
+        max_depths: Sequence[int],
+    ) -> list[TokenTree]:
+        trees = [empty_tree()] * len(req_ids)
+        asked = [i for i, b in enumerate(budgets) if b > 0 and max_depths[i] > 0]
+        if not asked:
+            return trees
+        spec = self.spec
+        # A path draft needs no more tokens than the request can still emit; a tree may be wider.
+        wanted = [budgets[i] if spec.use_tree_spec else min(budgets[i], max_depths[i]) for i in asked]
+        drafts = self.cache.speculate_batch(
+            [req_ids[i] for i in asked],
+            [contexts[i][-self.context_len :] for i in asked],
+            max_spec_tokens=max(wanted),
+            max_spec_factor=spec.max_spec_factor,
+            max_spec_offset=spec.max_spec_offset,
+            min_token_prob=spec.min_token_prob,
+            use_tree_spec=spec.use_tree_spec,
+        )
+        for i, draft in zip(asked, drafts, strict=True):
+            if len(draft) and draft.match_len >= spec.min_match_len:
+                trees[i] = TokenTree.from_draft(draft)
+        return trees
+
+    def finish(self, req_id: Hashable) -> None:
+        self.cache.stop_request(req_id)

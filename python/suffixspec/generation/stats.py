@@ -1,0 +1,68 @@
+"""Per-request and aggregate statistics of speculative generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RequestStats:
+    """What speculation did for one request.
+
+    A *step* is one verification forward pass the request took part in (a plain decode step
+    when it had no draft). Times are wall-clock seconds of the batched steps the request took
+    part in, so requests of one batch share them.
+    """
+
+    prompt_len: int
+    new_tokens: int = 0
+    steps: int = 0
+    accepted_per_step: list[int] = field(default_factory=list)
+    draft_sizes: list[int] = field(default_factory=list)
+    prefill_time_s: float = 0.0
+    propose_time_s: float = 0.0
+    verify_time_s: float = 0.0
+    finish_reason: str = ""
+
+    @property
+    def accepted_tokens(self) -> int:
+        """Draft tokens accepted over all steps."""
+        return sum(self.accepted_per_step)
+
+    @property
+    def drafted_tokens(self) -> int:
+        """Draft tokens verified over all steps."""
+        return sum(self.draft_sizes)
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Tokens emitted per verification step (1.0 for plain decoding; the prefill token excluded)."""
+        return (self.new_tokens - 1) / self.steps if self.steps else 1.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Accepted draft tokens / drafted tokens (0.0 when nothing was drafted)."""
+        drafted = self.drafted_tokens
+        return self.accepted_tokens / drafted if drafted else 0.0
+
+
+@dataclass
+class BatchStats:
+    """Figures of one `generate` call as a whole."""
+
+    forward_passes: int = 0
+    prefill_time_s: float = 0.0
+    propose_time_s: float = 0.0
+    verify_time_s: float = 0.0
+    forward_time_s: float = 0.0  # inside the model's forward calls (prefill included)
+    total_time_s: float = 0.0
+    new_tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.total_time_s if self.total_time_s > 0 else 0.0
+
+    @property
+    def outside_model_share(self) -> float:
+        """Share of the wall time spent outside the model's forward calls (the loop's overhead)."""
+        return 1.0 - self.forward_time_s / self.total_time_s if self.total_time_s > 0 else 0.0
