@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from suffixspec import errors
-from suffixspec._native import Draft, SuffixTree, TokenTree, build_tree_batch
+from suffixspec._native import Draft, SuffixTree, TokenTree, accept_greedy_batch, build_tree_batch
 from suffixspec._native import __version__ as __version__
 from suffixspec.cache import SuffixCache
 from suffixspec.errors import (
@@ -46,6 +46,7 @@ __all__ = [
     "TokenTree",
     "TraceFormatError",
     "UnknownRequestError",
+    "accept_greedy_batch",
     "build_tree_batch",
     "errors",
     "generate",
