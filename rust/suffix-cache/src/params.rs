@@ -26,7 +26,7 @@ impl SpecParams {
         if limit < 0.0 {
             return 0;
         }
-        // `as` saturates (an infinite limit becomes usize::MAX).
-        (limit.floor() as usize).min(self.max_spec_tokens)
+        // Truncation is the floor here (limit >= 0) and needs no libm call; `as` saturates.
+        (limit as usize).min(self.max_spec_tokens)
     }
 }

@@ -1,16 +1,215 @@
 //! Drafting: choose the best match length, then grow a path or a tree below the match.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use crate::tree::{Position, SuffixTree, NIL};
 use crate::{Draft, SpecParams, TokenId};
 
+/// Per-thread buffers reused across calls, so that drafting allocates only the draft itself.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Node matched by the context suffix of each length (None: not located yet).
+    matched: Vec<Option<u32>>,
+    /// Running score after each token of the path being evaluated.
+    scores: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 /// Best draft over all match lengths (see [`SpecParams`]); `context` is already validated.
 pub(crate) fn best_draft(tree: &SuffixTree, context: &[TokenId], params: &SpecParams) -> Draft {
     let usable = context.len().min(tree.max_depth());
     let context = &context[context.len() - usable..];
-    let longest = longest_match(tree, context);
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => draft_with(tree, context, params, &mut scratch),
+        Err(_) => draft_with(tree, context, params, &mut Scratch::default()),
+    })
+}
+
+fn draft_with(tree: &SuffixTree, context: &[TokenId], params: &SpecParams, scratch: &mut Scratch) -> Draft {
+    let Scratch { matched, scores } = scratch;
+    matched.clear();
+    matched.resize(context.len() + 1, None);
+    let mut suffixes = Suffixes { tree, context, matched };
+    let longest = suffixes.longest();
+    if params.use_tree_spec {
+        best_tree_draft(&mut suffixes, longest, params)
+    } else {
+        best_path_draft(&mut suffixes, longest, params, scores)
+    }
+}
+
+/// The suffixes of the context and where they end in the tree, located at most once each.
+struct Suffixes<'a> {
+    tree: &'a SuffixTree,
+    context: &'a [TokenId],
+    matched: &'a mut Vec<Option<u32>>,
+}
+
+impl Suffixes<'_> {
+    fn suffix(&self, len: usize) -> &[TokenId] {
+        &self.context[self.context.len() - len..]
+    }
+
+    /// Whether the suffix of `len` tokens occurs (remembering where).
+    fn occurs(&mut self, len: usize) -> bool {
+        if self.matched[len].is_some() {
+            return true;
+        }
+        let found = self.tree.locate(self.suffix(len));
+        self.matched[len] = found.map(|pos| pos.node);
+        found.is_some()
+    }
+
+    /// Longest occurring suffix. Occurrence is monotone in the length (a suffix of an
+    /// occurring string occurs too), so binary search needs O(log n) walks; the whole context
+    /// is tried first because it usually occurs (the local tree holds the context itself).
+    fn longest(&mut self) -> usize {
+        let (mut lo, mut hi) = (0, self.context.len());
+        if hi == 0 || self.occurs(hi) {
+            return hi;
+        }
+        hi -= 1;
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if self.occurs(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// Where the suffix of `len` tokens ends; it must be no longer than the longest match,
+    /// so its edges need no token comparisons.
+    fn position(&mut self, len: usize) -> Option<Position> {
+        let node = match self.matched[len] {
+            Some(node) => node,
+            None => {
+                let node = self.tree.locate_known(self.suffix(len))?.node;
+                self.matched[len] = Some(node);
+                node
+            }
+        };
+        Some(Position { node, depth: len as u32 })
+    }
+
+    fn count(&mut self, len: usize) -> Option<u32> {
+        self.position(len).map(|pos| self.tree.node(pos.node).count)
+    }
+
+    /// Shortest length in `floor..=len` whose suffix has the same count as that of `len`.
+    /// Counts never increase with the length, so the lengths sharing a count form a range:
+    /// gallop down to its end, then bisect.
+    fn same_count_from(&mut self, len: usize, floor: usize) -> usize {
+        let count = self.count(len);
+        let (mut same, mut differs, mut step) = (len, floor - 1, 1);
+        while same > floor {
+            let probe = same.saturating_sub(step).max(floor);
+            if self.count(probe) != count {
+                differs = probe;
+                break;
+            }
+            same = probe;
+            step *= 2;
+        }
+        while same - differs > 1 {
+            let mid = differs + (same - differs) / 2;
+            if self.count(mid) == count {
+                same = mid;
+            } else {
+                differs = mid;
+            }
+        }
+        same
+    }
+}
+
+/// Path mode. Suffixes of the context with the same count have the same occurrences (each
+/// occurrence of the shorter one extends to one of the longer one), hence the same
+/// continuations with the same counts down to the depth limit of the longer one: their drafts
+/// are prefixes of one greedy path, of `min(budget, max_depth - len, path length)` tokens. So
+/// one walk per such range of lengths suffices, from its shortest length (the deepest room).
+fn best_path_draft(suffixes: &mut Suffixes<'_>, longest: usize, params: &SpecParams, scores: &mut Vec<f64>) -> Draft {
+    let tree = suffixes.tree;
+    let max_depth = tree.max_depth();
+    // (match length, tokens, where the walk of its range started).
+    let mut best: Option<(usize, usize, Position)> = None;
+    let mut best_score = 0.0;
+    let mut len = longest;
+    // A draft of `k` tokens scores at most `k` and budgets never grow as lengths shrink, so
+    // lengths whose budget cannot beat the best score (ties go to the longer match) are out.
+    while len > 0 && params.token_budget(len) as f64 > best_score {
+        let floor = lowest_length_beating(params, len, best_score);
+        let shortest = suffixes.same_count_from(len, floor);
+        let Some(start) = suffixes.position(shortest) else { break };
+        let most = most_room(params, max_depth, shortest, len);
+        if most as f64 > best_score {
+            let walked = path_scores(tree, start, most, params.min_token_prob, scores);
+            // The longest draft of the range, ties going to the longer match: the longest
+            // length with both the budget and the depth left for it (its budget is enough,
+            // as the one of a shorter length reaching `tokens` is).
+            let tokens = most.min(walked);
+            if tokens > 0 && scores[tokens - 1] > best_score {
+                best_score = scores[tokens - 1];
+                best = Some((len.min(max_depth - tokens), tokens, start));
+            }
+        }
+        len = shortest - 1;
+    }
+    match best {
+        Some((match_len, tokens, start)) => {
+            Draft { match_len, ..path_draft(tree, start, tokens, params.min_token_prob) }
+        }
+        None => Draft::default(),
+    }
+}
+
+/// Lowest length in `1..=len` whose budget exceeds `score` (`len`'s does).
+fn lowest_length_beating(params: &SpecParams, len: usize, score: f64) -> usize {
+    let (mut lo, mut hi) = (1, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if params.token_budget(mid) as f64 > score {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+/// Most tokens a length in `lo..=hi` may draft: `min(budget, max_depth - len)`. The budget
+/// grows with the length and the depth left shrinks, so the maximum is where they cross.
+fn most_room(params: &SpecParams, max_depth: usize, lo: usize, hi: usize) -> usize {
+    let depth_bound = |len: usize| params.token_budget(len) >= max_depth - len;
+    if !depth_bound(hi) {
+        return params.token_budget(hi);
+    }
+    if depth_bound(lo) {
+        return max_depth - lo;
+    }
+    // Shortest depth-bound length, in lo + 1..=hi.
+    let (mut below, mut at) = (lo, hi);
+    while at - below > 1 {
+        let mid = below + (at - below) / 2;
+        if depth_bound(mid) {
+            at = mid;
+        } else {
+            below = mid;
+        }
+    }
+    (max_depth - at).max(params.token_budget(at - 1))
+}
+
+/// Tree mode: every match length drafts on its own (early stopping as in path mode).
+fn best_tree_draft(suffixes: &mut Suffixes<'_>, longest: usize, params: &SpecParams) -> Draft {
+    let tree = suffixes.tree;
     let mut best = Draft::default();
     // Count of the previous (one longer) match and whether its draft was free of nodes at
     // max_depth: then an equal count means the same continuations with the same counts, so
@@ -18,44 +217,21 @@ pub(crate) fn best_draft(tree: &SuffixTree, context: &[TokenId], params: &SpecPa
     let mut previous: Option<(u32, bool)> = None;
     for match_len in (1..=longest).rev() {
         let budget = params.token_budget(match_len);
-        // A draft of `budget` tokens scores at most `budget`; shorter matches have smaller
-        // budgets and lose ties, so nothing below can win any more.
         if budget as f64 <= best.score {
             break;
         }
-        // Every suffix of the longest match occurs, so edges need no token comparisons.
-        let Some(pos) = tree.locate_known(&context[usable - match_len..]) else { break };
+        let Some(pos) = suffixes.position(match_len) else { break };
         let count = tree.node(pos.node).count;
         if previous == Some((count, true)) {
             continue;
         }
-        let limit = tree.max_depth() as u32;
-        let (draft, deepest) = if params.use_tree_spec {
-            tree_draft(tree, pos, budget, params.min_token_prob)
-        } else {
-            path_draft(tree, pos, budget, params.min_token_prob)
-        };
-        previous = Some((count, deepest < limit));
+        let (draft, deepest) = tree_draft(tree, pos, budget, params.min_token_prob);
+        previous = Some((count, deepest < tree.max_depth() as u32));
         if !draft.token_ids.is_empty() && draft.score > best.score {
             best = Draft { match_len, ..draft };
         }
     }
     best
-}
-
-/// Longest suffix of `context` occurring in the tree. Occurrence is monotone in the length
-/// (a suffix of an occurring string occurs too), so binary search needs O(log n) walks.
-fn longest_match(tree: &SuffixTree, context: &[TokenId]) -> usize {
-    let (mut lo, mut hi) = (0, context.len());
-    while lo < hi {
-        let mid = (lo + hi).div_ceil(2);
-        if tree.locate(&context[context.len() - mid..]).is_some() {
-            lo = mid;
-        } else {
-            hi = mid - 1;
-        }
-    }
-    lo
 }
 
 /// One step below a position: the child position, its token and its count.
@@ -87,12 +263,18 @@ fn child_prob(parent_prob: f64, child_count: u32, parent_count: u32) -> f64 {
     parent_prob * (f64::from(child_count) / f64::from(parent_count))
 }
 
-/// Greedy path: follow the most frequent continuation while it stays likely enough.
-/// Returns the draft and the deepest tree depth it reached.
-fn path_draft(tree: &SuffixTree, start: Position, budget: usize, min_prob: f64) -> (Draft, u32) {
-    let mut draft = Draft::default();
+/// Greedy path: follow the most frequent continuation while it stays likely enough, at most
+/// `limit` tokens; `visit` gets each token and its prob. Returns the tokens walked.
+fn walk_path(
+    tree: &SuffixTree,
+    start: Position,
+    limit: usize,
+    min_prob: f64,
+    mut visit: impl FnMut(TokenId, f64),
+) -> usize {
     let (mut pos, mut count, mut prob) = (start, tree.node(start.node).count, 1.0);
-    while draft.token_ids.len() < budget {
+    let mut walked = 0;
+    while walked < limit {
         let step = match edge_step(tree, pos) {
             Some(step) => step,
             None => match tree.node(pos.node).best_child {
@@ -104,13 +286,39 @@ fn path_draft(tree: &SuffixTree, start: Position, budget: usize, min_prob: f64) 
         if next_prob < min_prob {
             break;
         }
-        draft.parents.push(draft.token_ids.len() as i32 - 1);
-        draft.token_ids.push(step.token);
-        draft.probs.push(next_prob);
-        draft.score += next_prob;
+        visit(step.token, next_prob);
+        walked += 1;
         (pos, count, prob) = (step.pos, step.count, next_prob);
     }
-    (draft, pos.depth)
+    walked
+}
+
+/// The greedy path's first `tokens` tokens as a draft (fewer if the walk stops earlier).
+fn path_draft(tree: &SuffixTree, start: Position, tokens: usize, min_prob: f64) -> Draft {
+    let mut draft = Draft {
+        token_ids: Vec::with_capacity(tokens),
+        parents: Vec::with_capacity(tokens),
+        probs: Vec::with_capacity(tokens),
+        ..Draft::default()
+    };
+    walk_path(tree, start, tokens, min_prob, |token, prob| {
+        draft.parents.push(draft.token_ids.len() as i32 - 1);
+        draft.token_ids.push(token);
+        draft.probs.push(prob);
+        draft.score += prob;
+    });
+    draft
+}
+
+/// Running scores of the greedy path's first `limit` tokens into `scores` (as a draft sums
+/// them). Returns the tokens walked.
+fn path_scores(tree: &SuffixTree, start: Position, limit: usize, min_prob: f64, scores: &mut Vec<f64>) -> usize {
+    scores.clear();
+    let mut score = 0.0;
+    walk_path(tree, start, limit, min_prob, |_, prob| {
+        score += prob;
+        scores.push(score);
+    })
 }
 
 /// Frontier entry of the best-first tree expansion: highest prob first, then first pushed.

@@ -159,3 +159,53 @@ fn speculate_rejects_bad_input() {
     }
     assert!(matches!(SuffixTree::new(0), Err(CacheError::InvalidParameter { name: "max_depth", .. })));
 }
+
+/// Spec params with budgets up to past the depth, so long matches get drafts cut by the depth.
+fn deep_params() -> impl Strategy<Value = SpecParams> {
+    (
+        0usize..40,
+        prop::sample::select(vec![0.5, 1.0, 2.0]),
+        prop::sample::select(vec![-2.0, 0.0, 1.0]),
+        prop::sample::select(vec![0.0, 0.1, 0.3]),
+        any::<bool>(),
+    )
+        .prop_map(|(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)| {
+            SpecParams { max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Repeated text: long matches, many match lengths sharing one count, drafts cut by the
+    /// depth (the case where speculate drafts one range of lengths at once).
+    #[test]
+    fn long_repeated_matches_match_naive_model(
+        depth in 4usize..24,
+        base in prop::collection::vec(0 as TokenId..3, 4..30),
+        copies in prop::collection::vec(prop::collection::vec((0usize..30, 0 as TokenId..3), 0..3), 1..4),
+        params in prop::collection::vec(deep_params(), 4),
+    ) {
+        let mut tree = SuffixTree::new(depth).unwrap();
+        let mut seqs: BTreeMap<u64, Vec<TokenId>> = BTreeMap::new();
+        for (seq, edits) in copies.iter().enumerate() {
+            let mut tokens = base.clone();
+            for &(at, token) in edits {
+                let at = at % tokens.len();
+                tokens[at] = token;
+            }
+            tree.extend(seq as u64, &tokens).unwrap();
+            seqs.insert(seq as u64, tokens);
+        }
+        let counts = model_counts(&seqs, depth);
+        for seq in seqs.values() {
+            for cut in 1..=seq.len() {
+                let context = &seq[cut.saturating_sub(depth + 2)..cut];
+                for p in &params {
+                    let got = tree.speculate(context, p).unwrap();
+                    prop_assert_eq!(got, naive_draft(&counts, depth, context, p), "context {:?} {:?}", context, p);
+                }
+            }
+        }
+    }
+}
