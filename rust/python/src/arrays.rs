@@ -86,7 +86,9 @@ pub(crate) fn extract_tokens<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResu
         Ok(items) => {
             let mut values = Vec::with_capacity(items.len());
             for (index, item) in items.iter().enumerate() {
-                if item.is_instance_of::<pyo3::types::PyBool>() || !item.is_instance_of::<pyo3::types::PyInt>() {
+                if item.is_instance_of::<pyo3::types::PyBool>()
+                    || !item.is_instance_of::<pyo3::types::PyInt>()
+                {
                     let type_name = item.get_type().name()?.to_string();
                     return Err(dtype_error(
                         py,
@@ -102,7 +104,10 @@ pub(crate) fn extract_tokens<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResu
         }
         Err(_) => {
             let type_name = obj.get_type().name()?.to_string();
-            Err(dtype_error(py, format!("{what} must be a list or 1-D int32 array of token ids, got {type_name}")))
+            Err(dtype_error(
+                py,
+                format!("{what} must be a list or 1-D int32 array of token ids, got {type_name}"),
+            ))
         }
     }
 }

@@ -251,7 +251,9 @@ impl<T: Send + Sync> Guarded<T> {
 
     fn usable(&self) -> Result<(), Failure> {
         match self.broken.get() {
-            Some(reason) => Err(Failure::Internal(format!("this object is unusable after an earlier {reason}"))),
+            Some(reason) => {
+                Err(Failure::Internal(format!("this object is unusable after an earlier {reason}")))
+            }
             None => Ok(()),
         }
     }
@@ -443,7 +445,12 @@ impl PySuffixCacheCore {
     }
 
     /// Starts request ``req`` and builds its local tree over the prompt.
-    fn start_request(&self, py: Python<'_>, req: Handle, prompt_token_ids: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn start_request(
+        &self,
+        py: Python<'_>,
+        req: Handle,
+        prompt_token_ids: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let prompt = extract_tokens(prompt_token_ids, "prompt_token_ids")?.into_vec();
         self.cache.write(py, |cache| cache.start_request(req.0, &prompt))
     }
@@ -482,7 +489,14 @@ impl PySuffixCacheCore {
         use_tree_spec: Flag,
     ) -> PyResult<PyDraft> {
         let context = context_tail(context, self.config.max_depth)?;
-        let params = spec_params(py, max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
+        let params = spec_params(
+            py,
+            max_spec_tokens,
+            max_spec_factor,
+            max_spec_offset,
+            min_token_prob,
+            use_tree_spec,
+        )?;
         let draft = self.cache.read(py, |cache| cache.speculate(req.0, &context, &params))?;
         Ok(PyDraft::new(py, draft))
     }
@@ -505,13 +519,23 @@ impl PySuffixCacheCore {
         use_tree_spec: Flag,
     ) -> PyResult<Vec<PyDraft>> {
         if reqs.len() != contexts.len() {
-            return Err(invalid_parameter(py, format!("got {} requests but {} contexts", reqs.len(), contexts.len())));
+            return Err(invalid_parameter(
+                py,
+                format!("got {} requests but {} contexts", reqs.len(), contexts.len()),
+            ));
         }
         let contexts = contexts
             .iter()
             .map(|context| context_tail(context, self.config.max_depth))
             .collect::<PyResult<Vec<_>>>()?;
-        let params = spec_params(py, max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
+        let params = spec_params(
+            py,
+            max_spec_tokens,
+            max_spec_factor,
+            max_spec_offset,
+            min_token_prob,
+            use_tree_spec,
+        )?;
         let drafts = self.cache.read(py, |cache| {
             reqs.par_iter()
                 .zip(contexts.par_iter())
@@ -622,7 +646,14 @@ impl PySuffixTree {
         use_tree_spec: Flag,
     ) -> PyResult<PyDraft> {
         let context = context_tail(context, self.max_depth)?;
-        let params = spec_params(py, max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
+        let params = spec_params(
+            py,
+            max_spec_tokens,
+            max_spec_factor,
+            max_spec_offset,
+            min_token_prob,
+            use_tree_spec,
+        )?;
         let draft = self.tree.read(py, |tree| tree.speculate(&context, &params))?;
         Ok(PyDraft::new(py, draft))
     }

@@ -45,9 +45,9 @@ pub(crate) fn token_error(py: Python<'_>, index: usize, token: i64) -> PyErr {
 pub(crate) fn tree_error(py: Python<'_>, err: suffixspec_tree::TreeError) -> PyErr {
     use suffixspec_tree::TreeError;
     let class = match &err {
-        TreeError::LengthMismatch { .. } | TreeError::InvalidParent { .. } | TreeError::InvalidProb { .. } => {
-            "InvalidTreeError"
-        }
+        TreeError::LengthMismatch { .. }
+        | TreeError::InvalidParent { .. }
+        | TreeError::InvalidProb { .. } => "InvalidTreeError",
         TreeError::InvalidToken { .. } => "InvalidTokenError",
         TreeError::NodeOutOfRange { .. } | TreeError::InvalidParameter { .. } => "InvalidParameterError",
     };

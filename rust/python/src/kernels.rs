@@ -5,26 +5,19 @@ use pyo3::prelude::*;
 use crate::errors::new_error;
 
 /// (file name, text) of every `.cu` file shipped.
-const SOURCES: &[(&str, &str)] = &[(
-    "tree_attention.cu",
-    include_str!("../../../cuda/tree_attention.cu"),
-)];
+const SOURCES: &[(&str, &str)] = &[("tree_attention.cu", include_str!("../../../cuda/tree_attention.cu"))];
 
 /// Text of a `.cu` file of `cuda/` embedded in the native module.
 #[pyfunction]
 fn cuda_source(py: Python<'_>, name: &str) -> PyResult<&'static str> {
-    SOURCES
-        .iter()
-        .find(|(file, _)| *file == name)
-        .map(|(_, text)| *text)
-        .ok_or_else(|| {
-            let known: Vec<&str> = SOURCES.iter().map(|(file, _)| *file).collect();
-            new_error(
-                py,
-                "InvalidParameterError",
-                format!("no embedded CUDA source named {name:?} (known: {known:?})"),
-            )
-        })
+    SOURCES.iter().find(|(file, _)| *file == name).map(|(_, text)| *text).ok_or_else(|| {
+        let known: Vec<&str> = SOURCES.iter().map(|(file, _)| *file).collect();
+        new_error(
+            py,
+            "InvalidParameterError",
+            format!("no embedded CUDA source named {name:?} (known: {known:?})"),
+        )
+    })
 }
 
 /// Names of the embedded `.cu` files.

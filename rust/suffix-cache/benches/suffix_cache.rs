@@ -65,7 +65,10 @@ fn report_memory() {
         let tree = history(stream, 64, 1024);
         let per_token = tree.memory_bytes() as f64 / tree.num_tokens() as f64;
         let nodes = tree.num_nodes() as f64 / tree.num_tokens() as f64;
-        eprintln!("memory {name}: {per_token:.1} bytes/token, {nodes:.2} nodes/token ({} tokens)", tree.num_tokens());
+        eprintln!(
+            "memory {name}: {per_token:.1} bytes/token, {nodes:.2} nodes/token ({} tokens)",
+            tree.num_tokens()
+        );
     }
 }
 

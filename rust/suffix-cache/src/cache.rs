@@ -126,7 +126,12 @@ impl SuffixCache {
 
     /// Draft for an active request (see [`SpecParams`]): the better of the local and the
     /// global tree's drafts, the local one on ties.
-    pub fn speculate(&self, req: RequestId, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
+    pub fn speculate(
+        &self,
+        req: RequestId,
+        context: &[TokenId],
+        params: &SpecParams,
+    ) -> Result<Draft, CacheError> {
         params.validate()?;
         let request = self.active.get(&req).ok_or(CacheError::UnknownRequest(req))?;
         check_tokens(context)?;
@@ -202,7 +207,11 @@ impl SuffixCache {
             return Err("cached request index out of sync".into());
         }
         let Some(global) = &self.global else {
-            return if self.cached.is_empty() { Ok(()) } else { Err("cached requests without a global tree".into()) };
+            return if self.cached.is_empty() {
+                Ok(())
+            } else {
+                Err("cached requests without a global tree".into())
+            };
         };
         global.check_integrity().map_err(|e| format!("global tree: {e}"))?;
         let mut cached_tokens = 0;

@@ -5,7 +5,8 @@ use crate::{CacheError, SpecParams};
 impl SpecParams {
     /// Checks ranges: factor and offset finite, factor >= 0, min_token_prob in [0, 1].
     pub fn validate(&self) -> Result<(), CacheError> {
-        let invalid = |name, reason: &str| Err(CacheError::InvalidParameter { name, reason: reason.to_owned() });
+        let invalid =
+            |name, reason: &str| Err(CacheError::InvalidParameter { name, reason: reason.to_owned() });
         if !self.max_spec_factor.is_finite() || self.max_spec_factor < 0.0 {
             return invalid("max_spec_factor", "must be finite and >= 0");
         }

@@ -135,7 +135,12 @@ impl Suffixes<'_> {
 /// continuations with the same counts down to the depth limit of the longer one: their drafts
 /// are prefixes of one greedy path, of `min(budget, max_depth - len, path length)` tokens. So
 /// one walk per such range of lengths suffices, from its shortest length (the deepest room).
-fn best_path_draft(suffixes: &mut Suffixes<'_>, longest: usize, params: &SpecParams, scores: &mut Vec<f64>) -> Draft {
+fn best_path_draft(
+    suffixes: &mut Suffixes<'_>,
+    longest: usize,
+    params: &SpecParams,
+    scores: &mut Vec<f64>,
+) -> Draft {
     let tree = suffixes.tree;
     let max_depth = tree.max_depth();
     // (match length, tokens, where the walk of its range started).
@@ -312,7 +317,13 @@ fn path_draft(tree: &SuffixTree, start: Position, tokens: usize, min_prob: f64) 
 
 /// Running scores of the greedy path's first `limit` tokens into `scores` (as a draft sums
 /// them). Returns the tokens walked.
-fn path_scores(tree: &SuffixTree, start: Position, limit: usize, min_prob: f64, scores: &mut Vec<f64>) -> usize {
+fn path_scores(
+    tree: &SuffixTree,
+    start: Position,
+    limit: usize,
+    min_prob: f64,
+    scores: &mut Vec<f64>,
+) -> usize {
     scores.clear();
     let mut score = 0.0;
     walk_path(tree, start, limit, min_prob, |_, prob| {
@@ -355,25 +366,26 @@ fn tree_draft(tree: &SuffixTree, start: Position, budget: usize, min_prob: f64) 
     let mut frontier = BinaryHeap::new();
     let mut order = 0u64;
     let mut scratch = Vec::new();
-    let mut expand = |frontier: &mut BinaryHeap<Candidate>, pos: Position, count: u32, prob: f64, parent: i32| {
-        scratch.clear();
-        if let Some(step) = edge_step(tree, pos) {
-            scratch.push(step);
-        } else {
-            // The best child is the most likely one: if it misses the threshold, all do.
-            let best = tree.node(pos.node).best_child;
-            if best == NIL || child_prob(prob, tree.node(best).count, count) < min_prob {
-                return;
+    let mut expand =
+        |frontier: &mut BinaryHeap<Candidate>, pos: Position, count: u32, prob: f64, parent: i32| {
+            scratch.clear();
+            if let Some(step) = edge_step(tree, pos) {
+                scratch.push(step);
+            } else {
+                // The best child is the most likely one: if it misses the threshold, all do.
+                let best = tree.node(pos.node).best_child;
+                if best == NIL || child_prob(prob, tree.node(best).count, count) < min_prob {
+                    return;
+                }
+                scratch.extend(tree.children_of(pos.node).map(|c| child_step(tree, c)));
             }
-            scratch.extend(tree.children_of(pos.node).map(|c| child_step(tree, c)));
-        }
-        scratch.retain(|step| child_prob(prob, step.count, count) >= min_prob);
-        scratch.sort_unstable_by_key(|step| step.token);
-        for &step in &scratch {
-            frontier.push(Candidate { prob: child_prob(prob, step.count, count), order, step, parent });
-            order += 1;
-        }
-    };
+            scratch.retain(|step| child_prob(prob, step.count, count) >= min_prob);
+            scratch.sort_unstable_by_key(|step| step.token);
+            for &step in &scratch {
+                frontier.push(Candidate { prob: child_prob(prob, step.count, count), order, step, parent });
+                order += 1;
+            }
+        };
     if budget > 0 {
         expand(&mut frontier, start, tree.node(start.node).count, 1.0, -1);
     }

@@ -123,7 +123,8 @@ impl Model {
         if config.max_cached_requests == Some(0) || config.max_cached_tokens == 0 {
             return local;
         }
-        let responses = self.active.iter().map(|a| a.2.as_slice()).chain(self.cached.iter().map(|c| c.1.as_slice()));
+        let responses =
+            self.active.iter().map(|a| a.2.as_slice()).chain(self.cached.iter().map(|c| c.1.as_slice()));
         let global = naive_draft(&substring_counts(responses, depth), depth, context, params);
         if global.score > local.score {
             global

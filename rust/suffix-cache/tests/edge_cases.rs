@@ -6,7 +6,13 @@ use common::{naive_draft, substring_counts};
 use suffixspec_cache::{CacheConfig, Draft, SpecParams, SuffixCache, SuffixTree, TokenId};
 
 fn params(max_spec_tokens: usize, use_tree_spec: bool) -> SpecParams {
-    SpecParams { max_spec_tokens, max_spec_factor: 1.0, max_spec_offset: 0.0, min_token_prob: 0.1, use_tree_spec }
+    SpecParams {
+        max_spec_tokens,
+        max_spec_factor: 1.0,
+        max_spec_offset: 0.0,
+        min_token_prob: 0.1,
+        use_tree_spec,
+    }
 }
 
 /// Deterministic pseudo-random tokens (xorshift).

@@ -28,8 +28,9 @@ fn op(alphabet: TokenId) -> impl Strategy<Value = Op> {
 }
 
 fn scenario() -> impl Strategy<Value = (usize, TokenId, Vec<Op>)> {
-    (1usize..8, 1 as TokenId..5)
-        .prop_flat_map(|(depth, alphabet)| (Just(depth), Just(alphabet), prop::collection::vec(op(alphabet), 1..30)))
+    (1usize..8, 1 as TokenId..5).prop_flat_map(|(depth, alphabet)| {
+        (Just(depth), Just(alphabet), prop::collection::vec(op(alphabet), 1..30))
+    })
 }
 
 fn model_counts(seqs: &BTreeMap<u64, Vec<TokenId>>, depth: usize) -> Counts {
@@ -169,9 +170,15 @@ fn deep_params() -> impl Strategy<Value = SpecParams> {
         prop::sample::select(vec![0.0, 0.1, 0.3]),
         any::<bool>(),
     )
-        .prop_map(|(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)| {
-            SpecParams { max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec }
-        })
+        .prop_map(
+            |(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)| SpecParams {
+                max_spec_tokens,
+                max_spec_factor,
+                max_spec_offset,
+                min_token_prob,
+                use_tree_spec,
+            },
+        )
 }
 
 proptest! {

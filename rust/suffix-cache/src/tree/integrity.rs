@@ -27,7 +27,11 @@ impl SuffixTree {
         }
         let free_count = free.iter().filter(|&&f| f).count();
         if free_count + self.live_nodes != self.nodes.len() {
-            return Err(format!("{free_count} free + {} live != {} nodes", self.live_nodes, self.nodes.len()));
+            return Err(format!(
+                "{free_count} free + {} live != {} nodes",
+                self.live_nodes,
+                self.nodes.len()
+            ));
         }
         Ok(free)
     }
@@ -63,7 +67,9 @@ impl SuffixTree {
                 }
                 let branching = self.is_branching(node);
                 if self.children.get(&(node, c.token)).copied() != branching.then_some(child) {
-                    return Err(format!("node {child}: child map entry wrong (branching parent: {branching})"));
+                    return Err(format!(
+                        "node {child}: child map entry wrong (branching parent: {branching})"
+                    ));
                 }
                 mapped += usize::from(branching);
                 if best == NIL || self.ranks_before(child, best) {
@@ -91,7 +97,11 @@ impl SuffixTree {
             }
         }
         if visited != self.live_nodes || self.children.len() != mapped {
-            return Err(format!("{visited} reachable, {} live, {} child links", self.live_nodes, self.children.len()));
+            return Err(format!(
+                "{visited} reachable, {} live, {} child links",
+                self.live_nodes,
+                self.children.len()
+            ));
         }
         Ok(())
     }
@@ -142,8 +152,12 @@ impl SuffixTree {
                 return Err(format!("slot {index}: leaked"));
             }
         }
-        if live != self.live_tokens || zombie != self.zombie_tokens || self.seq_slots.len() > self.slots.len() {
-            return Err(format!("token totals {live}/{zombie} vs {}/{}", self.live_tokens, self.zombie_tokens));
+        if live != self.live_tokens || zombie != self.zombie_tokens || self.seq_slots.len() > self.slots.len()
+        {
+            return Err(format!(
+                "token totals {live}/{zombie} vs {}/{}",
+                self.live_tokens, self.zombie_tokens
+            ));
         }
         Ok(())
     }

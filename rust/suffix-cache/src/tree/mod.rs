@@ -16,8 +16,8 @@ mod walk;
 
 use rustc_hash::FxHashMap;
 
-pub(crate) use arena::{Node, NIL, ROOT};
 use arena::ChildMap;
+pub(crate) use arena::{Node, NIL, ROOT};
 pub(crate) use walk::Position;
 
 use crate::{CacheError, Draft, SpecParams, TokenId};
@@ -193,7 +193,8 @@ impl SuffixTree {
     pub fn memory_bytes(&self) -> usize {
         use std::mem::size_of;
         // hashbrown: one control byte per bucket on top of the entry.
-        let map_bytes = |capacity: usize, entry: usize| if capacity == 0 { 0 } else { capacity * (entry + 1) };
+        let map_bytes =
+            |capacity: usize, entry: usize| if capacity == 0 { 0 } else { capacity * (entry + 1) };
         let seq_bytes: usize =
             self.slots.iter().map(|s| (s.tokens.capacity() + s.cursors.capacity()) * size_of::<u32>()).sum();
         self.nodes.capacity() * size_of::<Node>()

@@ -54,7 +54,10 @@ impl SuffixTree {
         while node != NIL {
             // An only child (so not in the child map).
             let child = self.node(node).first_child;
-            debug_assert!(child == NIL || self.node(child).next_sib == NIL, "dead node with several children");
+            debug_assert!(
+                child == NIL || self.node(child).next_sib == NIL,
+                "dead node with several children"
+            );
             self.free(node);
             node = child;
         }

@@ -33,7 +33,12 @@ fn budget(match_len: usize, params: &SpecParams) -> usize {
 }
 
 /// Continuations of `s` with their counts, ascending by token.
-fn children(counts: &Counts, alphabet: &BTreeSet<TokenId>, s: &[TokenId], max_depth: usize) -> Vec<(TokenId, u64)> {
+fn children(
+    counts: &Counts,
+    alphabet: &BTreeSet<TokenId>,
+    s: &[TokenId],
+    max_depth: usize,
+) -> Vec<(TokenId, u64)> {
     if s.len() >= max_depth {
         return Vec::new();
     }
@@ -55,7 +60,14 @@ fn push(draft: &mut Draft, token: TokenId, parent: i32, prob: f64) {
     draft.score += prob;
 }
 
-fn path(counts: &Counts, alphabet: &BTreeSet<TokenId>, s: &[TokenId], d: usize, budget: usize, min: f64) -> Draft {
+fn path(
+    counts: &Counts,
+    alphabet: &BTreeSet<TokenId>,
+    s: &[TokenId],
+    d: usize,
+    budget: usize,
+    min: f64,
+) -> Draft {
     let mut draft = Draft::default();
     let (mut cur, mut count, mut prob) = (s.to_vec(), counts[s], 1.0);
     while draft.token_ids.len() < budget {
@@ -81,7 +93,14 @@ fn path(counts: &Counts, alphabet: &BTreeSet<TokenId>, s: &[TokenId], d: usize, 
 /// Frontier entry of the naive tree draft: (prob, string, count, parent index).
 type Frontier = (f64, Vec<TokenId>, u64, i32);
 
-fn tree(counts: &Counts, alphabet: &BTreeSet<TokenId>, s: &[TokenId], d: usize, budget: usize, min: f64) -> Draft {
+fn tree(
+    counts: &Counts,
+    alphabet: &BTreeSet<TokenId>,
+    s: &[TokenId],
+    d: usize,
+    budget: usize,
+    min: f64,
+) -> Draft {
     // Vec order = push order; taken entries become None.
     let mut frontier: Vec<Option<Frontier>> = Vec::new();
     let expand = |frontier: &mut Vec<_>, s: &[TokenId], count: u64, prob: f64, parent: i32| {
@@ -150,7 +169,13 @@ pub fn spec_params() -> impl Strategy<Value = SpecParams> {
         prop::sample::select(vec![0.0, 0.1, 0.25, 0.5, 1.0]),
         any::<bool>(),
     )
-        .prop_map(|(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)| {
-            SpecParams { max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec }
-        })
+        .prop_map(
+            |(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)| SpecParams {
+                max_spec_tokens,
+                max_spec_factor,
+                max_spec_offset,
+                min_token_prob,
+                use_tree_spec,
+            },
+        )
 }
