@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from suffixspec import build_tree_batch
+from suffixspec import TokenTree, build_tree_batch
+from suffixspec.errors import InvalidParameterError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.batch import Request, left_pad
 from suffixspec.generation.compat import ModelInfo
@@ -17,12 +18,19 @@ from suffixspec.generation.config import DecodeConfig, SpecConfig
 from suffixspec.generation.kv_cache import TreeKVCache
 from suffixspec.generation.logits import TargetScorer
 from suffixspec.generation.masks import block_mask
-from suffixspec.generation.proposer import Proposer, limit_depth
+from suffixspec.generation.proposer import Proposer, empty_tree, limit_depth
 from suffixspec.generation.stats import BatchStats
 from suffixspec.generation.streaming import StreamSink
 from suffixspec.generation.verify import accept_greedy, accept_sampling, sample_tokens
 
 _NO_NODES = np.zeros(0, dtype=np.int64)
+
+#: Replaces the model's greedy token choice (greedy decoding only). Called with the requests of a
+#: forward pass, their draft trees (empty ones for the prefill and plain steps) and the model's
+#: argmax of every block row `[B, n]` (row 0: after the root, row i + 1: after node i); returns the
+#: `[B, n]` tokens that acceptance uses instead. Benchmarks over random-weight models force the
+#: acceptance of a recorded trace with it; the default (None) changes nothing.
+TargetOverride = Callable[[Sequence[Request], Sequence[TokenTree], np.ndarray], np.ndarray]
 
 
 class SpeculativeLoop:
@@ -39,7 +47,10 @@ class SpeculativeLoop:
         backend: AttentionBackend,
         generator: torch.Generator | None = None,
         sink: StreamSink | None = None,
+        target_override: TargetOverride | None = None,
     ):
+        if target_override is not None and decode.do_sample:
+            raise InvalidParameterError("target_override replaces greedy choices; sampling has none")
         self.model = model
         self.info = info
         self.decode = decode
@@ -49,6 +60,7 @@ class SpeculativeLoop:
         self.backend = backend
         self.generator = generator
         self.sink = sink
+        self.target_override = target_override
         self.device = info.device
         self.batch = BatchStats()
         self._open: dict[Any, Request] = {}  # requests started in the proposer, not yet finished
@@ -59,6 +71,12 @@ class SpeculativeLoop:
         if self.decode.do_sample:
             return sample_tokens(self.scorer.probs(logits), self.generator)
         return self.scorer.greedy(logits).cpu().numpy()
+
+    def _override(self, requests: Sequence[Request], trees: Sequence[TokenTree], targets: np.ndarray):
+        """`targets` `[B, n]`, or what `target_override` puts in their place."""
+        if self.target_override is None:
+            return targets
+        return np.asarray(self.target_override(requests, trees, targets), dtype=np.int64)
 
     def _forward(self, **inputs: Any) -> Any:
         t0 = time.perf_counter()
@@ -86,6 +104,7 @@ class SpeculativeLoop:
             **extra,
         )
         first = self._next_tokens(out.logits[:, -1])
+        first = self._override(requests, [empty_tree()] * len(requests), first[:, None])[:, 0]
         for r, tok in zip(requests, first, strict=True):
             self._emit(r, np.asarray([tok], dtype=np.int32))
         return kv
@@ -128,11 +147,13 @@ class SpeculativeLoop:
         )
         self.batch.forward_passes += 1
         if tokens.shape[1] == 1:  # no drafts: choose the next token as plain decoding does
-            results = [(_NO_NODES, int(t)) for t in self._next_tokens(out.logits[:, 0])]
+            plain = self._override(requests, trees, self._next_tokens(out.logits[:, 0])[:, None])
+            results = [(_NO_NODES, int(t)) for t in plain[:, 0]]
         elif self.decode.do_sample:
             results = accept_sampling(trees, self.scorer.probs(out.logits), self.generator)
         else:
-            results = accept_greedy(trees, self.scorer.greedy(out.logits).cpu().numpy())
+            targets = self._override(requests, trees, self.scorer.greedy(out.logits).cpu().numpy())
+            results = accept_greedy(trees, targets)
         del out
         counts = np.asarray([1 + len(nodes) for nodes, _ in results], dtype=np.int64)
         keep = np.tile(np.arange(counts.max(), dtype=np.int64), (len(results), 1))

@@ -1,0 +1,651 @@
+"""End-to-end, trace-forced: suffixspec's speculative loop vs plain decoding on real-size models.
+
+Models: the architectures of Llama-3.2-1B and Llama-3.1-8B in bf16 on the GPU, with random
+weights (no model hub is reachable). Random weights do not produce the traced outputs, so
+acceptance is *forced from the trace*: each request carries its traced output, and at every step
+the loop runs the real proposal (suffix cache), tree build, forward pass (CUDA tree-attention
+kernel or torch), and KV compaction, but accepts the draft path that matches the traced
+continuation (and emits the next traced token as the bonus) instead of the model's argmax.
+The plain baseline decodes one token per forward pass with a `DynamicCache`, teacher-forced
+with the same traced tokens, so both produce exactly the same tokens. Every figure is therefore
+**trace-forced**: the speed a model that generated these traces would get.
+
+Workloads (`../shared/workloads`): agentic (mini-SWE-agent / deepseek-chat), SQL (Spider),
+code (HumanEval), chat (AlpacaEval), tokenized with the Llama-3 tokenizer. Prompts keep their
+last `--max-prompt-tokens`, outputs their first `--max-new-tokens`; the `--warm` requests before
+the measured ones are cached first (as a server would have them), then `--limit` requests run
+in batches of each `--batch` size (finished responses enter the cache; finished rows leave the
+batch, in both methods).
+
+    ./dev bench bench_e2e [--models 1b,8b] [--workloads agentic,sql,code,chat] [--batch 1,16]
+        [--limit 16] [--warm 64] [--attention auto,torch] [--out FILE.json]
+    ./dev bench bench_e2e --tiny        # a tiny random Llama on CPU (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TRACES = ROOT.parent / "shared" / "workloads"
+LABEL = "trace-forced"
+
+#: Workload name -> trace file stem; any other name is taken as a stem itself.
+WORKLOADS = {
+    "agentic": "agentic_swe_minisweagent_deepseek-chat",
+    "sql": "text2sql_spider_dev",
+    "code": "code_humaneval",
+    "chat": "chat_alpaca_eval",
+}
+
+_LLAMA3_VOCAB = 128256
+_LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+}
+#: Architectures (config fields of the published checkpoints).
+MODELS: dict[str, dict[str, Any]] = {
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+        rope_parameters={**_LLAMA3_ROPE, "factor": 32.0, "original_max_position_embeddings": 8192},
+    ),
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+        rope_parameters={**_LLAMA3_ROPE, "factor": 8.0, "original_max_position_embeddings": 8192},
+    ),
+}
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+)
+# Real runs / --tiny defaults of the size settings.
+SIZES = {
+    "limit": (16, 4),
+    "warm": (64, 4),
+    "max_prompt_tokens": (4096, 64),
+    "max_new_tokens": (128, 16),
+    "batch": ("1,16", "1,2"),
+}
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="a tiny random Llama on CPU with small limits")
+    p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
+    p.add_argument("--models", default="1b,8b", help=f"of {sorted(MODELS)} (ignored with --tiny)")
+    p.add_argument("--workloads", default="agentic,sql,code,chat", help=f"names of {WORKLOADS} or file stems")
+    p.add_argument("--trace-dir", type=Path, default=DEFAULT_TRACES, help="directory of the *.jsonl traces")
+    p.add_argument("--tokenizer", type=Path, help="default: TRACE_DIR/tokenizers/llama3/tokenizer.json")
+    p.add_argument("--batch", default=None, help="batch sizes (default 1,16; --tiny 1,2)")
+    p.add_argument("--limit", type=int, default=None, help="measured requests per workload (16; --tiny 4)")
+    p.add_argument("--warm", type=int, default=None, help="earlier requests cached first (64; --tiny 4)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt tail kept (4096; --tiny 64)")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="output head kept (128; --tiny 16)")
+    p.add_argument("--attention", default="auto,torch", help="suffixspec attention modes: auto, cuda, torch")
+    p.add_argument("--max-spec-tokens", type=int, default=16)
+    p.add_argument("--tree", action="store_true", help="tree drafts (default: path drafts)")
+    p.add_argument(
+        "--no-phase-sync",
+        action="store_true",
+        help="no CUDA syncs around tree build and compaction (their shares are then host time only)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="write the report as JSON here")
+    args = p.parse_args(argv)
+    for name, (real, tiny) in SIZES.items():
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if args.tiny else real)
+    args.batch = [int(b) for b in _csv(str(args.batch))]
+    args.attention = _csv(args.attention)
+    args.models = ["tiny"] if args.tiny else _csv(args.models)
+    args.workloads = _csv(args.workloads)
+    unknown = [m for m in args.models if m != "tiny" and m not in MODELS]
+    if unknown:
+        p.error(f"unknown models {unknown}; choose from {sorted(MODELS)}")
+    if min(args.batch, default=0) < 1 or args.limit < 1 or args.warm < 0:
+        p.error("--batch sizes and --limit must be >= 1, --warm >= 0")
+    if args.max_prompt_tokens < 1 or args.max_new_tokens < 1:
+        p.error("--max-prompt-tokens and --max-new-tokens must be >= 1")
+    return args
+
+
+# -- workloads ------------------------------------------------------------------------------------
+@dataclass
+class Workload:
+    name: str
+    trace: str
+    warm: list[tuple[np.ndarray, np.ndarray]]  # (prompt, output) cached before the measured ones
+    requests: list[tuple[np.ndarray, np.ndarray]]  # measured (prompt, output), outputs non-empty
+
+    @property
+    def max_token(self) -> int:
+        return int(np.concatenate([a for pair in self.warm + self.requests for a in pair]).max())
+
+
+def load_workload(name: str, args: argparse.Namespace) -> Workload:
+    """The first `warm` requests of the trace, then the next `limit` with a non-empty output."""
+    from suffixspec.replay.tokenize import default_cache_dir, load_tokenizer, tokenize_trace
+    from suffixspec.replay.traces import read_trace
+
+    stem = WORKLOADS.get(name, name)
+    # Requests with an empty output cannot be measured: read some slack to replace them.
+    trace = read_trace(args.trace_dir / f"{stem}.jsonl", limit=args.warm + 2 * args.limit)
+    tokenizer = None
+    if trace.needs_tokenizer():
+        path = args.tokenizer or args.trace_dir / "tokenizers" / "llama3" / "tokenizer.json"
+        tokenizer = load_tokenizer(path)
+    tokens = tokenize_trace(trace, tokenizer, cache_dir=default_cache_dir())
+    pairs = [
+        (prompt[-args.max_prompt_tokens :].astype(np.int32), out[: args.max_new_tokens].astype(np.int32))
+        for prompt, out in zip(tokens.prompts(), tokens.outputs, strict=True)
+    ]
+    measured = [(p, o) for p, o in pairs[args.warm :] if p.size and o.size][: args.limit]
+    if not measured:
+        raise SystemExit(f"{stem}: no request with a prompt and an output after the first {args.warm}")
+    return Workload(name, stem, pairs[: args.warm], measured)
+
+
+# -- models ---------------------------------------------------------------------------------------
+def build_model(name: str, vocab: int, device: torch.device) -> tuple[Any, str]:
+    """A random-weight Llama of architecture `name`, built directly on `device` without the slow
+    initialisation (weights are then filled on the device: finite, N(0, 0.02), norms 1)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.initialization import no_init_weights
+
+    arch = TINY if name == "tiny" else MODELS[name]
+    dtype = torch.float32 if name == "tiny" else torch.bfloat16
+    config = LlamaConfig(
+        vocab_size=vocab,
+        max_position_embeddings=131072,
+        rms_norm_eps=1e-5,
+        bos_token_id=None,
+        eos_token_id=None,  # the trace decides when a request ends
+        pad_token_id=0,
+        **arch,
+    )
+    with torch.device(device), no_init_weights():
+        model = LlamaForCausalLM._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.tie_weights()
+    model.requires_grad_(False)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(1.0) if param.ndim == 1 else param.normal_(0.0, 0.02)
+    params = sum(p.numel() for p in model.parameters())
+    return (
+        model.eval(),
+        f"{name}: Llama {arch['hidden_size']}h x {arch['num_hidden_layers']}L, {params / 1e9:.2f}B {dtype}",
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- plain decoding -------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    new_tokens: int = 0
+    decode_tokens: int = 0  # tokens emitted after the prefill's first one
+
+    def add(self, other: Timing) -> None:
+        for f in ("prefill_s", "decode_s", "new_tokens", "decode_tokens"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+def plain_decode(model: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) -> Timing:
+    """One token per forward pass with a `DynamicCache`, as `model.generate` decodes; the token fed
+    back is the traced one (the model's argmax is still computed and read back, as generate does).
+    Finished rows leave the batch."""
+    with torch.inference_mode():
+        return _plain_decode(model, group, device)
+
+
+def _plain_decode(model: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) -> Timing:
+    from transformers import DynamicCache
+
+    from suffixspec.generation.batch import left_pad
+
+    ids, mask = left_pad([p for p, _ in group], pad_id=0)
+    lengths = np.asarray([o.size for _, o in group])
+    forced = np.zeros((len(group), lengths.max()), dtype=np.int64)
+    for b, (_, out) in enumerate(group):
+        forced[b, : out.size] = out
+    forced_t = torch.from_numpy(forced).to(device)
+    mask_t = torch.from_numpy(mask).to(device)
+    positions = (mask_t.cumsum(-1) - 1).masked_fill_(mask_t == 0, 1)
+    cache = DynamicCache()
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model(
+        input_ids=torch.from_numpy(ids).to(device),
+        attention_mask=mask_t,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    out.logits[:, -1].argmax(-1).cpu()
+    t1 = time.perf_counter()
+    rows = np.arange(len(group))
+    next_pos = positions[:, -1:] + 1
+    for i in range(1, int(lengths.max())):
+        alive = rows[lengths[rows] > i]
+        if alive.size < rows.size:  # finished rows leave the batch
+            keep = torch.from_numpy(np.searchsorted(rows, alive)).to(device)
+            cache.batch_select_indices(keep)
+            mask_t, next_pos, forced_t = mask_t[keep], next_pos[keep], forced_t[keep]
+            rows = alive
+        mask_t = torch.cat([mask_t, mask_t.new_ones((rows.size, 1))], dim=1)
+        out = model(
+            input_ids=forced_t[:, i - 1 : i],
+            attention_mask=mask_t,
+            position_ids=next_pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        out.logits[:, -1].argmax(-1).cpu()
+        next_pos = next_pos + 1
+    _sync(device)
+    t2 = time.perf_counter()
+    total = int(lengths.sum())
+    return Timing(t1 - t0, t2 - t1, total, total - len(group))
+
+
+# -- speculative decoding, forced from the trace --------------------------------------------------
+class TraceForcer:
+    """`target_override` of the loop: every block row's target is the traced token at the row's
+    depth past the request's emitted tokens, so greedy acceptance walks exactly the draft path
+    equal to the traced continuation and its bonus token is the next traced token."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[Any, np.ndarray] = {}
+        self.elapsed_s = 0.0  # the benchmark's own work, taken out of suffixspec's time
+
+    def __call__(self, requests: Sequence[Any], trees: Sequence[Any], targets: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        forced = np.empty(targets.shape, dtype=np.int64)
+        for b, (request, tree) in enumerate(zip(requests, trees, strict=True)):
+            future = self.outputs[request.req_id][request.length - request.prompt_len :]
+            depth = np.zeros(targets.shape[1], dtype=np.int64)  # row 0 (the root) and padding: 0
+            depth[1 : len(tree) + 1] = tree.depths
+            forced[b] = future[np.minimum(depth, future.size - 1)]
+        self.elapsed_s += time.perf_counter() - t0
+        return forced
+
+
+class TimedProposer:
+    """A proposer wrapper that times the proposal calls and the cache updates apart."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.propose_s = 0.0
+        self.update_s = 0.0
+
+    def _timed(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            setattr(self, what, getattr(self, what) + time.perf_counter() - t0)
+
+    def start(self, req_id: Any, prompt: np.ndarray) -> None:
+        self._timed("update_s", self.inner.start, req_id, prompt)
+
+    def extend(self, req_id: Any, tokens: np.ndarray) -> None:
+        self._timed("update_s", self.inner.extend, req_id, tokens)
+
+    def finish(self, req_id: Any) -> None:
+        self._timed("update_s", self.inner.finish, req_id)
+
+    def propose(self, *args: Any) -> list[Any]:
+        return self._timed("propose_s", self.inner.propose, *args)
+
+
+def make_loop_class() -> type:
+    """`SpeculativeLoop` with the tree build and the KV compaction timed (synchronized on CUDA
+    unless `phase_sync` is off, so that their GPU work counts where it is queued)."""
+    from suffixspec.generation.loop import SpeculativeLoop
+
+    class PhaseTimedLoop(SpeculativeLoop):
+        phase_sync = True
+
+        def _timed(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+            t0 = time.perf_counter()
+            result = fn(*args)
+            if self.phase_sync:
+                _sync(self.device)
+            self.phases[key] = self.phases.get(key, 0.0) + time.perf_counter() - t0
+            return result
+
+        def _block(self, requests: Any, trees: Any) -> Any:
+            return self._timed("tree_s", super()._block, requests, trees)
+
+        def _prefill(self, requests: Any) -> Any:
+            self.phases: dict[str, float] = {}
+            kv = super()._prefill(requests)
+            self.phases["prefill_forward_s"] = self.batch.forward_time_s
+            keep_block = kv.keep_block
+            kv.keep_block = lambda *a: self._timed("compact_s", keep_block, *a)
+            return kv
+
+    return PhaseTimedLoop
+
+
+@dataclass
+class SpecRun:
+    timing: Timing = field(default_factory=Timing)
+    steps: int = 0  # verification steps summed over requests
+    forward_passes: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    phases: dict[str, float] = field(default_factory=dict)
+    mismatches: int = 0
+    backend: str = ""
+    forcing_s: float = 0.0
+    outputs: list[np.ndarray] = field(default_factory=list)  # generated tokens per request
+
+
+def warmed_proposer(workload: Workload, args: argparse.Namespace) -> Any:
+    """A suffix-cache proposer that has served the workload's warm requests."""
+    from suffixspec import SuffixCache
+    from suffixspec.generation.config import SpecConfig
+    from suffixspec.generation.proposer import SuffixProposer
+
+    cache = SuffixCache()
+    for i, (prompt, output) in enumerate(workload.warm):
+        cache.start_request(("warm", i), prompt)
+        cache.add_active_response(("warm", i), output)
+        cache.stop_request(("warm", i))
+    spec = SpecConfig(max_spec_tokens=args.max_spec_tokens, use_tree_spec=args.tree)
+    return SuffixProposer(cache, spec), spec
+
+
+def spec_decode(
+    model: Any, workload: Workload, batch: int, attention: str, args: argparse.Namespace
+) -> SpecRun:
+    """The measured requests through suffixspec's loop in groups of `batch`, acceptance forced."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    from suffixspec.generation.attention import AttentionBackend
+    from suffixspec.generation.batch import Request
+    from suffixspec.generation.compat import inspect_model
+    from suffixspec.generation.config import validate_decode_config
+    from suffixspec.generation.logits import TargetScorer
+
+    info = inspect_model(model)
+    inner, spec = warmed_proposer(workload, args)
+    proposer = TimedProposer(inner)
+    backend = AttentionBackend(model, attention)
+    decode = validate_decode_config(
+        GenerationConfig(do_sample=False, eos_token_id=None, pad_token_id=0),
+        vocab_size=info.vocab_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    forcer = TraceForcer()
+    loop_class = make_loop_class()
+    loop_class.phase_sync = not args.no_phase_sync
+    run = SpecRun(
+        backend={"cuda": "cuda-kernel", "torch": "torch-reference"}.get(backend.backend, "sdpa-mask")
+    )
+    phases: dict[str, float] = {}
+    for start in range(0, len(workload.requests), batch):
+        group = workload.requests[start : start + batch]
+        requests = []
+        for i, (prompt, output) in enumerate(group, start=start):
+            req_id = (workload.name, i)
+            forcer.outputs[req_id] = output
+            requests.append(Request.new(req_id, prompt, int(output.size)))
+        loop = loop_class(
+            model, info, decode, spec, TargetScorer(LogitsProcessorList()), proposer, backend,
+            target_override=forcer,
+        )  # fmt: skip
+        _sync(info.device)
+        forced_before = forcer.elapsed_s
+        with torch.inference_mode():
+            loop.run(requests)
+        stats = loop.batch
+        forcing = forcer.elapsed_s - forced_before
+        run.forcing_s += forcing
+        run.timing.add(
+            Timing(
+                stats.prefill_time_s,
+                stats.total_time_s - stats.prefill_time_s - forcing,
+                stats.new_tokens,
+                stats.new_tokens - len(requests),
+            )
+        )
+        run.forward_passes += stats.forward_passes - 1
+        forward = stats.forward_time_s - loop.phases.pop("prefill_forward_s")
+        for key, value in (*loop.phases.items(), ("forward_s", forward)):
+            phases[key] = phases.get(key, 0.0) + value
+        for r, (_, output) in zip(requests, group, strict=True):
+            run.steps += r.stats.steps
+            run.drafted += r.stats.drafted_tokens
+            run.accepted += r.stats.accepted_tokens
+            run.mismatches += int(not np.array_equal(r.generated, output))
+            run.outputs.append(r.generated.copy())
+    # Prompt ingestion by the proposer happens outside the prefill: it counts as decode time.
+    phases["propose_s"] = proposer.propose_s
+    phases["cache_update_s"] = proposer.update_s
+    phases["other_s"] = run.timing.decode_s - sum(phases.values())
+    run.phases = phases
+    return run
+
+
+# -- report ---------------------------------------------------------------------------------------
+PHASES = ("propose", "cache_update", "tree", "forward", "compact", "other")
+
+
+@dataclass
+class Row:
+    label: str
+    model: str
+    workload: str
+    batch: int
+    attention: str
+    backend: str
+    requests: int
+    new_tokens: int
+    plain_tok_s: float  # decode phase: tokens after the prefill's first one / decode time
+    spec_tok_s: float
+    speedup: float
+    plain_e2e_tok_s: float  # prefill included
+    spec_e2e_tok_s: float
+    e2e_speedup: float
+    tokens_per_step: float
+    acceptance: float
+    mean_draft: float
+    forward_passes: int
+    plain_forward_passes: int
+    shares: dict[str, float]  # of suffixspec's decode time
+    forcing_s: float  # the trace forcing itself (benchmark work, not counted in suffixspec's time)
+    mismatches: int  # requests whose forced output differs from the trace (must be 0)
+
+
+def make_row(model: str, workload: Workload, batch: int, attention: str, plain: Timing, spec: SpecRun) -> Row:
+    plain_e2e = plain.prefill_s + plain.decode_s
+    spec_e2e = spec.timing.prefill_s + spec.timing.decode_s
+    return Row(
+        label=LABEL,
+        model=model,
+        workload=workload.name,
+        batch=batch,
+        attention=attention,
+        backend=spec.backend,
+        requests=len(workload.requests),
+        new_tokens=spec.timing.new_tokens,
+        plain_tok_s=plain.decode_tokens / plain.decode_s if plain.decode_s else 0.0,
+        spec_tok_s=spec.timing.decode_tokens / spec.timing.decode_s if spec.timing.decode_s else 0.0,
+        speedup=plain.decode_s / spec.timing.decode_s if spec.timing.decode_s else 0.0,
+        plain_e2e_tok_s=plain.new_tokens / plain_e2e,
+        spec_e2e_tok_s=spec.timing.new_tokens / spec_e2e,
+        e2e_speedup=plain_e2e / spec_e2e,
+        tokens_per_step=spec.timing.decode_tokens / spec.steps if spec.steps else 1.0,
+        acceptance=spec.accepted / spec.drafted if spec.drafted else 0.0,
+        mean_draft=spec.drafted / spec.steps if spec.steps else 0.0,
+        forward_passes=spec.forward_passes,
+        plain_forward_passes=_plain_passes(workload, batch),
+        shares={k: spec.phases.get(f"{k}_s", 0.0) / spec.timing.decode_s for k in PHASES}
+        if spec.timing.decode_s
+        else dict.fromkeys(PHASES, 0.0),
+        forcing_s=spec.forcing_s,
+        mismatches=spec.mismatches,
+    )
+
+
+def _plain_passes(workload: Workload, batch: int) -> int:
+    """Decode forward passes of the plain baseline: per group, its longest output minus one."""
+    sizes = [o.size for _, o in workload.requests]
+    return sum(max(sizes[i : i + batch]) - 1 for i in range(0, len(sizes), batch))
+
+
+def print_table(rows: list[Row], header: str) -> None:
+    print(f"{LABEL.upper()} ({header})")
+    head = (
+        "model", "workload", "batch", "attention", "tokens", "plain tok/s", "spec tok/s", "speedup",
+        "e2e speedup", "tok/step", "accept", "shares prop/upd/tree/fwd/comp/other %", "mismatch",
+    )  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        shares = "/".join(f"{100 * r.shares[k]:.0f}" for k in PHASES)
+        print(
+            f"| {r.model} | {r.workload} | {r.batch} | {r.backend} | {r.new_tokens} | {r.plain_tok_s:.1f} | "
+            f"{r.spec_tok_s:.1f} | {r.speedup:.2f}x | {r.e2e_speedup:.2f}x | {r.tokens_per_step:.2f} | "
+            f"{100 * r.acceptance:.0f}% | {shares} | {r.mismatches} |"
+        )
+
+
+# -- main -----------------------------------------------------------------------------------------
+def resolve_device(args: argparse.Namespace) -> torch.device | None:
+    """The device to run on, or None (after saying why) where the GPU benchmark cannot run."""
+    device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(
+            "bench_e2e: no CUDA device is visible (torch.cuda.is_available() is False). This benchmark "
+            "measures real-size models on a GPU; run it on a GPU machine, or pass --tiny for the CPU "
+            "smoke test (or --device cpu to force real sizes on the CPU). Nothing was measured.",
+            file=sys.stderr,
+        )
+        return None
+    return device
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs every model x workload x batch x attention mode; returns the report."""
+    device = resolve_device(args)
+    if device is None:
+        return {"label": LABEL, "skipped": "no CUDA device", "rows": []}
+    torch.manual_seed(args.seed)
+    workloads = [load_workload(name, args) for name in args.workloads]
+    vocab = max(w.max_token for w in workloads) + 1
+    if args.tiny:
+        vocab = max(vocab, 256)
+    elif vocab > _LLAMA3_VOCAB:
+        raise SystemExit(f"token id {vocab - 1} does not fit the Llama-3 vocabulary of {_LLAMA3_VOCAB}")
+    else:
+        vocab = _LLAMA3_VOCAB
+    rows: list[Row] = []
+    models = {}
+    for name in args.models:
+        model, models[name] = build_model(name, vocab, device)
+        print(f"[bench_e2e] {models[name]} on {device}", file=sys.stderr)
+        _explain_fallback(model, device, args)
+        _warm_up(model, workloads[0], device, args)
+        for workload in workloads:
+            for batch in args.batch:
+                plain = Timing()
+                for start in range(0, len(workload.requests), batch):
+                    plain.add(plain_decode(model, workload.requests[start : start + batch], device))
+                for attention in args.attention:
+                    spec = spec_decode(model, workload, batch, attention, args)
+                    row = make_row(name, workload, batch, attention, plain, spec)
+                    rows.append(row)
+                    print(
+                        f"[bench_e2e] {name} {workload.name} b{batch} {row.backend}: "
+                        f"{row.plain_tok_s:.1f} -> {row.spec_tok_s:.1f} tok/s ({row.speedup:.2f}x)",
+                        file=sys.stderr,
+                    )
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return {
+        "label": LABEL,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "models": models,
+        "workloads": {w.name: w.trace for w in workloads},
+        "settings": {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in vars(args).items()
+            if k not in ("out", "tokenizer", "device")
+        },
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def _explain_fallback(model: Any, device: torch.device, args: argparse.Namespace) -> None:
+    """Says why attention="auto" will not run the CUDA kernel on a GPU (its rows then read sdpa-mask)."""
+    from suffixspec.kernels import resolve_mode, unavailable_reason
+
+    if device.type == "cuda" and "auto" in args.attention and resolve_mode(model, "auto") is None:
+        reason = unavailable_reason(device) or "the model's attention is not one the kernel implements"
+        print(f"[bench_e2e] attention=auto runs the model's sdpa with a tree mask: {reason}", file=sys.stderr)
+
+
+def _warm_up(model: Any, workload: Workload, device: torch.device, args: argparse.Namespace) -> None:
+    """One short request through both methods (allocator, cuBLAS, kernel compilation), unmeasured."""
+    prompt, output = workload.requests[0]
+    short = Workload("warm-up", workload.trace, workload.warm, [(prompt, output[:8])])
+    plain_decode(model, short.requests, device)
+    for attention in args.attention:
+        spec_decode(model, short, 1, attention, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    if not report["rows"]:
+        return 0
+    header = f"{report['device']}; max prompt {args.max_prompt_tokens}, max new {args.max_new_tokens}"
+    print_table([Row(**r) for r in report["rows"]], header)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+    return 0 if all(r["mismatches"] == 0 for r in report["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
