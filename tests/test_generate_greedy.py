@@ -18,15 +18,6 @@ VOCAB = 128
 NEW = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run far faster on one thread than contending for a loaded machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.cache
 def tiny_model(kind: str) -> torch.nn.Module:
     """A 2-layer random-weight causal LM (fp32, CPU)."""

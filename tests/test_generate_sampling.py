@@ -22,14 +22,6 @@ SAMPLES = 3000
 NEW = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @functools.cache
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
