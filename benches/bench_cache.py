@@ -28,14 +28,18 @@ from typing import Any
 
 import numpy as np
 
+from suffixspec.config import SpecConfig
 from suffixspec.replay.engine import ReplayResult, replay_all
-from suffixspec.replay.methods import Proposer, SpecParams, make_proposer
+from suffixspec.replay.methods import Method, Proposer, make_method
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
-PARAMS = SpecParams(max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1)
+# arctic-inference's semantics on both sides (no minimum match length: arctic has none).
+PARAMS = SpecConfig(
+    max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1, min_match_len=0
+)
 METHODS = ("suffixspec", "arctic")
 
 
@@ -114,30 +118,30 @@ class FastestOfRepeats:
     pollute the per-call times. The same for both libraries."""
 
     def __init__(self, inner: Proposer, repeats: int) -> None:
-        self.inner, self.repeats, self.name = inner, repeats, inner.name
+        self.inner, self.repeats = inner, repeats
         self.fastest_ns: list[int] = []
 
-    def start(self, req_id: int, prompt: np.ndarray) -> None:
+    def start(self, req_id: Any, prompt: np.ndarray) -> None:
         self.inner.start(req_id, prompt)
 
-    def propose(self, req_id: int, context: np.ndarray) -> Any:
+    def propose(self, *args: Any) -> Any:
         best = None
         for _ in range(self.repeats):
             t0 = time.perf_counter_ns()
-            draft = self.inner.propose(req_id, context)
+            drafts = self.inner.propose(*args)
             elapsed = time.perf_counter_ns() - t0
             best = elapsed if best is None else min(best, elapsed)
         self.fastest_ns.append(best)
-        return draft
+        return drafts
 
-    def observe(self, req_id: int, tokens: np.ndarray) -> None:
-        self.inner.observe(req_id, tokens)
+    def extend(self, req_id: Any, tokens: np.ndarray) -> None:
+        self.inner.extend(req_id, tokens)
 
-    def stop(self, req_id: int) -> None:
-        self.inner.stop(req_id)
+    def finish(self, req_id: Any) -> None:
+        self.inner.finish(req_id)
 
     def memory_bytes(self) -> int:
-        return self.inner.memory_bytes()
+        return int(self.inner.memory_bytes())  # type: ignore[attr-defined]
 
 
 def figures(result: ReplayResult, speculate_ns: np.ndarray, prompt_tokens: int) -> dict[str, float]:
@@ -157,7 +161,10 @@ def figures(result: ReplayResult, speculate_ns: np.ndarray, prompt_tokens: int) 
 
 def run_workload(path: Path, limit: int, tokenizer: Any, args: argparse.Namespace) -> dict[str, Any]:
     trace: TokenizedTrace = tokenize_trace(read_trace(path, limit), tokenizer, default_cache_dir())
-    proposers = [FastestOfRepeats(make_proposer(m, PARAMS), args.repeats) for m in METHODS]
+    proposers = []
+    for m in METHODS:
+        method = make_method(m, PARAMS)
+        proposers.append(Method(m, FastestOfRepeats(method.proposer, args.repeats), method.budget))
     gc.collect()
     gc.disable()  # no collector pauses inside the timed calls (the same for both)
     t0 = time.perf_counter()
@@ -173,7 +180,7 @@ def run_workload(path: Path, limit: int, tokenizer: Any, args: argparse.Namespac
         "replay_s": time.perf_counter() - t0,
     }
     for method, result, proposer in zip(METHODS, results, proposers, strict=True):
-        speculate_ns = np.array(proposer.fastest_ns, dtype=np.int64)
+        speculate_ns = np.array(proposer.proposer.fastest_ns, dtype=np.int64)
         row[method] = figures(result, speculate_ns, row["prompt_tokens"])
     del proposers, results
     if not args.no_rss:

@@ -285,27 +285,6 @@ def _plain_decode(model: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], de
 
 
 # -- speculative decoding, forced from the trace --------------------------------------------------
-class TraceForcer:
-    """`target_override` of the loop: every block row's target is the traced token at the row's
-    depth past the request's emitted tokens, so greedy acceptance walks exactly the draft path
-    equal to the traced continuation and its bonus token is the next traced token."""
-
-    def __init__(self) -> None:
-        self.outputs: dict[Any, np.ndarray] = {}
-        self.elapsed_s = 0.0  # the benchmark's own work, taken out of suffixspec's time
-
-    def __call__(self, requests: Sequence[Any], trees: Sequence[Any], targets: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        forced = np.empty(targets.shape, dtype=np.int64)
-        for b, (request, tree) in enumerate(zip(requests, trees, strict=True)):
-            future = self.outputs[request.req_id][request.length - request.prompt_len :]
-            depth = np.zeros(targets.shape[1], dtype=np.int64)  # row 0 (the root) and padding: 0
-            depth[1 : len(tree) + 1] = tree.depths
-            forced[b] = future[np.minimum(depth, future.size - 1)]
-        self.elapsed_s += time.perf_counter() - t0
-        return forced
-
-
 class TimedProposer:
     """A proposer wrapper that times the proposal calls and the cache updates apart."""
 
@@ -334,36 +313,6 @@ class TimedProposer:
         return self._timed("propose_s", self.inner.propose, *args)
 
 
-def make_loop_class() -> type:
-    """`SpeculativeLoop` with the tree build and the KV compaction timed (synchronized on CUDA
-    unless `phase_sync` is off, so that their GPU work counts where it is queued)."""
-    from suffixspec.generation.loop import SpeculativeLoop
-
-    class PhaseTimedLoop(SpeculativeLoop):
-        phase_sync = True
-
-        def _timed(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
-            t0 = time.perf_counter()
-            result = fn(*args)
-            if self.phase_sync:
-                _sync(self.device)
-            self.phases[key] = self.phases.get(key, 0.0) + time.perf_counter() - t0
-            return result
-
-        def _block(self, requests: Any, trees: Any) -> Any:
-            return self._timed("tree_s", super()._block, requests, trees)
-
-        def _prefill(self, requests: Any) -> Any:
-            self.phases: dict[str, float] = {}
-            kv = super()._prefill(requests)
-            self.phases["prefill_forward_s"] = self.batch.forward_time_s
-            keep_block = kv.keep_block
-            kv.keep_block = lambda *a: self._timed("compact_s", keep_block, *a)
-            return kv
-
-    return PhaseTimedLoop
-
-
 @dataclass
 class SpecRun:
     timing: Timing = field(default_factory=Timing)
@@ -380,16 +329,15 @@ class SpecRun:
 
 def warmed_proposer(workload: Workload, args: argparse.Namespace) -> Any:
     """A suffix-cache proposer that has served the workload's warm requests."""
-    from suffixspec import SuffixCache
-    from suffixspec.generation.config import SpecConfig
-    from suffixspec.generation.proposer import SuffixProposer
+    from suffixspec import SpecConfig, SuffixCache
+    from suffixspec.proposer import SuffixProposer
 
-    cache = SuffixCache()
+    spec = SpecConfig(max_spec_tokens=args.max_spec_tokens, use_tree_spec=args.tree)
+    cache = SuffixCache(**spec.cache_kwargs())
     for i, (prompt, output) in enumerate(workload.warm):
         cache.start_request(("warm", i), prompt)
         cache.add_active_response(("warm", i), output)
         cache.stop_request(("warm", i))
-    spec = SpecConfig(max_spec_tokens=args.max_spec_tokens, use_tree_spec=args.tree)
     return SuffixProposer(cache, spec), spec
 
 
@@ -414,9 +362,10 @@ def spec_decode(
         vocab_size=info.vocab_size,
         max_new_tokens=args.max_new_tokens,
     )
-    forcer = TraceForcer()
-    loop_class = make_loop_class()
-    loop_class.phase_sync = not args.no_phase_sync
+    from suffixspec.generation.forcing import TraceForcedAcceptance
+    from suffixspec.generation.loop import SpeculativeLoop
+
+    forcer = TraceForcedAcceptance()
     run = SpecRun(
         backend={"cuda": "cuda-kernel", "torch": "torch-reference"}.get(backend.backend, "sdpa-mask")
     )
@@ -428,9 +377,9 @@ def spec_decode(
             req_id = (workload.name, i)
             forcer.outputs[req_id] = output
             requests.append(Request.new(req_id, prompt, int(output.size)))
-        loop = loop_class(
+        loop = SpeculativeLoop(
             model, info, decode, spec, TargetScorer(LogitsProcessorList()), proposer, backend,
-            target_override=forcer,
+            acceptance=forcer, sync_phases=not args.no_phase_sync,
         )  # fmt: skip
         _sync(info.device)
         forced_before = forcer.elapsed_s
@@ -448,9 +397,9 @@ def spec_decode(
             )
         )
         run.forward_passes += stats.forward_passes - 1
-        forward = stats.forward_time_s - loop.phases.pop("prefill_forward_s")
-        for key, value in (*loop.phases.items(), ("forward_s", forward)):
-            phases[key] = phases.get(key, 0.0) + value
+        for key, value in stats.phases.items():
+            if key != "prefill_forward":
+                phases[f"{key}_s"] = phases.get(f"{key}_s", 0.0) + value
         for r, (_, output) in zip(requests, group, strict=True):
             run.steps += r.stats.steps
             run.drafted += r.stats.drafted_tokens

@@ -16,7 +16,7 @@ the same tokens (lossless). The table is printed; ``--out FILE`` also writes it 
     ./dev bench bench_generate [--model PATH] [--requests 12] [--max-new-tokens 96] [--out r.json]
 
 The model: ``--model PATH`` (a local transformers causal LM), else the built-in default model
-(``suffixspec.default_model``; trained once if ``--train-default`` is given and it is missing),
+(``suffixspec.default_model``, shipped in the package),
 else a random-weight tiny Llama (token ids of the Llama-3 tokenizer folded into its vocabulary).
 """
 
@@ -42,13 +42,15 @@ DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="local transformers causal LM directory")
-    p.add_argument("--train-default", action="store_true", help="train the default model if missing")
+    p.add_argument(
+        "--random-model", action="store_true", help="a random tiny Llama instead of the default model"
+    )
     p.add_argument("--workloads", type=Path, default=DEFAULT_WORKLOADS, help="directory of *.jsonl traces")
     p.add_argument("--trace", default="text2sql_spider_dev", help="trace of the repetitive workload")
     p.add_argument("--requests", type=int, default=12, help="requests per workload")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--max-prompt-tokens", type=int, default=320, help="prompts keep their last N tokens")
-    p.add_argument("--max-spec-tokens", type=int, default=16)
+    p.add_argument("--max-spec-tokens", type=int, default=suffixspec.SpecConfig().max_spec_tokens)
     p.add_argument("--repeats", type=int, default=3, help="runs per request; the fastest counts")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -68,13 +70,11 @@ def load_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
         except (OSError, ValueError):
             tokenizer = None
         return model, tokenizer, str(args.model)
-    try:
+    if not args.random_model:
         from suffixspec.default_model import load_default_model
 
-        model, tokenizer, info = load_default_model(train_if_missing=args.train_default, progress=True)
-        return model, tokenizer, f"suffixspec default model ({info.path})"
-    except Exception as exc:  # missing, or not buildable here: fall back, and say so
-        print(f"[bench] default model unavailable ({exc}); using a random tiny Llama", file=sys.stderr)
+        model, tokenizer, _info = load_default_model()
+        return model, tokenizer, "suffixspec default model (shipped)"
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -263,11 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     suffixspec.generate(model, random[0][:16], max_new_tokens=8)
     model.generate(torch.tensor([random[0][:16]], device=args.device), max_new_tokens=8, do_sample=False)
 
-    spec = dict(max_spec_tokens=args.max_spec_tokens)
+    spec = suffixspec.SpecConfig(max_spec_tokens=args.max_spec_tokens)
     rows = [
-        run_workload(f"repetitive ({args.trace})", model, repetitive, args, timer, shared_cache=True, **spec),
-        run_workload("random-sampled", model, random, args, timer, shared_cache=False, sample=True, **spec),
-        run_workload("no-draft", model, random, args, timer, shared_cache=False, max_spec_tokens=0),
+        run_workload(
+            f"repetitive ({args.trace})", model, repetitive, args, timer, shared_cache=True, spec=spec
+        ),
+        run_workload(
+            "random-sampled", model, random, args, timer, shared_cache=False, sample=True, spec=spec
+        ),
+        run_workload(
+            "no-draft", model, random, args, timer, shared_cache=False, spec=spec.replace(max_spec_tokens=0)
+        ),
     ]
     print(
         f"model: {description}; device {args.device}; threads {torch.get_num_threads()}; "

@@ -1,10 +1,12 @@
-"""The trace-forced end-to-end benchmark (`benches/bench_e2e.py`) on a tiny CPU model and a handmade
-trace: forced outputs equal the trace, speculation really runs, and the report is complete."""
+"""Trace-forced generation (the loop's public acceptance seam) and the end-to-end benchmark built on it
+(`benches/bench_e2e.py`, run as a program on a tiny CPU model and a handmade trace): forced outputs
+equal the trace, speculation really runs, and the report is complete."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,17 +18,15 @@ pytest.importorskip("transformers")
 
 from suffixspec.errors import InvalidParameterError  # noqa: E402
 
-BENCH = Path(__file__).resolve().parent.parent / "benches" / "bench_e2e.py"
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benches" / "bench_e2e.py"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_e2e", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "python"), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(BENCH), *args], capture_output=True, text=True, env=environment, timeout=600
+    )
 
 
 def write_trace(path: Path, n: int = 9, seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -53,34 +53,99 @@ def tiny_args(trace_dir: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_forced_outputs_equal_the_trace(bench, tmp_path):
+def tiny_llama(vocab: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def forced_loop(model, spec, proposer, do_sample: bool = False, **kwargs):
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    from suffixspec.generation.attention import AttentionBackend
+    from suffixspec.generation.compat import inspect_model
+    from suffixspec.generation.config import validate_decode_config
+    from suffixspec.generation.logits import TargetScorer
+    from suffixspec.generation.loop import SpeculativeLoop
+
+    info = inspect_model(model)
+    decode = validate_decode_config(
+        GenerationConfig(do_sample=do_sample, eos_token_id=None, pad_token_id=0),
+        vocab_size=info.vocab_size,
+        max_new_tokens=64,
+    )
+    scorer = TargetScorer(LogitsProcessorList())
+    return SpeculativeLoop(
+        model, info, decode, spec, scorer, proposer, AttentionBackend(model, "torch"), **kwargs
+    )
+
+
+def test_forced_outputs_equal_the_trace(tmp_path: Path) -> None:
+    from suffixspec import SpecConfig, SuffixCache
+    from suffixspec.generation.batch import Request
+    from suffixspec.generation.forcing import TraceForcedAcceptance
+    from suffixspec.proposer import SuffixProposer
+
     records = write_trace(tmp_path / "mini.jsonl")
-    args = bench.parse_args(tiny_args(tmp_path))
-    workload = bench.load_workload("mini", args)
-    measured = [r for r in records[3:] if r[1]][:4]  # the empty output of line 2 is among the warm ones
-    assert [(p.tolist(), o.tolist()) for p, o in workload.requests] == measured
-    model, _ = bench.build_model("tiny", workload.max_token + 1, torch.device("cpu"))
-    for batch, attention in ((1, "auto"), (3, "torch")):
-        run = bench.spec_decode(model, workload, batch, attention, args)
-        assert [o.tolist() for o in run.outputs] == [o for _, o in measured]
-        assert run.mismatches == 0
+    model = tiny_llama(300)
+    spec = SpecConfig(max_spec_tokens=8)
+    cache = SuffixCache()
+    for i, (prompt, output) in enumerate(records[:3]):
+        cache.start_request(("warm", i), prompt)
+        if output:
+            cache.add_active_response(("warm", i), output)
+        cache.stop_request(("warm", i))
+    forcer = TraceForcedAcceptance()
+    measured = [r for r in records[3:] if r[1]][:4]
+    for batch in (1, 3):
+        requests = []
+        for i, (prompt, output) in enumerate(measured[:batch]):
+            forcer.outputs[(batch, i)] = np.asarray(output)
+            requests.append(Request.new((batch, i), np.asarray(prompt, dtype=np.int32), len(output)))
+        loop = forced_loop(model, spec, SuffixProposer(cache, spec), acceptance=forcer, sync_phases=True)
+        with torch.inference_mode():
+            loop.run(requests)
+        assert [r.generated.tolist() for r in requests] == [o for _, o in measured[:batch]]
         # Speculation ran and was forced both ways: some drafts accepted, some rejected.
-        assert 0 < run.accepted < run.drafted
-        assert run.forward_passes < run.timing.decode_tokens
-        plain = bench.plain_decode(model, workload.requests[:batch], torch.device("cpu"))
-        assert plain.new_tokens == sum(len(o) for _, o in measured[:batch])
+        accepted = sum(r.stats.accepted_tokens for r in requests)
+        drafted = sum(r.stats.drafted_tokens for r in requests)
+        assert 0 < accepted < drafted
+        assert {"prefill_forward", "forward", "tree", "compact"} <= set(loop.batch.phases)
+    assert forcer.elapsed_s > 0
 
 
-def test_report_structure(bench, tmp_path, capsys):
+def test_an_acceptance_policy_refuses_sampling() -> None:
+    from suffixspec import SpecConfig, SuffixCache
+    from suffixspec.generation.forcing import TraceForcedAcceptance
+    from suffixspec.proposer import SuffixProposer
+
+    spec = SpecConfig()
+    with pytest.raises(InvalidParameterError, match="sampling"):
+        forced_loop(
+            tiny_llama(64),
+            spec,
+            SuffixProposer(SuffixCache(), spec),
+            do_sample=True,
+            acceptance=TraceForcedAcceptance(),
+        )
+
+
+def test_the_benchmark_reports_forced_runs(tmp_path: Path) -> None:
     records = write_trace(tmp_path / "mini.jsonl")
     out = tmp_path / "report.json"
-    assert bench.main(tiny_args(tmp_path, "--batch", "1,2", "--out", str(out))) == 0
+    done = run_bench(*tiny_args(tmp_path, "--batch", "1,2", "--out", str(out)))
+    assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["label"] == "trace-forced"
     rows = report["rows"]
     assert [(r["batch"], r["attention"]) for r in rows] == [
         (1, "auto"), (1, "torch"), (2, "auto"), (2, "torch"),
     ]  # fmt: skip
+    phases = {"propose", "cache_update", "tree", "forward", "compact", "other"}
     for row in rows:
         assert row["label"] == "trace-forced" and row["workload"] == "mini" and row["model"] == "tiny"
         assert row["mismatches"] == 0
@@ -90,46 +155,15 @@ def test_report_structure(bench, tmp_path, capsys):
         assert row["speedup"] == pytest.approx(row["spec_tok_s"] / row["plain_tok_s"])
         assert row["tokens_per_step"] > 1
         assert row["forward_passes"] < row["plain_forward_passes"]
-        assert set(row["shares"]) == set(bench.PHASES)
+        assert set(row["shares"]) == phases
         assert sum(row["shares"].values()) == pytest.approx(1.0)
         assert row["shares"]["forward"] > 0
-    assert "TRACE-FORCED" in capsys.readouterr().out
+    assert "TRACE-FORCED" in done.stdout
 
 
-def test_gpu_run_without_gpu_says_so_and_exits_0(bench, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+def test_a_gpu_run_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    assert bench.main(["--trace-dir", str(tmp_path), "--out", str(out)]) == 0
-    assert "no CUDA device" in capsys.readouterr().err
+    done = run_bench("--trace-dir", str(tmp_path), "--out", str(out), env={"CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA device" in done.stderr
     assert not out.exists()
-
-
-def test_target_override_refuses_sampling(bench):
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, LogitsProcessorList
-
-    from suffixspec import SuffixCache
-    from suffixspec.generation.attention import AttentionBackend
-    from suffixspec.generation.compat import inspect_model
-    from suffixspec.generation.config import SpecConfig, validate_decode_config
-    from suffixspec.generation.logits import TargetScorer
-    from suffixspec.generation.loop import SpeculativeLoop
-    from suffixspec.generation.proposer import SuffixProposer
-
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
-    )
-    model = LlamaForCausalLM(config).eval()
-    info = inspect_model(model)
-    decode = validate_decode_config(GenerationConfig(do_sample=True), vocab_size=64, max_new_tokens=4)
-    spec = SpecConfig()
-    parts = (TargetScorer(LogitsProcessorList()), SuffixProposer(SuffixCache(), spec))
-    with pytest.raises(InvalidParameterError, match="sampling"):
-        SpeculativeLoop(
-            model,
-            info,
-            decode,
-            spec,
-            *parts,
-            AttentionBackend(model, "auto"),
-            target_override=bench.TraceForcer(),
-        )

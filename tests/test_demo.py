@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,11 @@ transformers = pytest.importorskip("transformers")
 import suffixspec  # noqa: E402
 from suffixspec import demo  # noqa: E402
 from suffixspec.cli import main  # noqa: E402
-from suffixspec.default_model.corpus import Corpus  # noqa: E402
-from suffixspec.default_model.training import train_tokenizer  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from default_model.corpus import Corpus  # noqa: E402
+from default_model.training import train_tokenizer  # noqa: E402
+
 from suffixspec.errors import InvalidParameterError  # noqa: E402
 
 _TEXT = "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.y = y\n" * 20
@@ -116,14 +120,36 @@ def test_demo_without_a_model_exits_2(
     status, _, err = _run(["--model", str(tmp_path / "nowhere")], capsys)
     assert status == 2 and "no such file or directory" in err
 
-    monkeypatch.setenv("SUFFIXSPEC_CACHE_DIR", str(tmp_path / "cache"))
-    status, out, err = _run(["--no-train"], capsys)
-    assert status == 2 and "not built yet" in err and out == ""
-    assert not (tmp_path / "cache" / "default-model-v1").exists()
+    # A damaged installation of the shipped model: a clear message, exit 2, nothing printed to stdout.
+    from suffixspec.default_model import store
+
+    monkeypatch.setattr(store, "default_model_dir", lambda: tmp_path / "missing-model")
+    status, out, err = _run([], capsys)
+    assert status == 2 and "reinstall suffixspec" in err and out == ""
 
 
-def test_demo_rejects_more_new_tokens_than_the_context(
-    tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+def test_the_demo_names_the_extra_to_install_when_torch_is_missing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    status, _, err = _run(["--model", str(tiny_model_dir), "--max-new-tokens", "256"], capsys)
-    assert status == 2 and "leaves no room for a prompt" in err
+    """`pip install suffixspec` (numpy and tqdm only), then `suffixspec`: one line naming the extra."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_torch(name: str, *args: object, **kwargs: object) -> object:
+        if name.split(".")[0] in ("torch", "transformers"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    for module in [m for m in sys.modules if m.startswith(("suffixspec.demo", "suffixspec.default_model"))]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setattr(builtins, "__import__", without_torch)
+    status = main([])
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert re.fullmatch(
+        r"suffixspec demo: (torch|transformers) is not installed; "
+        r'it comes with: pip install "suffixspec\[hf\]"',
+        err.strip(),
+    )

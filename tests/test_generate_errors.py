@@ -89,10 +89,7 @@ def test_prompt_plus_new_tokens_beyond_the_maximum():
         dict(do_sample=True, temperature=float("nan")),
         dict(do_sample=True, top_p=1.5),
         dict(do_sample=True, top_k=-1),
-        dict(max_spec_tokens=-1),
-        dict(max_tree_nodes=0),
-        dict(min_token_prob=2.0),
-        dict(min_match_len=-1),
+        dict(spec={"max_spec_tokens": 8}),
         dict(attention="bogus"),
         dict(do_sample=True, seed=1, generator=torch.Generator()),
         dict(do_sample=True, seed="x"),
@@ -186,4 +183,4 @@ def test_hook_refuses_unsupported_stopping_criteria_and_outputs():
             ids, max_new_tokens=4, custom_generate=hook, return_dict_in_generate=True, output_scores=True
         )
     with pytest.raises(InvalidParameterError):
-        model().generate(ids, max_new_tokens=4, custom_generate=hook, max_spec_tokens=-2)
+        model().generate(ids, max_new_tokens=4, custom_generate=hook, spec="max_spec_tokens=-2")

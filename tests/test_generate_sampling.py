@@ -182,7 +182,8 @@ def test_suffix_cache_drafts_keep_the_distribution():
         cache.start_request(f"seed{i}", PROMPT)
         cache.add_active_response(f"seed{i}", [t1, t2, t3])
         cache.stop_request(f"seed{i}")
-    counts, out = sample_joint(settings, seed=99, cache=cache, use_tree_spec=True, min_token_prob=0.0)
+    spec = suffixspec.SpecConfig(use_tree_spec=True, min_token_prob=0.0)
+    counts, out = sample_joint(settings, seed=99, cache=cache, spec=spec)
     assert sum(s.accepted_tokens for s in out.stats) > SAMPLES // 4
     assert chi_square_p_value(counts, target_joint(settings)) > 1e-3
 

@@ -58,7 +58,7 @@ def test_plan_tree_bits_agree_with_the_token_tree_builder():
         suffixspec.TokenTree(list(range(10, 10 + size)), random_parents(rng, size, shape))
         for size, shape in [(5, "random"), (0, "empty"), (70, "random"), (9, "chain")]
     ]
-    _, _, mask, _ = suffixspec.build_tree_batch(trees, [4, 0, 9, 2], [1, 2, 3, 4])
+    _, _, mask, _ = suffixspec._native.build_tree_batch(trees, [4, 0, 9, 2], [1, 2, 3, 4])
     step = kernels.plan(tree_mask=torch.from_numpy(mask))
     n = mask.shape[1]
     assert step.tree_bits.shape == (4, n, (n + 31) // 32)

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from suffixspec import SpecConfig, TokenTree
 from suffixspec.replay.engine import accepted_length, replay, replay_all
-from suffixspec.replay.methods import SpecParams, chain_parents, make_proposer
+from suffixspec.replay.methods import Method, chain_parents, make_method
 from suffixspec.replay.tokenize import TokenizedTrace
 
 HAS_ARCTIC = importlib.util.find_spec("arctic_inference") is not None
@@ -19,7 +20,7 @@ CACHES = ["suffixspec", pytest.param("arctic", marks=pytest.mark.skipif(not HAS_
 
 # Draft length K; a spec factor this large never limits drafts below K.
 K = 4
-PARAMS = SpecParams(max_spec_tokens=K, max_spec_factor=100.0, tree_budget=K)
+PARAMS = SpecConfig(max_spec_tokens=K, max_spec_factor=100.0, max_tree_nodes=K, min_match_len=0)
 
 
 def make_trace(requests: list[tuple[list[int], list[int]]], name: str = "t") -> TokenizedTrace:
@@ -33,7 +34,7 @@ def make_trace(requests: list[tuple[list[int], list[int]]], name: str = "t") -> 
 
 
 def tokens_per_step(trace: TokenizedTrace, method: str, warmup: TokenizedTrace | None = None) -> float:
-    result = replay(trace, make_proposer(method, PARAMS), warmup)
+    result = replay(trace, make_method(method, PARAMS), warmup)
     assert result.emitted.sum() == trace.output_tokens  # every output token is emitted once
     return result.emitted.sum() / len(result.emitted)
 
@@ -41,34 +42,32 @@ def tokens_per_step(trace: TokenizedTrace, method: str, warmup: TokenizedTrace |
 class Oracle:
     """Proposes the next ``k`` true tokens (a perfect drafter, to check the loop's arithmetic)."""
 
-    name = "oracle"
-
     def __init__(self, outputs: list[list[int]], k: int) -> None:
         self.outputs, self.k, self.prompt_len = outputs, k, 0
 
     def start(self, req_id: int, prompt: np.ndarray) -> None:
         self.prompt_len = len(prompt)
 
-    def propose(self, req_id: int, context: np.ndarray) -> tuple[list[int], list[int]]:
-        done = len(context) - self.prompt_len
-        draft = self.outputs[req_id][done : done + self.k]
-        return draft, list(range(-1, len(draft) - 1))
+    def propose(self, req_ids, contexts, budgets, max_depths) -> list[TokenTree]:
+        trees = []
+        for req_id, context in zip(req_ids, contexts, strict=True):
+            done = len(context) - self.prompt_len
+            draft = self.outputs[req_id][done : done + self.k]
+            trees.append(TokenTree(np.asarray(draft, dtype=np.int32), chain_parents(len(draft))))
+        return trees
 
-    def observe(self, req_id: int, tokens: np.ndarray) -> None:
+    def extend(self, req_id: int, tokens: np.ndarray) -> None:
         pass
 
-    def stop(self, req_id: int) -> None:
+    def finish(self, req_id: int) -> None:
         pass
-
-    def memory_bytes(self) -> int:
-        return 0
 
 
 @pytest.mark.parametrize(("n", "k"), [(1, 3), (7, 3), (8, 3), (9, 3), (20, 1), (5, 0)])
 def test_perfect_drafts_emit_k_plus_one_per_step(n: int, k: int) -> None:
     outputs = [list(range(100, 100 + n)), list(range(200, 200 + 2 * n))]
     trace = make_trace([([1, 2], outputs[0]), ([3], outputs[1])])
-    result = replay(trace, Oracle(outputs, k))
+    result = replay(trace, Method("oracle", Oracle(outputs, k), budget=max(k, 1)))
     # The last step of a request emits only what is left (no bonus token past the end).
     assert result.request_steps.tolist() == [math.ceil(n / (k + 1)), math.ceil(2 * n / (k + 1))]
     assert result.emitted.sum() == 3 * n
@@ -153,11 +152,19 @@ def test_tree_mode_respects_the_node_budget() -> None:
     prompt = [t for b in range(2, 8) for t in (1, b, b + 100, b + 200)]
     trace = make_trace([(prompt, [1, 5, 105, 205, 1, 7, 107, 207])])
     for budget in (1, 3, 6):
-        params = SpecParams(max_spec_tokens=64, max_spec_factor=100.0, min_token_prob=0.0, tree_budget=budget)
-        result = replay(trace, make_proposer("suffixspec-tree", params))
+        params = SpecConfig(
+            max_spec_tokens=64,
+            max_spec_factor=100.0,
+            min_token_prob=0.0,
+            max_tree_nodes=budget,
+            min_match_len=0,
+        )
+        result = replay(trace, make_method("suffixspec-tree", params))
         assert result.drafted.max() == budget
-    wide = SpecParams(max_spec_tokens=64, max_spec_factor=100.0, min_token_prob=0.0, tree_budget=64)
-    result = replay(trace, make_proposer("suffixspec-tree", wide))
+    wide = SpecConfig(
+        max_spec_tokens=64, max_spec_factor=100.0, min_token_prob=0.0, max_tree_nodes=64, min_match_len=0
+    )
+    result = replay(trace, make_method("suffixspec-tree", wide))
     # After "1", the tree holds all six branches: 5 105 205 1 (then 6, not 7) is accepted.
     assert result.drafted[1] > 6
     assert result.accepted[1] == 4
@@ -165,7 +172,7 @@ def test_tree_mode_respects_the_node_budget() -> None:
 
 def test_replay_records_memory_and_cached_tokens() -> None:
     trace = make_trace([([1, 2, 3], [4, 5, 6, 7]), ([8], [9, 10])])
-    result = replay(trace, make_proposer("suffixspec", PARAMS), warmup=make_trace([([1], [2, 3, 4])]))
+    result = replay(trace, make_method("suffixspec", PARAMS), warmup=make_trace([([1], [2, 3, 4])]))
     assert result.cached_tokens == 3 + 6
     assert result.memory_bytes > 0
     assert result.workload == "t" and result.method == "suffixspec"
@@ -175,9 +182,9 @@ def test_replay_records_memory_and_cached_tokens() -> None:
 def test_interleaved_methods_replay_as_they_would_alone() -> None:
     seq = list(range(10, 31))
     trace = make_trace([(seq, seq), ([1], seq[::-1]), ([2], seq)])
-    both = replay_all(trace, [make_proposer("suffixspec", PARAMS), make_proposer("suffixspec-tree", PARAMS)])
+    both = replay_all(trace, [make_method("suffixspec", PARAMS), make_method("suffixspec-tree", PARAMS)])
     for together, name in zip(both, ["suffixspec", "suffixspec-tree"], strict=True):
-        alone = replay(trace, make_proposer(name, PARAMS))
+        alone = replay(trace, make_method(name, PARAMS))
         assert together.method == name
         assert together.drafted.tolist() == alone.drafted.tolist()
         assert together.accepted.tolist() == alone.accepted.tolist()

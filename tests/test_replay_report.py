@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from suffixspec import SpecConfig
 from suffixspec.cli import main
 from suffixspec.errors import InvalidParameterError
 from suffixspec.replay.engine import ReplayResult
-from suffixspec.replay.methods import SpecParams
 from suffixspec.replay.metrics import VerifyCost, summarize
 from suffixspec.replay.report import format_table
 from suffixspec.replay.sweep import SWEEP_GRID, Evaluator, recommend, sweep
@@ -84,7 +84,7 @@ def repeat_trace() -> TokenizedTrace:
 
 
 def test_sweep_covers_the_grid_and_recommend_does_not_lose() -> None:
-    base = SpecParams(max_spec_tokens=4, max_spec_factor=1.0)
+    base = SpecConfig(max_spec_tokens=4, max_spec_factor=1.0, min_match_len=0)
     evaluate = Evaluator(repeat_trace(), "suffixspec", VerifyCost.parse("linear:0.05"))
     records = sweep(evaluate, base)
     assert [(r["param"], r["value"]) for r in records] == [(k, v) for k, vs in SWEEP_GRID.items() for v in vs]
@@ -116,6 +116,7 @@ def test_cli_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.CaptureF
     out = tmp_path / "out"
     argv = ["replay", str(text), str(ids), "--tokenizer", str(word_tokenizer_file(tmp_path))]
     argv += ["--methods", "suffixspec,suffixspec-tree", "--max-spec-tokens", "4", "--max-spec-factor", "100"]
+    argv += ["--min-match-len", "0"]  # arctic-inference's semantics, which the figures below assume
     argv += ["--out", str(out), "--sweep", "--recommend", "--no-progress", "--no-cache"]
     assert main(argv) == 0
     printed = capsys.readouterr().out

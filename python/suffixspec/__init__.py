@@ -10,9 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from suffixspec import errors
-from suffixspec._native import Draft, SuffixTree, TokenTree, accept_greedy_batch, build_tree_batch
+from suffixspec._native import Draft, SuffixTree, TokenTree
 from suffixspec._native import __version__ as __version__
 from suffixspec.cache import SuffixCache
+from suffixspec.config import SpecConfig
 from suffixspec.errors import (
     DTypeError,
     DuplicateRequestError,
@@ -42,14 +43,13 @@ __all__ = [
     "KernelUnavailableError",
     "ModelNotFoundError",
     "RequestStats",
+    "SpecConfig",
     "SuffixCache",
     "SuffixSpecError",
     "SuffixTree",
     "TokenTree",
     "TraceFormatError",
     "UnknownRequestError",
-    "accept_greedy_batch",
-    "build_tree_batch",
     "errors",
     "generate",
 ]

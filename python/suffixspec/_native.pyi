@@ -1,20 +1,37 @@
 """Type stubs of the native module ``suffixspec._native`` (Rust, PyO3).
 
-Token sequences (``TokenIds``) may be Python lists/tuples of ints or 1-D integer numpy arrays;
+Token sequences (``_TokenIds``) may be Python lists/tuples of ints or 1-D integer numpy arrays;
 contiguous int32 arrays are borrowed without a copy. Arrays returned are numpy arrays owned by
 Python (no copy back). Errors are instances of ``suffixspec.errors`` classes.
 """
 
 from collections.abc import Sequence
-from typing import TypeAlias
+from typing import TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
-TokenIds: TypeAlias = Sequence[int] | npt.NDArray[np.integer]
+_TokenIds: TypeAlias = Sequence[int] | npt.NDArray[np.integer]
+
+__all__ = [
+    "SPEC_DEFAULTS",
+    "Draft",
+    "SuffixCacheCore",
+    "SuffixTree",
+    "TokenTree",
+    "__version__",
+    "accept_greedy_batch",
+    "build_tree_batch",
+    "cuda_source",
+    "cuda_source_names",
+]
 
 __version__: str
 
+SPEC_DEFAULTS: dict[str, int | float | bool]
+"""The drafting defaults of the Rust core (``suffixspec_cache::defaults``), read by ``suffixspec.SpecConfig``."""
+
+@final
 class Draft:
     """A speculated token tree (see ``suffixspec.SuffixCache.speculate``)."""
 
@@ -31,30 +48,31 @@ class Draft:
     def match_len(self) -> int: ...
     def __len__(self) -> int: ...
 
+@final
 class SuffixCacheCore:
     """The native cache, keyed by integer request handles (``suffixspec.SuffixCache`` wraps it
     with arbitrary hashable request ids). Thread-safe; long calls release the GIL."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         max_depth: int = 64,
         max_cached_requests: int | None = None,
         max_cached_tokens: int = 4194304,
-    ) -> None: ...
+    ) -> SuffixCacheCore: ...
     @property
     def max_depth(self) -> int: ...
     @property
     def max_cached_requests(self) -> int | None: ...
     @property
     def max_cached_tokens(self) -> int: ...
-    def start_request(self, req: int, prompt_token_ids: TokenIds) -> None: ...
-    def add_active_response(self, req: int, token_ids: TokenIds) -> None: ...
+    def start_request(self, req: int, prompt_token_ids: _TokenIds) -> None: ...
+    def add_active_response(self, req: int, token_ids: _TokenIds) -> None: ...
     def stop_request(self, req: int) -> None: ...
     def evict_cached_response(self, req: int) -> None: ...
     def speculate(
         self,
         req: int,
-        context: TokenIds,
+        context: _TokenIds,
         max_spec_tokens: int,
         max_spec_factor: float = 1.0,
         max_spec_offset: float = 0.0,
@@ -64,7 +82,7 @@ class SuffixCacheCore:
     def speculate_batch(
         self,
         reqs: Sequence[int],
-        contexts: Sequence[TokenIds],
+        contexts: Sequence[_TokenIds],
         max_spec_tokens: int,
         max_spec_factor: float = 1.0,
         max_spec_offset: float = 0.0,
@@ -82,19 +100,20 @@ class SuffixCacheCore:
     def check_integrity(self) -> None:
         """Raises RuntimeError describing the first broken invariant (debug aid)."""
 
+@final
 class SuffixTree:
     """One suffix tree over several sequences (the building block of the cache)."""
 
-    def __init__(self, max_depth: int = 64) -> None: ...
+    def __new__(cls, max_depth: int = 64) -> SuffixTree: ...
     @property
     def max_depth(self) -> int: ...
-    def extend(self, seq_id: int, token_ids: TokenIds) -> None: ...
+    def extend(self, seq_id: int, token_ids: _TokenIds) -> None: ...
     def remove(self, seq_id: int) -> None: ...
-    def count(self, token_ids: TokenIds) -> int:
+    def count(self, token_ids: _TokenIds) -> int:
         """Occurrences of the string (0 if empty, absent or longer than max_depth)."""
     def speculate(
         self,
-        context: TokenIds,
+        context: _TokenIds,
         max_spec_tokens: int,
         max_spec_factor: float = 1.0,
         max_spec_offset: float = 0.0,
@@ -106,6 +125,7 @@ class SuffixTree:
     def memory_bytes(self) -> int: ...
     def check_integrity(self) -> None: ...
 
+@final
 class TokenTree:
     """A token tree of draft nodes (parents before children) for one verification step.
 
@@ -117,12 +137,12 @@ class TokenTree:
     ``[-1, i)``, mismatched lengths, probabilities not finite in ``[0, 1]``),
     ``InvalidTokenError`` (negative ids) or ``DTypeError`` (non-integer ids or parents)."""
 
-    def __init__(
-        self,
-        token_ids: TokenIds,
+    def __new__(
+        cls,
+        token_ids: _TokenIds,
         parents: Sequence[int] | npt.NDArray[np.integer],
         probs: Sequence[float] | npt.NDArray[np.floating] | None = None,
-    ) -> None:
+    ) -> TokenTree:
         """``probs=None`` gives every node probability 1."""
     @staticmethod
     def from_draft(draft: Draft | TokenTree) -> TokenTree: ...
@@ -163,14 +183,14 @@ class TokenTree:
     def path_to(self, node: int) -> npt.NDArray[np.int64]:
         """Node indices from the root's child down to ``node`` (inclusive). Out of range
         (including -1): ``InvalidParameterError``."""
-    def accept_greedy(self, target_ids: TokenIds) -> tuple[npt.NDArray[np.int64], int]:
+    def accept_greedy(self, target_ids: _TokenIds) -> tuple[npt.NDArray[np.int64], int]:
         """``target_ids[0]`` is the model's token after the root, ``target_ids[i+1]`` after node
         ``i`` (length exactly N + 1). Walks from the root to the child whose token is the model's
         token (the lowest index if siblings repeat a token). Returns (accepted node indices
         root-first, bonus token emitted after them)."""
 
 def build_tree_batch(
-    trees: Sequence[TokenTree | Draft], prefix_lens: Sequence[int], root_token_ids: TokenIds
+    trees: Sequence[TokenTree | Draft], prefix_lens: Sequence[int], root_token_ids: _TokenIds
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """The verification block of a batch, root first: with ``n = 1 + max len(tree)``, returns
     (token_ids [B, n]: root token then tree tokens, pad 0; position_ids [B, n]: prefix_len for the

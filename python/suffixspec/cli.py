@@ -32,6 +32,26 @@ def _top_level_help() -> str:
     return "\n".join(lines)
 
 
+#: Which extra brings each optional top-level dependency (``pip install "suffixspec[EXTRA]"``).
+EXTRA_OF_MODULE: dict[str, str] = {
+    "torch": "hf",
+    "transformers": "hf",
+    "safetensors": "hf",
+    "tokenizers": "replay",
+    "matplotlib": "replay",
+    "cupy": "cuda",
+}
+
+
+def missing_extra_message(command: str, exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra to install when ``exc`` is an optional dependency's absence."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return None
+    return f'suffixspec {command}: {top} is not installed; it comes with: pip install "suffixspec[{extra}]"'
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -42,8 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] not in SUBCOMMANDS:
         print(f"suffixspec: unknown command {args[0]!r}\n\n{_top_level_help()}", file=sys.stderr)
         return 2
-    module_name, help_text = SUBCOMMANDS[args[0]]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"suffixspec {args[0]}", description=help_text)
-    module.add_arguments(parser)
-    return int(module.run(parser.parse_args(args[1:])) or 0)
+    command = args[0]
+    module_name, help_text = SUBCOMMANDS[command]
+    try:
+        module = importlib.import_module(module_name)
+        parser = argparse.ArgumentParser(prog=f"suffixspec {command}", description=help_text)
+        module.add_arguments(parser)
+        return int(module.run(parser.parse_args(args[1:])) or 0)
+    except ModuleNotFoundError as exc:
+        message = missing_extra_message(command, exc)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 2

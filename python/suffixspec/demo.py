@@ -5,8 +5,9 @@ Runs each prompt through ``model.generate`` (greedy) and through ``suffixspec.ge
 outputs are identical token for token, and prints the speed of both. Exits 1 if any output
 differs, 2 if the model cannot be loaded.
 
-The model is the built-in default (a small Llama suffixspec trains once on the Python standard
-library; no download) or any local transformers causal LM given with ``--model PATH``.
+The model is the built-in default (a small Llama trained by suffixspec on the Python standard
+library, shipped in the package; no download) or any local transformers causal LM given with
+``--model PATH``.
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ _AGENT_TASK_EDITED = _AGENT_TASK.replace("import os\n", "import os\nimport sys\n
 # The answer is asked for again, under a new name (an agent's "rewrite that function").
 _AGENT_REVISE = "\n\n\ndef find_files_again(root, suffix):"
 
-# Stdlib modules present in every CPython; the first one found gives the "rest of a file" prompt.
-_STDLIB_FILES = ("textwrap.py", "colorsys.py", "shlex.py", "string.py", "bisect.py")
-
 
 @dataclass(frozen=True)
 class DemoCase:
@@ -80,35 +78,19 @@ class DemoCase:
     build: Callable[[dict[str, str]], str]
 
 
-def _stdlib_head(preferred: Sequence[str]) -> tuple[str, str] | None:
-    """(file name, the first half of its code) of the first stdlib file found."""
-    from suffixspec.default_model import stdlib_dir, strip_docs
-
-    root = stdlib_dir()
-    for name in preferred:
-        path = root / name
-        if path.is_file():
-            text = strip_docs(path.read_text(encoding="utf-8", errors="replace"))
-            half = text[: len(text) // 2]
-            return name, half[: half.rfind("\n")].rstrip()
-    return None
-
-
-def builtin_cases(corpus_files: Sequence[str] = ()) -> list[DemoCase]:
+def builtin_cases(shipped: Sequence[dict[str, str]] = ()) -> list[DemoCase]:
     """Prompts where speculation has something to work with, in the order they run.
 
     * a class whose continuation repeats the prompt's own pattern (the request's own tree);
-    * the second half of a standard-library file (one the default model saw, when known);
+    * ``shipped``: prompts shipped with the default model (the first half of a standard-library
+      file it trained on, cut when it was trained, so the prompt does not depend on the Python
+      the demo runs on);
     * an agent-like session: a task, the task re-sent with an edit elsewhere in the file, then a
       request to rewrite the answer; later turns draft from earlier responses through the shared
       cache.
     """
     cases = [DemoCase("repetitive class", lambda _: _ACCESSORS)]
-    seen = [name for name in _STDLIB_FILES if name in set(corpus_files)]
-    head = _stdlib_head([*seen, *_STDLIB_FILES])
-    if head is not None:
-        name, text = head
-        cases.append(DemoCase(f"rest of {name}", lambda _, text=text: text))
+    cases += [DemoCase(p["name"], lambda _, text=p["text"]: text) for p in shipped]
     cases += [
         DemoCase("agent: task", lambda _: _AGENT_TASK),
         DemoCase("agent: edited retry", lambda _: _AGENT_TASK_EDITED),
@@ -148,17 +130,17 @@ def read_prompts(path: str | Path) -> list[DemoCase]:
 # --- model ---------------------------------------------------------------------------------------
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any, str, list[str]]:
-    """(model, tokenizer, description line, training files of the default model)."""
+def _load(args: argparse.Namespace) -> tuple[Any, Any, str, list[dict[str, str]]]:
+    """(model, tokenizer, description line, the prompts shipped with the default model)."""
     if args.model is None:
         from suffixspec.default_model import load_default_model
 
-        model, tokenizer, info = load_default_model(train_if_missing=not args.no_train)
+        model, tokenizer, info = load_default_model()
         description = (
             f"default model: {info.describe()}\n  (a toy that writes Python-like code, not a general-purpose "
             "LLM; --model PATH runs any local transformers causal LM)"
         )
-        return model, tokenizer, description, list(info.metadata["training_data"].get("file_list", []))
+        return model, tokenizer, description, info.prompts()
 
     path = Path(args.model).expanduser()
     if not path.exists():
@@ -224,7 +206,7 @@ class _Runner:
         self.torch, self.suffixspec = torch, suffixspec
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_new_tokens = max_new_tokens
-        self.max_spec_tokens = max_spec_tokens
+        self.spec_config = suffixspec.SpecConfig(max_spec_tokens=max_spec_tokens)
         eos = model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         pad = model.generation_config.pad_token_id
@@ -267,7 +249,7 @@ class _Runner:
             cache=cache,
             do_sample=False,
             pad_token_id=self.pad_id,
-            max_spec_tokens=self.max_spec_tokens,
+            spec=self.spec_config,
         )
         self._sync()
         seconds = time.perf_counter() - start
@@ -397,14 +379,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="torch device: auto (default), cpu, cuda, cuda:1, ..."
     )
-    parser.add_argument(
-        "--no-train",
-        action="store_true",
-        help="fail instead of training the default model if it is not cached",
-    )
     parser.add_argument("--show-text", action="store_true", help="print each prompt's generated text")
     parser.add_argument(
-        "--max-spec-tokens", type=int, default=32, metavar="N", help="most draft tokens verified per step"
+        "--max-spec-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most draft tokens verified per step (default: suffixspec.SpecConfig's)",
     )
 
 
@@ -415,25 +396,30 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         cases = read_prompts(args.prompts) if args.prompts else None
-        model, tokenizer, description, corpus_files = _load(args)
+        model, tokenizer, description, shipped = _load(args)
     except (SuffixSpecError, OSError, ValueError) as exc:
         print(f"suffixspec demo: {exc}", file=sys.stderr)
         return 2
     if cases is None:
-        cases = builtin_cases(corpus_files)
+        cases = builtin_cases(shipped)
 
     import torch
 
     import suffixspec
-    from suffixspec.default_model.training import threads_for_load
 
     device = _device(args.device)
     model.to(device)
     threads = ""
-    if device.type == "cpu":  # on a busy machine, spare threads only slow torch down
-        torch.set_num_threads(threads_for_load(torch.get_num_threads()))
-        threads = f" ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
-    runner = _Runner(model, tokenizer, device, args.max_new_tokens, args.max_spec_tokens)
+    if device.type == "cpu":
+        # One thread: a 1M-parameter model's matrices are too small to share out (on a busy machine
+        # spinning OpenMP workers make it an order of magnitude slower), and a fixed reduction order
+        # makes every run print the same tokens.
+        torch.set_num_threads(1)
+        threads = " (1 thread)"
+    spec_tokens = (
+        args.max_spec_tokens if args.max_spec_tokens is not None else suffixspec.SpecConfig().max_spec_tokens
+    )
+    runner = _Runner(model, tokenizer, device, args.max_new_tokens, spec_tokens)
     if runner.prompt_limit is not None and runner.prompt_limit < 1:
         print(
             f"suffixspec demo: --max-new-tokens {args.max_new_tokens} leaves no room for a prompt",

@@ -73,13 +73,7 @@ def generate(
     streamer: Any = None,
     *,
     suffix_cache: Any = None,
-    max_spec_tokens: int = 16,
-    max_spec_factor: float = 1.0,
-    max_spec_offset: float = 0.0,
-    min_token_prob: float = 0.1,
-    use_tree_spec: bool = False,
-    max_tree_nodes: int = 64,
-    min_match_len: int = 2,
+    spec: Any = None,
     attention: str = "auto",
     generator: torch.Generator | None = None,
     seed: int | None = None,
@@ -90,14 +84,13 @@ def generate(
     `GenerateDecoderOnlyOutput` holding it when `return_dict_in_generate=True`.
 
     Extra arguments (pass them to `model.generate`): `suffix_cache` (a `suffixspec.SuffixCache`
-    kept across calls), the drafting settings of :func:`suffixspec.generate`, `attention`,
+    kept across calls), `spec` (a :class:`suffixspec.SpecConfig`), `attention`,
     `generator`/`seed` for sampling, and `on_output`, called with the full
     :class:`suffixspec.generation.GenerationOutput` (per-request statistics).
     """
     from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-    from suffixspec.generation.api import run_generation
-    from suffixspec.generation.config import SpecConfig
+    from suffixspec.generation.api import _spec_config, run_generation
 
     if synced_gpus:
         raise InvalidParameterError("synced_gpus is not supported by suffixspec")
@@ -108,15 +101,7 @@ def generate(
     _check_model_kwargs(model_kwargs)
     if streamer is None:
         streamer = _caller_streamer()
-    spec = SpecConfig(
-        max_spec_tokens=max_spec_tokens,
-        max_spec_factor=max_spec_factor,
-        max_spec_offset=max_spec_offset,
-        min_token_prob=min_token_prob,
-        use_tree_spec=use_tree_spec,
-        max_tree_nodes=max_tree_nodes,
-        min_match_len=min_match_len,
-    )
+    spec = _spec_config(spec)
     output = run_generation(
         model,
         input_ids,

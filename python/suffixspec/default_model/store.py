@@ -1,64 +1,44 @@
-"""The cached default model: where it lives, building it once, and loading it.
+"""The shipped default model: where its files are, checking them, and loading them.
 
-The model directory is an ordinary transformers checkpoint (``save_pretrained`` of the model and
-of a ``PreTrainedTokenizerFast``) plus ``suffixspec_default_model.json`` describing how it was
-made, so ``--model PATH`` loading and the default share one code path. A build writes into a
-temporary sibling directory and renames it into place, so an interrupted build never leaves a
-half-written model; an exclusive lock file keeps two processes from training at the same time.
+The model directory (``data/`` beside this module) is an ordinary transformers checkpoint
+(``save_pretrained`` of a ``LlamaForCausalLM`` and a ``PreTrainedTokenizerFast``) plus
+``suffixspec_default_model.json``, which says how it was made (``tools/train_default_model.py``
+in the repository, a fixed recipe) and holds the SHA-256 of every file, checked before loading.
+So ``--model PATH`` and the default share one loading path, and the default is the same model,
+with the same outputs, on every machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
+import hashlib
 import json
-import os
-import platform
-import shutil
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suffixspec.default_model.corpus import build_corpus
-from suffixspec.default_model.training import (
-    DEFAULT_CONFIG,
-    TrainConfig,
-    token_stream,
-    train_model,
-    train_tokenizer,
-)
 from suffixspec.errors import ModelNotFoundError
-
-try:  # POSIX; elsewhere builds are not serialized
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "METADATA_FILE",
+    "PROMPTS_FILE",
     "DefaultModelInfo",
     "default_model_dir",
     "format_quantity",
     "load_default_model",
     "quiet_transformers",
-    "train_default_model",
+    "verify_default_model",
 ]
 
-#: Bump the suffix when the recipe changes so old caches are not mistaken for the new model.
-_DIR_NAME = "default-model-v1"
 METADATA_FILE = "suffixspec_default_model.json"
-_FORMAT_VERSION = 1
+PROMPTS_FILE = "demo_prompts.json"
+_FORMAT_VERSION = 2
 
 
 def default_model_dir() -> Path:
-    """``${SUFFIXSPEC_CACHE_DIR:-~/.cache/suffixspec}/default-model-v1``."""
-    root = os.environ.get("SUFFIXSPEC_CACHE_DIR") or Path.home() / ".cache" / "suffixspec"
-    return Path(root).expanduser() / _DIR_NAME
+    """The shipped model's directory (inside the installed package)."""
+    return Path(__file__).resolve().parent / "data"
 
 
 @dataclass(frozen=True)
@@ -72,8 +52,13 @@ class DefaultModelInfo:
     def parameters(self) -> int:
         return int(self.metadata["model"]["parameters"])
 
+    def prompts(self) -> list[dict[str, str]]:
+        """The demo prompts shipped with the model (``name``, ``text``)."""
+        data = json.loads((self.path / PROMPTS_FILE).read_text(encoding="utf-8"))
+        return list(data["prompts"])
+
     def describe(self) -> str:
-        """One line for humans: what the model is, what it was trained on, where it is cached."""
+        """One line for humans: what the model is and what it was trained on."""
         data, training = self.metadata["training_data"], self.metadata["training"]
         python = ".".join(str(data["python_version"]).split(".")[:2])
         tokens = format_quantity(data["tokens"])
@@ -81,7 +66,7 @@ class DefaultModelInfo:
             f"a {format_quantity(self.parameters)}-parameter Llama trained by suffixspec on "
             f"{format_quantity(data['bytes'])}B of code from the Python {python} standard library "
             f"({data['files']} files, {tokens} tokens) for {training['steps']} steps "
-            f"(final loss {training['final_loss']:.2f}, {training['seconds']:.0f} s; cached at {self.path})"
+            f"(final loss {training['final_loss']:.2f}; shipped with suffixspec)"
         )
 
 
@@ -95,7 +80,7 @@ def format_quantity(value: float) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """No per-shard progress bars while saving or loading our tiny checkpoint."""
+    """No per-shard progress bars while loading our tiny checkpoint."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -107,185 +92,48 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _read_metadata(model_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((model_dir / METADATA_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):  # a damaged file: rebuild like a missing one
-        return None
-
-
-@contextlib.contextmanager
-def _build_lock(model_dir: Path, *, progress: bool) -> Iterator[None]:
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(model_dir.parent / f"{model_dir.name}.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if progress:
-                print(f"suffixspec: waiting for another process building {model_dir}", file=sys.stderr)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _remove_stale_temporaries(model_dir: Path) -> None:
-    """Leftovers of interrupted builds (only the lock holder writes temporaries)."""
-    for stale in model_dir.parent.glob(f".{model_dir.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _build(model_dir: Path, config: TrainConfig, corpus_root: Path | None, progress: bool) -> None:
-    corpus = build_corpus(config.corpus_bytes, root=corpus_root, code_only=config.code_only, seed=config.seed)
-    started = time.perf_counter()
-    tokenizer = train_tokenizer(corpus, config.vocab_size, max_length=config.context)
-    tokens = token_stream(corpus, tokenizer)
-    end_of_text = tokenizer.eos_token_id
-    model, result = train_model(tokens, config, end_of_text, progress=progress)
-    if progress:
-        limit = f" (the {config.max_seconds:.0f} s time limit came first)" if result.stopped_by_time else ""
-        print(
-            f"suffixspec: trained {result.steps} of {config.steps} steps in {result.seconds:.0f} s{limit}; "
-            f"final loss {result.final_loss:.2f}",
-            file=sys.stderr,
-        )
-
-    import torch
-    import transformers
-
-    metadata = {
-        "format": "suffixspec-default-model",
-        "version": _FORMAT_VERSION,
-        "model": {
-            "architecture": type(model).__name__,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "recipe": dataclasses.asdict(config),
-        },
-        "training_data": {
-            "source": "Python standard library sources (.py)"
-            + (", docstrings and comments removed" if config.code_only else ""),
-            "python_version": platform.python_version(),
-            "root": str(corpus.root),
-            "files": len(corpus.files),
-            "bytes": corpus.num_bytes,
-            "tokens": len(tokens),
-            "sha256": corpus.fingerprint(),
-            "file_list": list(corpus.files),
-        },
-        "tokenizer": {"type": "byte-level BPE", "vocab_size": len(tokenizer)},
-        "training": {
-            "steps": result.steps,
-            "planned_steps": config.steps,
-            "stopped_by_time": result.stopped_by_time,
-            "final_loss": result.final_loss,
-            "seconds": round(result.seconds, 1),
-            "total_seconds": round(time.perf_counter() - started, 1),
-            "loss_curve": result.loss_curve,
-            "torch_threads": result.threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    staging = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.tmp-"))
-    try:
-        with quiet_transformers():
-            model.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-        # Written last: a directory with metadata is a complete model.
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        if model_dir.exists():  # an explicit rebuild replaces the old model
-            retired = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.tmp-"))
-            model_dir.rename(retired / "old")
-            staging.rename(model_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(model_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def train_default_model(
-    out_dir: str | os.PathLike[str] | None = None,
-    *,
-    steps: int | None = None,
-    max_seconds: float | None = None,
-    config: TrainConfig = DEFAULT_CONFIG,
-    corpus_root: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-) -> DefaultModelInfo:
-    """Train the default model into ``out_dir`` (default :func:`default_model_dir`), replacing
-    any model there.
-
-    ``steps`` and ``max_seconds`` override those of ``config``; ``corpus_root`` replaces the
-    standard library as the source of ``.py`` files (tests use a tiny one).
-    """
-    model_dir = Path(out_dir) if out_dir is not None else default_model_dir()
-    overrides = {k: v for k, v in (("steps", steps), ("max_seconds", max_seconds)) if v is not None}
-    config = dataclasses.replace(config, **overrides)
-    root = Path(corpus_root) if corpus_root is not None else None
-    with _build_lock(model_dir, progress=progress):
-        _remove_stale_temporaries(model_dir)
-        _build(model_dir, config, root, progress)
-    return DefaultModelInfo(model_dir, _read_metadata(model_dir) or {})
-
-
-def _current_metadata(model_dir: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The metadata of a complete model built by ``config``'s recipe (else None)."""
-    metadata = _read_metadata(model_dir)
-    if metadata is None or metadata.get("version") != _FORMAT_VERSION:
-        return None
-    return metadata if metadata.get("model", {}).get("recipe") == dataclasses.asdict(config) else None
-
-
-def load_default_model(
-    train_if_missing: bool = True,
-    progress: bool = True,
-    *,
-    model_dir: str | os.PathLike[str] | None = None,
-    config: TrainConfig = DEFAULT_CONFIG,
-    corpus_root: str | os.PathLike[str] | None = None,
-) -> tuple[Any, Any, DefaultModelInfo]:
-    """The default model (in eval mode, on the CPU), its tokenizer and its description.
-
-    Trains and caches it first (minutes, once) if it is missing, or was built by another recipe
-    than ``config`` (an older suffixspec), and ``train_if_missing``.
+def verify_default_model(model_dir: str | Path | None = None) -> DefaultModelInfo:
+    """Reads the metadata and checks every listed file's SHA-256.
 
     Raises:
-        ModelNotFoundError: the model is missing or outdated and ``train_if_missing`` is false,
-            or it cannot be built on this installation.
+        ModelNotFoundError: the directory, its metadata or a file is missing, or a file's hash
+            differs from the metadata's (a damaged or partial installation).
     """
     path = Path(model_dir) if model_dir is not None else default_model_dir()
-    metadata = _current_metadata(path, config)
-    if metadata is None:
-        outdated = _read_metadata(path) is not None
-        if not train_if_missing:
-            state = "was built by another version of suffixspec" if outdated else "is not built yet"
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(
+            f"the default model's metadata is missing or unreadable ({path / METADATA_FILE}: {exc}); "
+            "reinstall suffixspec, or pass --model PATH"
+        ) from None
+    if metadata.get("format") != "suffixspec-default-model" or metadata.get("version") != _FORMAT_VERSION:
+        raise ModelNotFoundError(f"{path} holds no suffixspec default model of format {_FORMAT_VERSION}")
+    for name, expected in metadata.get("files", {}).items():
+        try:
+            actual = hashlib.sha256((path / name).read_bytes()).hexdigest()
+        except OSError:
             raise ModelNotFoundError(
-                f"the default model {state} (looked in {path}); run without --no-train to train it "
-                "once (a few minutes on 2 CPU cores), or pass --model PATH"
+                f"the default model's file {path / name} is missing; reinstall suffixspec"
+            ) from None
+        if actual != expected:
+            raise ModelNotFoundError(
+                f"the default model's file {path / name} is damaged (SHA-256 {actual[:12]}..., expected "
+                f"{expected[:12]}...); reinstall suffixspec"
             )
-        with _build_lock(path, progress=progress):
-            metadata = _current_metadata(path, config)  # built meanwhile by the process we waited for?
-            if metadata is None:
-                _remove_stale_temporaries(path)
-                if progress:
-                    what = "rebuilding the outdated" if outdated else "training the"
-                    print(
-                        f"suffixspec: {what} default model once (a few minutes; cached in {path})",
-                        file=sys.stderr,
-                    )
-                root = Path(corpus_root) if corpus_root is not None else None
-                _build(path, config, root, progress)
-                metadata = _read_metadata(path) or {}
+    return DefaultModelInfo(path, metadata)
+
+
+def load_default_model(*, model_dir: str | Path | None = None) -> tuple[Any, Any, DefaultModelInfo]:
+    """The default model (fp32, eval mode, on the CPU), its tokenizer and its description.
+
+    Raises:
+        ModelNotFoundError: see :func:`verify_default_model`.
+    """
+    info = verify_default_model(model_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with quiet_transformers():
-        model = AutoModelForCausalLM.from_pretrained(path).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer, DefaultModelInfo(path, metadata)
+        model = AutoModelForCausalLM.from_pretrained(info.path, local_files_only=True).eval()
+        tokenizer = AutoTokenizer.from_pretrained(info.path, local_files_only=True)
+    return model, tokenizer, info

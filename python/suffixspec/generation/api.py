@@ -120,7 +120,7 @@ def run_generation(
     if cache is not None and not isinstance(cache, SuffixCache):
         raise InvalidParameterError(f"cache must be a suffixspec.SuffixCache, got {type(cache).__name__}")
     if proposer is None:
-        proposer = SuffixProposer(cache if cache is not None else SuffixCache(), spec)
+        proposer = SuffixProposer(cache if cache is not None else SuffixCache(**spec.cache_kwargs()), spec)
     elif cache is not None:
         raise InvalidParameterError("pass either cache or proposer, not both")
     backend = AttentionBackend(model, attention)
@@ -144,6 +144,14 @@ def run_generation(
     )
 
 
+def _spec_config(spec: Any) -> SpecConfig:
+    if spec is None:
+        return SpecConfig()
+    if not isinstance(spec, SpecConfig):
+        raise InvalidParameterError(f"spec must be a suffixspec.SpecConfig, got {type(spec).__name__}")
+    return spec
+
+
 def generate(
     model: Any,
     input_ids: Any,
@@ -156,13 +164,7 @@ def generate(
     top_p: float | None = None,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
-    max_spec_tokens: int = 16,
-    max_spec_factor: float = 1.0,
-    max_spec_offset: float = 0.0,
-    min_token_prob: float = 0.1,
-    use_tree_spec: bool = False,
-    max_tree_nodes: int = 64,
-    min_match_len: int = 2,
+    spec: SpecConfig | None = None,
     attention_mask: Any = None,
     generation_config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
@@ -184,10 +186,8 @@ def generate(
             `None` uses a fresh cache.
         do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id: as in `model.generate`;
             unset values come from the model's `generation_config`.
-        max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec: drafting
-            settings passed to `SuffixCache.speculate`.
-        max_tree_nodes: most draft nodes verified per request and step (trees are pruned to it).
-        min_match_len: drafts whose context match is shorter are not verified.
+        spec: the drafting settings, a :class:`suffixspec.SpecConfig` (default: ``SpecConfig()``);
+            its cache budgets size the fresh cache made when `cache` is None.
         generator, seed: randomness for sampling (a `torch.Generator`, or a seed for a new one).
         streamer: an object with `put(tensor)` / `end()` (e.g. `transformers.TextStreamer`);
             batch size 1 only.
@@ -199,15 +199,7 @@ def generate(
         `.generated` and per-request `.stats`.
     """
     inspect_model(model)  # before reading its generation_config
-    spec = SpecConfig(
-        max_spec_tokens=max_spec_tokens,
-        max_spec_factor=max_spec_factor,
-        max_spec_offset=max_spec_offset,
-        min_token_prob=min_token_prob,
-        use_tree_spec=use_tree_spec,
-        max_tree_nodes=max_tree_nodes,
-        min_match_len=min_match_len,
-    )
+    spec = _spec_config(spec)
     config = resolve_generation_config(
         model,
         generation_config,

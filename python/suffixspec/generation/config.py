@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import torch
 from transformers import GenerationConfig
 
+from suffixspec.config import ATTENTION_MODES, SpecConfig, check_int, check_real
 from suffixspec.errors import InvalidParameterError, InvalidTokenError
 
-ATTENTION_MODES = ("auto", "cuda", "torch")
-
-
-@dataclass(frozen=True)
-class SpecConfig:
-    """How drafts are proposed and how large a verified tree may be."""
-
-    max_spec_tokens: int = 16
-    max_spec_factor: float = 1.0
-    max_spec_offset: float = 0.0
-    min_token_prob: float = 0.1
-    use_tree_spec: bool = False
-    max_tree_nodes: int = 64
-    # Drafts from shorter context matches are dropped: a 1-token match in text that does not
-    # repeat is close to a guess, and verifying it costs a wider forward pass.
-    min_match_len: int = 2
-
-    def __post_init__(self) -> None:
-        _check_int("max_spec_tokens", self.max_spec_tokens, minimum=0)
-        _check_int("min_match_len", self.min_match_len, minimum=0)
-        _check_int("max_tree_nodes", self.max_tree_nodes, minimum=1)
-        _check_real("max_spec_factor", self.max_spec_factor, minimum=0.0)
-        _check_real("max_spec_offset", self.max_spec_offset)
-        _check_real("min_token_prob", self.min_token_prob, minimum=0.0, maximum=1.0)
-        if not isinstance(self.use_tree_spec, bool):
-            raise InvalidParameterError(f"use_tree_spec must be a bool, got {self.use_tree_spec!r}")
-
-    @property
-    def node_budget(self) -> int:
-        """Largest number of draft nodes verified per request and step."""
-        return min(self.max_spec_tokens, self.max_tree_nodes)
+__all__ = [
+    "ATTENTION_MODES",
+    "DecodeConfig",
+    "SpecConfig",
+    "resolve_generation_config",
+    "validate_decode_config",
+]
 
 
 @dataclass(frozen=True)
@@ -54,24 +30,6 @@ class DecodeConfig:
     do_sample: bool
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
-
-
-def _check_int(name: str, value: Any, minimum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise InvalidParameterError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise InvalidParameterError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_real(
-    name: str, value: Any, minimum: float | None = None, maximum: float | None = None, open_min: bool = False
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
-    if minimum is not None and (value <= minimum if open_min else value < minimum):
-        raise InvalidParameterError(f"{name} must be {'>' if open_min else '>='} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise InvalidParameterError(f"{name} must be <= {maximum}, got {value}")
 
 
 def _token_list(value: Any, name: str) -> tuple[int, ...]:
@@ -92,7 +50,7 @@ def resolve_generation_config(
     """The model's `generation_config` updated with the non-None `overrides`, as `model.generate` does."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "max_new_tokens" in overrides:
-        _check_int("max_new_tokens", overrides["max_new_tokens"], minimum=1)
+        check_int("max_new_tokens", overrides["max_new_tokens"], minimum=1)
     if "do_sample" in overrides and not isinstance(overrides["do_sample"], bool):
         raise InvalidParameterError(f"do_sample must be a bool, got {overrides['do_sample']!r}")
     try:
@@ -108,7 +66,7 @@ def validate_decode_config(
     config: GenerationConfig, *, vocab_size: int, max_new_tokens: int | None
 ) -> DecodeConfig:
     """Checks sampling settings and special tokens; `max_new_tokens` must already be resolved."""
-    _check_int("max_new_tokens", max_new_tokens, minimum=1)
+    check_int("max_new_tokens", max_new_tokens, minimum=1)
     do_sample = bool(config.do_sample)
     if config.num_beams not in (None, 1):
         raise InvalidParameterError(f"beam search is not supported (num_beams={config.num_beams})")
@@ -116,11 +74,11 @@ def validate_decode_config(
         raise InvalidParameterError("num_return_sequences > 1 is not supported")
     if do_sample:
         if config.temperature is not None:
-            _check_real("temperature", config.temperature, minimum=0.0, open_min=True)
+            check_real("temperature", config.temperature, minimum=0.0, open_min=True)
         if config.top_k is not None:
-            _check_int("top_k", config.top_k, minimum=0)
+            check_int("top_k", config.top_k, minimum=0)
         if config.top_p is not None:
-            _check_real("top_p", config.top_p, minimum=0.0, maximum=1.0, open_min=True)
+            check_real("top_p", config.top_p, minimum=0.0, maximum=1.0, open_min=True)
     eos = _token_list(config.eos_token_id, "eos_token_id")
     pad = _token_list(config.pad_token_id, "pad_token_id")
     for name, ids in (("eos_token_id", eos), ("pad_token_id", pad)):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from suffixspec import TokenTree, build_tree_batch
+from suffixspec._native import TokenTree, build_tree_batch
 from suffixspec.errors import InvalidParameterError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.batch import Request, left_pad
@@ -18,19 +19,27 @@ from suffixspec.generation.config import DecodeConfig, SpecConfig
 from suffixspec.generation.kv_cache import TreeKVCache
 from suffixspec.generation.logits import TargetScorer
 from suffixspec.generation.masks import block_mask
-from suffixspec.generation.proposer import Proposer, empty_tree, limit_depth
 from suffixspec.generation.stats import BatchStats
 from suffixspec.generation.streaming import StreamSink
 from suffixspec.generation.verify import accept_greedy, accept_sampling, sample_tokens
+from suffixspec.proposer import Proposer, empty_tree, fit_tree
 
 _NO_NODES = np.zeros(0, dtype=np.int64)
 
-#: Replaces the model's greedy token choice (greedy decoding only). Called with the requests of a
-#: forward pass, their draft trees (empty ones for the prefill and plain steps) and the model's
-#: argmax of every block row `[B, n]` (row 0: after the root, row i + 1: after node i); returns the
-#: `[B, n]` tokens that acceptance uses instead. Benchmarks over random-weight models force the
-#: acceptance of a recorded trace with it; the default (None) changes nothing.
-TargetOverride = Callable[[Sequence[Request], Sequence[TokenTree], np.ndarray], np.ndarray]
+
+class AcceptancePolicy(Protocol):
+    """The loop's public seam for trace-forced benchmarks (greedy decoding only).
+
+    Called with the requests of a forward pass, their draft trees (empty ones for the prefill and
+    plain steps) and the model's argmax of every block row `[B, n]` (row 0: after the root, row
+    i + 1: after node i); returns the `[B, n]` tokens that acceptance uses instead. A benchmark over
+    random-weight models forces the acceptance of a recorded trace with it, so that the loop does
+    exactly the work it would do on the real model. The default (None) is plain greedy acceptance.
+    """
+
+    def __call__(
+        self, requests: Sequence[Request], trees: Sequence[TokenTree], targets: np.ndarray
+    ) -> np.ndarray: ...
 
 
 class SpeculativeLoop:
@@ -47,10 +56,13 @@ class SpeculativeLoop:
         backend: AttentionBackend,
         generator: torch.Generator | None = None,
         sink: StreamSink | None = None,
-        target_override: TargetOverride | None = None,
+        acceptance: AcceptancePolicy | None = None,
+        sync_phases: bool = False,
     ):
-        if target_override is not None and decode.do_sample:
-            raise InvalidParameterError("target_override replaces greedy choices; sampling has none")
+        """`sync_phases`: synchronize the device after each timed phase (`BatchStats.phases`), so
+        that GPU work counts in the phase that queued it (benchmarks; it costs a sync per phase)."""
+        if acceptance is not None and decode.do_sample:
+            raise InvalidParameterError("an acceptance policy replaces greedy choices; sampling has none")
         self.model = model
         self.info = info
         self.decode = decode
@@ -60,7 +72,8 @@ class SpeculativeLoop:
         self.backend = backend
         self.generator = generator
         self.sink = sink
-        self.target_override = target_override
+        self.acceptance = acceptance
+        self.sync_phases = sync_phases
         self.device = info.device
         self.batch = BatchStats()
         self._open: dict[Any, Request] = {}  # requests started in the proposer, not yet finished
@@ -73,17 +86,32 @@ class SpeculativeLoop:
         return self.scorer.greedy(logits).cpu().numpy()
 
     def _override(self, requests: Sequence[Request], trees: Sequence[TokenTree], targets: np.ndarray):
-        """`targets` `[B, n]`, or what `target_override` puts in their place."""
-        if self.target_override is None:
+        """`targets` `[B, n]`, or what the acceptance policy puts in their place."""
+        if self.acceptance is None:
             return targets
-        return np.asarray(self.target_override(requests, trees, targets), dtype=np.int64)
+        return np.asarray(self.acceptance(requests, trees, targets), dtype=np.int64)
 
-    def _forward(self, **inputs: Any) -> Any:
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Adds the time of the block to `BatchStats.phases[name]`."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.sync_phases and self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            phases = self.batch.phases
+            phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+    def _forward(self, phase: str, **inputs: Any) -> Any:
+        """The model's forward pass, timed to completion into `forward_time_s` and `phases[phase]`."""
         t0 = time.perf_counter()
         out = self.model(**inputs)
         if self.device.type == "cuda":  # timed to completion; acceptance syncs right after anyway
             torch.cuda.synchronize(self.device)
-        self.batch.forward_time_s += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        self.batch.forward_time_s += elapsed
+        self.batch.phases[phase] = self.batch.phases.get(phase, 0.0) + elapsed
         return out
 
     # -- phases ---------------------------------------------------------------------------------
@@ -96,6 +124,7 @@ class SpeculativeLoop:
         kv = TreeKVCache(mask_t.bool(), positions)
         extra = {"logits_to_keep": 1} if self.info.supports_logits_to_keep else {}
         out = self._forward(
+            "prefill_forward",
             input_ids=ids_t,
             attention_mask=mask_t,
             position_ids=positions,
@@ -130,7 +159,8 @@ class SpeculativeLoop:
         return tok_pos[0], tok_pos[1], tree_mask
 
     def _verify(self, kv: TreeKVCache, requests: Sequence[Request], trees: list) -> list:
-        tokens, positions, tree_mask = self._block(requests, trees)
+        with self._phase("tree"):
+            tokens, positions, tree_mask = self._block(requests, trees)
         if tokens.shape[1] == 1 and kv.all_valid and self.info.sliding_window is None:
             # A plain decode step over a gap-free cache: no mask, as in plain decoding, so that
             # sdpa keeps its fast GQA path instead of expanding the KV heads for a mask.
@@ -138,6 +168,7 @@ class SpeculativeLoop:
         else:
             mask = block_mask(kv.valid, kv.positions, tree_mask, positions, self.info)
         out = self._forward(
+            "forward",
             input_ids=tokens,
             position_ids=positions,
             attention_mask=mask,
@@ -159,7 +190,8 @@ class SpeculativeLoop:
         keep = np.tile(np.arange(counts.max(), dtype=np.int64), (len(results), 1))
         for b, (nodes, _) in enumerate(results):
             keep[b, 1 : counts[b]] = nodes + 1
-        kv.keep_block(keep, counts, positions)
+        with self._phase("compact"):
+            kv.keep_block(keep, counts, positions)
         return results
 
     def run(self, requests: list[Request]) -> None:
@@ -201,10 +233,7 @@ class SpeculativeLoop:
         trees = self.proposer.propose(
             [r.req_id for r in active], [r.context for r in active], budgets, depths
         )
-        trees = [
-            limit_depth(t.prune(b) if len(t) > b else t, d) if len(t) else t
-            for t, b, d in zip(trees, budgets, depths, strict=True)
-        ]
+        trees = [fit_tree(t, b, d) for t, b, d in zip(trees, budgets, depths, strict=True)]
         t1 = time.perf_counter()
         results = self._verify(kv, active, trees)
         t2 = time.perf_counter()

@@ -57,6 +57,10 @@ class BatchStats:
     forward_time_s: float = 0.0  # inside the model's forward calls (prefill included)
     total_time_s: float = 0.0
     new_tokens: int = 0
+    #: Seconds per phase: "prefill_forward" and "forward" (the model's forward passes of the prefill
+    #: and of the verification steps), "tree" (building each step's block), "compact" (KV
+    #: compaction). Synchronized per phase only with the loop's `sync_phases`.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def tokens_per_second(self) -> float:

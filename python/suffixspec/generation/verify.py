@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from suffixspec import TokenTree
+from suffixspec._native import TokenTree, accept_greedy_batch
 
 Acceptance = tuple[np.ndarray, int]
 _NONE = np.zeros(0, dtype=np.int64)
@@ -20,15 +20,9 @@ _NONE = np.zeros(0, dtype=np.int64)
 
 def accept_greedy(trees: Sequence[TokenTree], targets: np.ndarray) -> list[Acceptance]:
     """Longest path whose every token equals the model's argmax; then the model's own token.
-    `targets` `[B, n]` holds the argmax of every block row."""
-    out = []
-    for b, tree in enumerate(trees):
-        if len(tree) == 0:
-            out.append((_NONE, int(targets[b, 0])))
-        else:
-            nodes, bonus = tree.accept_greedy(targets[b, : len(tree) + 1])
-            out.append((np.asarray(nodes, dtype=np.int64), int(bonus)))
-    return out
+    `targets` `[B, n]` holds the argmax of every block row. One native call for the batch."""
+    accepted, bonus = accept_greedy_batch(list(trees), targets)
+    return [(nodes, int(b)) for nodes, b in zip(accepted, bonus.tolist(), strict=True)]
 
 
 def _children_table(trees: Sequence[TokenTree], n: int) -> tuple[list[list[np.ndarray]], np.ndarray]:

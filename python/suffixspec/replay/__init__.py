@@ -4,21 +4,23 @@
 
     from suffixspec.replay import read_trace, tokenize_trace, make_proposer, replay, summarize
     trace = tokenize_trace(read_trace("trace.jsonl"), load_tokenizer("tokenizer.json"))
-    result = replay(trace, make_proposer("suffixspec", SpecParams()))
+    result = replay(trace, make_method("suffixspec", SpecConfig()))
     print(summarize(result, VerifyCost.parse("linear:0.02")))
 """
 
+from suffixspec.config import SpecConfig
 from suffixspec.replay.engine import ReplayResult, accepted_length, replay, warm_up
-from suffixspec.replay.methods import METHODS, Proposer, SpecParams, available_methods, make_proposer
+from suffixspec.replay.methods import METHODS, Method, Proposer, available_methods, make_method, make_proposer
 from suffixspec.replay.metrics import VerifyCost, summarize
 from suffixspec.replay.tokenize import TokenizedTrace, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import Trace, TraceRecord, read_trace
 
 __all__ = [
     "METHODS",
+    "Method",
     "Proposer",
     "ReplayResult",
-    "SpecParams",
+    "SpecConfig",
     "TokenizedTrace",
     "Trace",
     "TraceRecord",
@@ -26,6 +28,7 @@ __all__ = [
     "accepted_length",
     "available_methods",
     "load_tokenizer",
+    "make_method",
     "make_proposer",
     "read_trace",
     "replay",

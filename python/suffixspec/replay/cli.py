@@ -8,9 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from suffixspec.config import SpecConfig
 from suffixspec.errors import InvalidParameterError, SuffixSpecError
 from suffixspec.replay.engine import replay_all
-from suffixspec.replay.methods import METHODS, SpecParams, available_methods, make_proposer
+from suffixspec.replay.methods import DEFAULT_MAX_NGRAM, METHODS, available_methods, make_method
 from suffixspec.replay.metrics import VerifyCost, summarize
 from suffixspec.replay.report import format_table, write_json
 from suffixspec.replay.sweep import SWEEP_GRID, Evaluator, recommend, sweep
@@ -22,7 +23,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``suffixspec replay``."""
-    d = SpecParams()
+    d = SpecConfig()
     parser.add_argument("traces", nargs="+", type=Path, help="JSONL trace files (one request per line)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (needed unless traces hold token ids)")
     parser.add_argument("--limit", type=int, help="replay only the first N requests of each trace")
@@ -52,10 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drop draft tokens less frequent than this after their prefix (%(default)s)",
     )
     g.add_argument(
-        "--tree-budget", type=int, default=d.tree_budget, help="node budget of tree mode (%(default)s)"
+        "--max-tree-nodes", type=int, default=d.max_tree_nodes, help="node budget of tree mode (%(default)s)"
     )
     g.add_argument(
-        "--max-ngram", type=int, default=d.max_ngram, help="prompt lookup: longest n-gram (%(default)s)"
+        "--min-match-len",
+        type=int,
+        default=d.min_match_len,
+        help="drafts matched on fewer context tokens are skipped, as suffixspec's own loop does; "
+        "0 reproduces arctic-inference's behaviour (%(default)s)",
+    )
+    g.add_argument(
+        "--max-ngram", type=int, default=DEFAULT_MAX_NGRAM, help="prompt lookup: longest n-gram (%(default)s)"
     )
     c = parser.add_argument_group("implied speedup")
     c.add_argument(
@@ -75,15 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--no-cache", action="store_true", help="do not cache tokenized traces on disk")
 
 
-def _params(args: argparse.Namespace) -> SpecParams:
-    return SpecParams(
+def _params(args: argparse.Namespace) -> SpecConfig:
+    return SpecConfig(
         max_depth=args.max_depth,
         max_spec_tokens=args.max_spec_tokens,
         max_spec_factor=args.max_spec_factor,
         max_spec_offset=args.max_spec_offset,
         min_token_prob=args.min_token_prob,
-        tree_budget=args.tree_budget,
-        max_ngram=args.max_ngram,
+        max_tree_nodes=args.max_tree_nodes,
+        min_match_len=args.min_match_len,
     )
 
 
@@ -119,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     recommendations: dict[str, dict[str, Any]] = {}
     for path in args.traces:
         trace = _load(path, args.limit, tokenizer, cache_dir)
-        proposers = [make_proposer(name, params) for name in methods]
+        proposers = [make_method(name, params, args.max_ngram) for name in methods]
         rows += [summarize(r, verify_cost) for r in replay_all(trace, proposers, warmup, progress)]
         if args.sweep or args.recommend:
             evaluate = Evaluator(trace, args.sweep_method, verify_cost, warmup, progress)
@@ -149,7 +157,7 @@ def _recommendation_line(workload: str, method: str, rec: dict[str, Any]) -> str
 
 def _write_outputs(
     args: argparse.Namespace,
-    params: SpecParams,
+    params: SpecConfig,
     verify_cost: VerifyCost,
     methods: list[str],
     rows: list[dict[str, Any]],

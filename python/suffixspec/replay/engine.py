@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from suffixspec.replay.methods import Proposer
+from suffixspec.proposer import Proposer, fit_tree
+from suffixspec.replay.methods import Method
 from suffixspec.replay.tokenize import TokenizedTrace
 
 __all__ = ["ReplayResult", "accepted_length", "replay", "replay_all", "warm_up"]
@@ -75,8 +76,9 @@ class ReplayResult:
 class _Recorder:
     """Accumulates the per-step records of one proposer (plain lists: cheap appends)."""
 
-    def __init__(self, proposer: Proposer, cached: int) -> None:
-        self.proposer = proposer
+    def __init__(self, method: Method, cached: int) -> None:
+        self.method = method
+        self.proposer = method.proposer
         self.cached = cached
         self.drafted: list[int] = []
         self.accepted: list[int] = []
@@ -89,6 +91,9 @@ class _Recorder:
     def run_request(self, req_id: int, prompt: TokenArray, output: TokenArray, seq: TokenArray) -> None:
         """One request, step by step; ``seq`` is prompt + output (contexts are views of it)."""
         proposer, clock = self.proposer, time.perf_counter_ns
+        # The replay cannot know where an output ends (serving does not either): drafts are capped
+        # by the node budget only, and fitted to it as every decoding loop fits them.
+        budget = self.method.budget
         p, n = len(prompt), len(output)
         t0 = clock()
         proposer.start(req_id, prompt)
@@ -97,12 +102,16 @@ class _Recorder:
         while pos < n:
             context = seq[: p + pos]
             t0 = clock()
-            tokens, parents = proposer.propose(req_id, context) if len(context) else (_EMPTY, _EMPTY)
+            if len(context):
+                tree = fit_tree(proposer.propose([req_id], [context], [budget], [budget])[0], budget, budget)
+                tokens, parents = tree.token_ids, tree.parents
+            else:
+                tokens, parents = _EMPTY, _EMPTY
             t1 = clock()
             a = accepted_length(tokens, parents, output[pos:])
             emit = min(a + 1, n - pos)  # no bonus token past the end of the output
             t2 = clock()
-            proposer.observe(req_id, output[pos : pos + emit])
+            proposer.extend(req_id, output[pos : pos + emit])
             t3 = clock()
             self.drafted.append(len(tokens))
             self.accepted.append(a)
@@ -111,13 +120,13 @@ class _Recorder:
             self.observe_ns.append(t3 - t2)
             pos += emit
             steps += 1
-        proposer.stop(req_id)
+        proposer.finish(req_id)
         self.request_steps.append(steps)
         self.cached += n
 
     def result(self, workload: str) -> ReplayResult:
         return ReplayResult(
-            method=self.proposer.name,
+            method=self.method.name,
             workload=workload,
             drafted=np.array(self.drafted, dtype=np.int32),
             accepted=np.array(self.accepted, dtype=np.int32),
@@ -126,7 +135,7 @@ class _Recorder:
             observe_ns=np.array(self.observe_ns, dtype=np.int64),
             request_steps=np.array(self.request_steps, dtype=np.int64),
             start_ns=np.array(self.start_ns, dtype=np.int64),
-            memory_bytes=self.proposer.memory_bytes(),
+            memory_bytes=self.method.memory_bytes(),
             cached_tokens=self.cached,
         )
 
@@ -139,26 +148,26 @@ def warm_up(proposer: Proposer, trace: TokenizedTrace) -> int:
         req_id = -1 - i
         proposer.start(req_id, prompt)
         if len(output):
-            proposer.observe(req_id, output)
-        proposer.stop(req_id)
+            proposer.extend(req_id, output)
+        proposer.finish(req_id)
         fed += len(output)
     return fed
 
 
 def replay_all(
     trace: TokenizedTrace,
-    proposers: Sequence[Proposer],
+    methods: Sequence[Method],
     warmup: TokenizedTrace | None = None,
     progress: bool = False,
 ) -> list[ReplayResult]:
-    """Replays every request of ``trace`` through each proposer (after ``warmup``, if given).
+    """Replays every request of ``trace`` through each method (after ``warmup``, if given).
 
-    Each proposer keeps its own caches; requests are interleaved (request i runs through every
-    proposer before request i+1), so that load changes on the machine affect their timings
+    Each method keeps its own caches; requests are interleaved (request i runs through every
+    method before request i+1), so that load changes on the machine affect their timings
     alike.
     """
-    recorders = [_Recorder(p, warm_up(p, warmup) if warmup is not None else 0) for p in proposers]
-    bar = _progress_bar(trace, ", ".join(p.name for p in proposers), progress)
+    recorders = [_Recorder(m, warm_up(m.proposer, warmup) if warmup is not None else 0) for m in methods]
+    bar = _progress_bar(trace, ", ".join(m.name for m in methods), progress)
     for req_id, (prompt, output) in enumerate(zip(trace.prompts(), trace.outputs, strict=True)):
         seq = np.concatenate([prompt, output]).astype(np.int32, copy=False)
         for recorder in recorders:
@@ -172,12 +181,12 @@ def replay_all(
 
 def replay(
     trace: TokenizedTrace,
-    proposer: Proposer,
+    method: Method,
     warmup: TokenizedTrace | None = None,
     progress: bool = False,
 ) -> ReplayResult:
-    """Replays every request of ``trace`` through ``proposer`` (after ``warmup``, if given)."""
-    return replay_all(trace, [proposer], warmup, progress)[0]
+    """Replays every request of ``trace`` through ``method`` (after ``warmup``, if given)."""
+    return replay_all(trace, [method], warmup, progress)[0]
 
 
 def _progress_bar(trace: TokenizedTrace, methods: str, enabled: bool) -> Any:

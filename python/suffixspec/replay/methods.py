@@ -1,141 +1,100 @@
 """Draft proposers replayed side by side: suffixspec (path and tree mode), arctic-inference's
 suffix cache, and prompt lookup (transformers' n-gram candidate generator).
 
-A new method plugs in by implementing :class:`Proposer` and registering a factory in
-:data:`METHODS`.
+Every method is a :class:`suffixspec.proposer.Proposer` (the one proposer interface, also used by
+``suffixspec.generate`` and the engines) configured by a :class:`suffixspec.SpecConfig`. A new
+method plugs in by registering a factory in :data:`METHODS`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from suffixspec._native import TokenTree
+from suffixspec.config import SpecConfig
 from suffixspec.errors import InvalidParameterError
+from suffixspec.proposer import Proposer, SuffixProposer, TokenArray, empty_tree
 
 __all__ = [
+    "DEFAULT_MAX_NGRAM",
     "METHODS",
-    "ArcticCacheProposer",
+    "ArcticProposer",
+    "Method",
     "PromptLookupProposer",
     "Proposer",
-    "SpecParams",
-    "SuffixCacheProposer",
     "available_methods",
     "chain_parents",
+    "make_method",
     "make_proposer",
 ]
 
-TokenArray = npt.NDArray[np.int32]
+#: Longest n-gram prompt lookup tries to match (transformers' default).
+DEFAULT_MAX_NGRAM = 2
 
 _CHAIN = np.arange(-1, 4095, dtype=np.int32)
 
 
-def chain_parents(n: int) -> npt.NDArray[np.int32]:
+@dataclass
+class Method:
+    """A named proposer as the replay drives it: ``budget`` draft nodes per step at most."""
+
+    name: str
+    proposer: Proposer
+    budget: int
+
+    def memory_bytes(self) -> int:
+        """Memory the method holds for its caches, in bytes (0 when it reports none)."""
+        report = getattr(self.proposer, "memory_bytes", None)
+        return int(report()) if report is not None else 0
+
+
+def chain_parents(n: int) -> np.ndarray:
     """Parents of a path draft of ``n`` tokens: ``[-1, 0, 1, ..., n-2]``."""
     return _CHAIN[:n].copy() if n <= len(_CHAIN) else np.arange(-1, n - 1, dtype=np.int32)
 
 
-@runtime_checkable
-class Proposer(Protocol):
-    """A speculation method as the replay drives it (one instance per replayed trace)."""
+class ArcticProposer:
+    """arctic-inference's ``SuffixDecodingCache`` driven as vLLM drives it: one ``speculate`` call
+    per request and step. Its memory is the trees' own estimate."""
 
-    name: str
-
-    def start(self, req_id: int, prompt: TokenArray) -> None:
-        """A request begins with ``prompt``."""
-
-    def propose(self, req_id: int, context: TokenArray) -> tuple[Sequence[int], Sequence[int]]:
-        """A draft tree ``(token_ids, parents)`` to follow ``context`` (prompt + output so far);
-        parent -1 is the last context token, parents come before their children."""
-        ...
-
-    def observe(self, req_id: int, tokens: TokenArray) -> None:
-        """``tokens`` were emitted by one verification step (accepted draft + bonus token)."""
-
-    def stop(self, req_id: int) -> None:
-        """The request finished."""
-
-    def memory_bytes(self) -> int:
-        """Memory the method holds for its caches, in bytes."""
-        ...
-
-
-@dataclass(frozen=True)
-class SpecParams:
-    """Speculation settings shared by the methods (arctic-inference's parameter names)."""
-
-    max_depth: int = 64
-    max_spec_tokens: int = 32
-    max_spec_factor: float = 1.0
-    max_spec_offset: float = 0.0
-    min_token_prob: float = 0.1
-    #: Node budget of tree mode: drafts are pruned to their most probable ``tree_budget`` nodes.
-    tree_budget: int = 32
-    #: Longest n-gram prompt lookup tries to match.
-    max_ngram: int = 2
-
-    def __post_init__(self) -> None:
-        for name in ("max_depth", "max_spec_tokens", "tree_budget", "max_ngram"):
-            if getattr(self, name) < 1:
-                raise InvalidParameterError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.min_token_prob <= 1.0:
-            raise InvalidParameterError(f"min_token_prob must be in [0, 1], got {self.min_token_prob}")
-        if not np.isfinite(self.max_spec_factor) or self.max_spec_factor < 0:
-            raise InvalidParameterError(f"max_spec_factor must be >= 0, got {self.max_spec_factor}")
-        if not np.isfinite(self.max_spec_offset):
-            raise InvalidParameterError(f"max_spec_offset must be finite, got {self.max_spec_offset}")
-
-    def with_(self, **changes: Any) -> SpecParams:
-        return replace(self, **changes)
-
-
-class SuffixCacheProposer:
-    """Drives a cache with arctic-inference's API (``suffixspec.SuffixCache`` or arctic's own):
-    prompts go in at ``start``, emitted tokens into the global cache as they are produced."""
-
-    def __init__(self, name: str, cache: Any, params: SpecParams, tree: bool) -> None:
-        self.name = name
+    def __init__(self, cache: Any, spec: SpecConfig) -> None:
         self.cache = cache
-        self.params = params
-        self.tree = tree
+        self.spec = spec
 
-    def start(self, req_id: int, prompt: TokenArray) -> None:
+    def start(self, req_id: Hashable, prompt: TokenArray) -> None:
         self.cache.start_request(req_id, prompt)
 
-    def propose(self, req_id: int, context: TokenArray) -> tuple[Sequence[int], Sequence[int]]:
-        p = self.params
-        draft = self.cache.speculate(
-            req_id,
-            context,
-            max_spec_tokens=p.max_spec_tokens,
-            max_spec_factor=p.max_spec_factor,
-            max_spec_offset=p.max_spec_offset,
-            min_token_prob=p.min_token_prob,
-            use_tree_spec=self.tree,
-        )
-        if self.tree and len(draft.token_ids) > p.tree_budget:
-            from suffixspec import TokenTree
-
-            pruned = TokenTree(draft.token_ids, draft.parents, draft.probs).prune(p.tree_budget)
-            return pruned.token_ids, pruned.parents
-        return draft.token_ids, draft.parents
-
-    def observe(self, req_id: int, tokens: TokenArray) -> None:
+    def extend(self, req_id: Hashable, tokens: TokenArray) -> None:
         self.cache.add_active_response(req_id, tokens)
 
-    def stop(self, req_id: int) -> None:
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        contexts: Sequence[TokenArray],
+        budgets: Sequence[int],
+        max_depths: Sequence[int],
+    ) -> list[TokenTree]:
+        spec, trees = self.spec, []
+        for req_id, context, budget in zip(req_ids, contexts, budgets, strict=True):
+            if budget <= 0 or not len(context):
+                trees.append(empty_tree())
+                continue
+            draft = self.cache.speculate(
+                req_id, context, **{**spec.speculate_kwargs(), "max_spec_tokens": budget}
+            )
+            if len(draft.token_ids) and draft.match_len >= spec.min_match_len:
+                trees.append(TokenTree(draft.token_ids, draft.parents, draft.probs))
+            else:
+                trees.append(empty_tree())
+        return trees
+
+    def finish(self, req_id: Hashable) -> None:
         self.cache.stop_request(req_id)
-
-    def memory_bytes(self) -> int:
-        return int(self.cache.stats()["bytes"])
-
-
-class ArcticCacheProposer(SuffixCacheProposer):
-    """arctic-inference's ``SuffixDecodingCache``; its memory is the trees' own estimate."""
 
     def memory_bytes(self) -> int:
         trees = [self.cache._global_tree, *self.cache._local_trees.values()]
@@ -147,47 +106,58 @@ class PromptLookupProposer:
     last n-gram, found by transformers' ``PromptLookupCandidateGenerator`` (n from ``max_ngram``
     down to 1, first match from the left)."""
 
-    def __init__(self, name: str, params: SpecParams) -> None:
+    def __init__(self, spec: SpecConfig, max_ngram: int = DEFAULT_MAX_NGRAM) -> None:
         import torch
         from transformers.generation.candidate_generator import PromptLookupCandidateGenerator
 
-        self.name = name
         self._torch = torch
         self._generator = PromptLookupCandidateGenerator(
-            num_output_tokens=params.max_spec_tokens,
-            max_matching_ngram_size=params.max_ngram,
+            num_output_tokens=spec.max_spec_tokens,
+            max_matching_ngram_size=max_ngram,
             max_length=2**62,  # no length cap: the trace decides where the output ends
         )
 
-    def start(self, req_id: int, prompt: TokenArray) -> None:
+    def start(self, req_id: Hashable, prompt: TokenArray) -> None:
         pass  # stateless: it looks only at the context
 
-    def propose(self, req_id: int, context: TokenArray) -> tuple[Sequence[int], Sequence[int]]:
-        ids = self._torch.from_numpy(context.astype(np.int64))[None]
-        candidates, _ = self._generator.get_candidates(ids)
-        draft = candidates[0, len(context) :].numpy()
-        return draft, chain_parents(len(draft))
-
-    def observe(self, req_id: int, tokens: TokenArray) -> None:
+    def extend(self, req_id: Hashable, tokens: TokenArray) -> None:
         pass
 
-    def stop(self, req_id: int) -> None:
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        contexts: Sequence[TokenArray],
+        budgets: Sequence[int],
+        max_depths: Sequence[int],
+    ) -> list[TokenTree]:
+        trees = []
+        for context in contexts:
+            ids = self._torch.from_numpy(np.asarray(context, dtype=np.int64))[None]
+            candidates, _ = self._generator.get_candidates(ids)
+            draft = candidates[0, len(context) :].numpy().astype(np.int32)
+            trees.append(TokenTree(draft, chain_parents(len(draft))) if len(draft) else empty_tree())
+        return trees
+
+    def finish(self, req_id: Hashable) -> None:
         pass
 
     def memory_bytes(self) -> int:
         return 0  # nothing beyond the context the server holds anyway
 
 
-def _suffixspec(name: str, params: SpecParams, tree: bool) -> Proposer:
+def _suffixspec(spec: SpecConfig, tree: bool) -> Proposer:
     from suffixspec import SuffixCache
 
-    return SuffixCacheProposer(name, SuffixCache(max_depth=params.max_depth), params, tree)
+    spec = spec.replace(use_tree_spec=tree)
+    return SuffixProposer(SuffixCache(**spec.cache_kwargs()), spec)
 
 
-def _arctic(name: str, params: SpecParams, tree: bool) -> Proposer:
+def _arctic(spec: SpecConfig, tree: bool) -> Proposer:
     from arctic_inference.suffix_decoding import SuffixDecodingCache
 
-    return ArcticCacheProposer(name, SuffixDecodingCache(max_tree_depth=params.max_depth), params, tree)
+    spec = spec.replace(use_tree_spec=tree)
+    cache = SuffixDecodingCache(max_tree_depth=spec.max_depth, max_cached_requests=spec.max_cached_requests)
+    return ArcticProposer(cache, spec)
 
 
 def _has(module: str) -> bool:
@@ -198,7 +168,7 @@ def _has(module: str) -> bool:
 class MethodSpec:
     """How to build a method, and whether this environment can."""
 
-    build: Callable[[str, SpecParams], Proposer]
+    build: Callable[[SpecConfig, int], Proposer]  # (settings, prompt lookup's max n-gram)
     available: Callable[[], bool]
     description: str
 
@@ -206,23 +176,25 @@ class MethodSpec:
 #: Method name -> factory. The order is the order of report rows.
 METHODS: dict[str, MethodSpec] = {
     "suffixspec": MethodSpec(
-        lambda n, p: _suffixspec(n, p, tree=False), lambda: True, "suffixspec cache, path drafts"
+        lambda spec, _: _suffixspec(spec, tree=False), lambda: True, "suffixspec cache, path drafts"
     ),
     "suffixspec-tree": MethodSpec(
-        lambda n, p: _suffixspec(n, p, tree=True), lambda: True, "suffixspec cache, tree drafts (node budget)"
+        lambda spec, _: _suffixspec(spec, tree=True),
+        lambda: True,
+        "suffixspec cache, tree drafts (node budget)",
     ),
     "arctic": MethodSpec(
-        lambda n, p: _arctic(n, p, tree=False),
+        lambda spec, _: _arctic(spec, tree=False),
         lambda: _has("arctic_inference"),
         "arctic-inference SuffixDecodingCache, path drafts",
     ),
     "arctic-tree": MethodSpec(
-        lambda n, p: _arctic(n, p, tree=True),
+        lambda spec, _: _arctic(spec, tree=True),
         lambda: _has("arctic_inference"),
         "arctic-inference SuffixDecodingCache, tree drafts (node budget)",
     ),
     "prompt-lookup": MethodSpec(
-        lambda n, p: PromptLookupProposer(n, p),
+        lambda spec, max_ngram: PromptLookupProposer(spec, max_ngram),
         lambda: _has("transformers") and _has("torch"),
         "transformers' prompt lookup (n-gram match over the context)",
     ),
@@ -245,8 +217,15 @@ def available_methods(names: Sequence[str] | None = None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def make_proposer(name: str, params: SpecParams) -> Proposer:
-    """A fresh instance of method ``name``."""
+def make_proposer(name: str, spec: SpecConfig, max_ngram: int = DEFAULT_MAX_NGRAM) -> Proposer:
+    """A fresh instance of method ``name`` configured by ``spec``."""
     if name not in METHODS:
         raise InvalidParameterError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name].build(name, params)
+    if max_ngram < 1:
+        raise InvalidParameterError(f"max_ngram must be at least 1, got {max_ngram}")
+    return METHODS[name].build(spec, max_ngram)
+
+
+def make_method(name: str, spec: SpecConfig, max_ngram: int = DEFAULT_MAX_NGRAM) -> Method:
+    """Method ``name`` with a fresh proposer, its node budget that of ``spec``."""
+    return Method(name, make_proposer(name, spec, max_ngram), spec.node_budget)

@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from suffixspec.config import SpecConfig
 from suffixspec.errors import InvalidParameterError
 from suffixspec.replay.engine import replay
-from suffixspec.replay.methods import SpecParams, make_proposer
+from suffixspec.replay.methods import make_method
 from suffixspec.replay.metrics import VerifyCost, summarize
 from suffixspec.replay.tokenize import TokenizedTrace
 
@@ -37,27 +38,27 @@ class Evaluator:
     verify_cost: VerifyCost
     warmup: TokenizedTrace | None = None
     progress: bool = False
-    runs: dict[SpecParams, Summary] = field(default_factory=dict)
+    runs: dict[SpecConfig, Summary] = field(default_factory=dict)
 
-    def __call__(self, params: SpecParams) -> Summary:
+    def __call__(self, params: SpecConfig) -> Summary:
         if params not in self.runs:
-            result = replay(self.trace, make_proposer(self.method, params), self.warmup, self.progress)
+            result = replay(self.trace, make_method(self.method, params), self.warmup, self.progress)
             self.runs[params] = summarize(result, self.verify_cost)
         return self.runs[params]
 
 
-def _set(params: SpecParams, name: str, value: float) -> SpecParams:
-    return params.with_(**{name: int(value) if name == "max_depth" else float(value)})
+def _set(params: SpecConfig, name: str, value: float) -> SpecConfig:
+    return params.replace(**{name: int(value) if name == "max_depth" else float(value)})
 
 
 def _check_grid(grid: Mapping[str, Sequence[float]]) -> None:
     for name, values in grid.items():
-        if name not in SpecParams.__dataclass_fields__ or not values:
+        if name not in SpecConfig.__dataclass_fields__ or not values:
             raise InvalidParameterError(f"cannot sweep {name!r} (or no values given)")
 
 
 def sweep(
-    evaluate: Evaluator, base: SpecParams, grid: Mapping[str, Sequence[float]] = SWEEP_GRID
+    evaluate: Evaluator, base: SpecConfig, grid: Mapping[str, Sequence[float]] = SWEEP_GRID
 ) -> list[dict[str, Any]]:
     """One parameter at a time over its grid values, the others at ``base``. Returns one record
     per point: ``{"param", "value", "summary"}``."""
@@ -73,7 +74,7 @@ def sweep(
 class Recommendation:
     """The best settings found, their report row, and the row at the starting settings."""
 
-    params: SpecParams
+    params: SpecConfig
     summary: Summary
     baseline: Summary
 
@@ -87,7 +88,7 @@ def _score(summary: Summary) -> tuple[float, float]:
 
 def recommend(
     evaluate: Evaluator,
-    base: SpecParams,
+    base: SpecConfig,
     grid: Mapping[str, Sequence[float]] = SWEEP_GRID,
     rounds: int = 2,
 ) -> Recommendation:

@@ -15,6 +15,7 @@
 //! leaves the cache exactly as it was.
 
 mod cache;
+pub mod defaults;
 mod error;
 mod params;
 mod speculate;
@@ -56,6 +57,18 @@ pub struct SpecParams {
     pub use_tree_spec: bool,
 }
 
+impl Default for SpecParams {
+    fn default() -> Self {
+        Self {
+            max_spec_tokens: defaults::MAX_SPEC_TOKENS,
+            max_spec_factor: defaults::MAX_SPEC_FACTOR,
+            max_spec_offset: defaults::MAX_SPEC_OFFSET,
+            min_token_prob: defaults::MIN_TOKEN_PROB,
+            use_tree_spec: defaults::USE_TREE_SPEC,
+        }
+    }
+}
+
 /// A speculated token tree. `parents[i]` is the index of node i's parent in this draft, or
 /// -1 when node i is a child of the last context token; parents come before children.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -84,8 +97,8 @@ pub struct CacheStats {
     pub bytes: usize,
 }
 
-/// Default `max_cached_tokens` budget of the global tree (about 4M tokens).
-pub const DEFAULT_MAX_CACHED_TOKENS: usize = 1 << 22;
+/// Default `max_cached_tokens` budget of the global tree (see [`defaults`]).
+pub const DEFAULT_MAX_CACHED_TOKENS: usize = defaults::MAX_CACHED_TOKENS;
 
 /// Construction parameters of a [`SuffixCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +113,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_depth: 64, max_cached_requests: None, max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS }
+        Self {
+            max_depth: defaults::MAX_DEPTH,
+            max_cached_requests: Some(defaults::MAX_CACHED_REQUESTS),
+            max_cached_tokens: defaults::MAX_CACHED_TOKENS,
+        }
     }
 }

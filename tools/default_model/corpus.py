@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from suffixspec.errors import ModelNotFoundError
-
 __all__ = ["Corpus", "build_corpus", "stdlib_dir", "strip_docs"]
 
 # Tests, data tables, vendored tools and GUI demos: large, atypical, or not Python the way people
@@ -138,16 +136,13 @@ def build_corpus(
     :func:`strip_docs` to each file (the budget counts what is kept).
 
     Raises:
-        ModelNotFoundError: ``root`` holds no usable ``.py`` files (some minimal installations
-            ship only compiled modules); pass ``--model PATH`` instead.
+        FileNotFoundError: ``root`` holds no usable ``.py`` files (some minimal installations
+            ship only compiled modules).
     """
     root = stdlib_dir() if root is None else Path(root)
     candidates = _candidate_files(root, max_file_bytes) if root.is_dir() else []
     if not candidates:
-        raise ModelNotFoundError(
-            f"cannot build the default model: no Python sources under {root} (this installation "
-            "ships no standard-library .py files); run with --model PATH to use a local model"
-        )
+        raise FileNotFoundError(f"no Python sources under {root} (this installation ships no .py files)")
     random.Random(seed).shuffle(candidates)
     files, texts, total = [], [], 0
     for path in candidates:

@@ -1,14 +1,14 @@
 """Training the default model: a byte-level BPE tokenizer and a small Llama, from a text corpus.
 
-Plain PyTorch on the CPU (AdamW, warmup + cosine learning rate, fp32, fixed seed). Training stops
-at ``steps`` or after ``max_seconds``, whichever comes first; the learning-rate schedule follows
-whichever of the two is further along, so a slow (or busy) machine still ends on a decayed rate.
+Plain PyTorch on the CPU (AdamW, warmup + cosine learning rate, fp32, fixed seed, one torch thread).
+A run is reproducible: the same recipe, corpus and torch version give the same weights on any
+machine, however busy (a fixed number of steps, no time limit; one thread so that no reduction
+order depends on the core count).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -17,15 +17,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from suffixspec.default_model.corpus import Corpus
-from suffixspec.errors import InvalidParameterError
+from default_model.corpus import Corpus
 
 __all__ = [
     "DEFAULT_CONFIG",
     "END_OF_TEXT",
     "TrainConfig",
     "TrainResult",
-    "threads_for_load",
     "train_model",
     "train_tokenizer",
 ]
@@ -50,14 +48,13 @@ class TrainConfig:
     num_kv_heads: int = 2
     context: int = 512
     # optimisation
-    steps: int = 320  # about 160 s on two idle cores; a busy machine stops at max_seconds
+    steps: int = 320  # about 3 minutes on one idle core
     batch_size: int = 8
     lr: float = 4e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 20
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    max_seconds: float = 210.0
     seed: int = 0
 
     def llama_config(self, end_of_text_id: int) -> LlamaConfig:
@@ -76,7 +73,7 @@ class TrainConfig:
         )
 
 
-#: The built-in default: ~1M parameters, at most three and a half minutes of training.
+#: The built-in default: ~1M parameters, a few minutes of training.
 DEFAULT_CONFIG = TrainConfig()
 
 
@@ -87,9 +84,7 @@ class TrainResult:
     steps: int
     final_loss: float  # mean training loss over the last steps (each token is seen about once)
     seconds: float
-    stopped_by_time: bool
     loss_curve: list[tuple[int, float]] = field(default_factory=list)
-    threads: list[int] = field(default_factory=list)  # torch CPU threads used, as they changed
 
 
 def train_tokenizer(corpus: Corpus, vocab_size: int, *, max_length: int) -> PreTrainedTokenizerFast:
@@ -120,21 +115,6 @@ def token_stream(corpus: Corpus, tokenizer: PreTrainedTokenizerFast) -> torch.Te
     return torch.tensor([token for enc in encoded for token in [*enc.ids, eot]], dtype=torch.long)
 
 
-def threads_for_load(limit: int, *, own_threads: float = 0.0) -> int:
-    """CPU threads for torch that leave the cores other processes keep busy.
-
-    OpenMP workers that spin against other busy processes make small-matrix work an order of
-    magnitude slower (measured: 2 threads 8x slower than 1 on two busy cores), so use only the
-    idle cores by the 1-minute load average, less ``own_threads`` (our own share of it).
-    """
-    try:
-        others = os.getloadavg()[0] - own_threads
-    except (AttributeError, OSError):  # no load average on this platform
-        return limit
-    cores = os.cpu_count() or limit
-    return max(1, min(limit, cores - round(max(others, 0.0))))
-
-
 def _lr_factor(progress: float, step: int, config: TrainConfig) -> float:
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
@@ -145,7 +125,7 @@ def _lr_factor(progress: float, step: int, config: TrainConfig) -> float:
 def _windows(tokens: torch.Tensor, context: int) -> torch.Tensor:
     count = (len(tokens) - 1) // context
     if count < 1:
-        raise InvalidParameterError(f"corpus too small: {len(tokens)} tokens for a context of {context}")
+        raise ValueError(f"corpus too small: {len(tokens)} tokens for a context of {context}")
     return tokens[: count * context].view(count, context)
 
 
@@ -169,25 +149,15 @@ def train_model(
     cursor = 0
 
     recent: list[float] = []
-    result = TrainResult(steps=0, final_loss=float("nan"), seconds=0.0, stopped_by_time=False)
+    result = TrainResult(steps=0, final_loss=float("nan"), seconds=0.0)
     thread_limit = torch.get_num_threads()
-    threads = thread_limit  # chosen at step 0, when none of the load is ours yet
+    torch.set_num_threads(1)
     start = time.perf_counter()
     bar = tqdm(total=config.steps, desc="training the default model", unit="step", disable=not progress)
     try:
         for step in range(config.steps):
-            elapsed = time.perf_counter() - start
-            if elapsed >= config.max_seconds:
-                result.stopped_by_time = True
-                break
-            if step % 20 == 0:  # the machine's load changes; our share of the average ramps up over a minute
-                threads = threads_for_load(thread_limit, own_threads=threads * (1 - math.exp(-elapsed / 60)))
-                torch.set_num_threads(threads)
-                if not result.threads or result.threads[-1] != threads:
-                    result.threads.append(threads)
-            progress_fraction = max(step / config.steps, elapsed / config.max_seconds)
             for group in optimizer.param_groups:
-                group["lr"] = config.lr * _lr_factor(progress_fraction, step, config)
+                group["lr"] = config.lr * _lr_factor(step / config.steps, step, config)
             if cursor + config.batch_size > len(order):  # next epoch
                 order, cursor = torch.randperm(len(windows), generator=generator), 0
             batch = windows[order[cursor : cursor + config.batch_size]]

@@ -1,0 +1,135 @@
+"""Draft proposers: the one interface through which every loop gets its draft trees.
+
+``suffixspec.generate``, the replay tool, the serving engine and the engine adapters all drive a
+:class:`Proposer` the same way (modelled on vLLM's ``v1/spec_decode`` proposers): the loop says
+when a request starts, which tokens it emitted, and when it finishes, and asks for all active
+requests' drafts in one call per step. :class:`SuffixProposer` drafts from a
+:class:`suffixspec.SuffixCache`; a custom proposer implements the four methods.
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from suffixspec._native import TokenTree
+from suffixspec.cache import SuffixCache
+from suffixspec.config import SpecConfig
+
+__all__ = ["Proposer", "SuffixProposer", "TokenArray", "empty_tree", "fit_tree", "limit_depth"]
+
+TokenArray = npt.NDArray[np.int32]
+
+_EMPTY = np.zeros(0, dtype=np.int32)
+
+
+def empty_tree() -> TokenTree:
+    return TokenTree(_EMPTY, _EMPTY)
+
+
+def limit_depth(tree: TokenTree, max_depth: int) -> TokenTree:
+    """The nodes of `tree` at depth <= `max_depth` (a parent-closed subset, order kept)."""
+    depths = np.asarray(tree.depths)
+    keep = depths <= max_depth
+    if keep.all():
+        return tree
+    new_index = np.cumsum(keep) - 1
+    parents = np.asarray(tree.parents)[keep]
+    parents = np.where(parents >= 0, new_index[np.maximum(parents, 0)], -1).astype(np.int32)
+    return TokenTree(np.asarray(tree.token_ids)[keep], parents, np.asarray(tree.probs)[keep])
+
+
+def fit_tree(tree: TokenTree, budget: int, max_depth: int) -> TokenTree:
+    """What a loop verifies of a proposed tree: its `budget` best nodes (parent-closed), then only
+    those at depth <= `max_depth`. Every loop applies this to every proposer's trees."""
+    if len(tree) == 0:
+        return tree
+    return limit_depth(tree.prune(budget) if len(tree) > budget else tree, max_depth)
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """The source of the draft trees that one verification step checks."""
+
+    def start(self, req_id: Hashable, prompt: TokenArray) -> None:
+        """A request begins with `prompt` (int32)."""
+
+    def extend(self, req_id: Hashable, tokens: TokenArray) -> None:
+        """The request emitted `tokens` (int32): accepted draft tokens plus the model's own."""
+
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        contexts: Sequence[TokenArray],
+        budgets: Sequence[int],
+        max_depths: Sequence[int],
+    ) -> list[TokenTree]:
+        """One tree per request continuing `contexts[i]` (prompt + output so far; its last token is
+        the tree's root), of at most `budgets[i]` nodes; nodes deeper than `max_depths[i]` are
+        useless (the request stops before) and dropped by the caller."""
+        ...
+
+    def finish(self, req_id: Hashable) -> None:
+        """The request is done (also called when generation is aborted)."""
+
+
+class SuffixProposer:
+    """Drafts from a :class:`suffixspec.SuffixCache`: the request's own prompt and output plus every
+    finished response cached before (so later requests of the process speculate from them), one
+    native call per step for the whole batch. Drafts whose context match is shorter than
+    `spec.min_match_len` are not proposed."""
+
+    _ids = itertools.count()
+
+    def __init__(self, cache: SuffixCache, spec: SpecConfig):
+        self.cache = cache
+        self.spec = spec
+        # The cache matches suffixes of at most max_depth tokens: pass only that tail.
+        self.context_len = int(getattr(cache, "max_depth", spec.max_depth))
+
+    @classmethod
+    def new_request_id(cls) -> str:
+        return f"suffixspec.generate:{next(cls._ids)}"
+
+    def start(self, req_id: Hashable, prompt: TokenArray) -> None:
+        self.cache.start_request(req_id, prompt)
+
+    def extend(self, req_id: Hashable, tokens: TokenArray) -> None:
+        self.cache.add_active_response(req_id, tokens)
+
+    def propose(
+        self,
+        req_ids: Sequence[Hashable],
+        contexts: Sequence[TokenArray],
+        budgets: Sequence[int],
+        max_depths: Sequence[int],
+    ) -> list[TokenTree]:
+        trees = [empty_tree()] * len(req_ids)
+        asked = [i for i, b in enumerate(budgets) if b > 0 and max_depths[i] > 0 and len(contexts[i])]
+        if not asked:
+            return trees
+        spec = self.spec
+        # A path draft needs no more tokens than the request can still emit; a tree may be wider.
+        wanted = [budgets[i] if spec.use_tree_spec else min(budgets[i], max_depths[i]) for i in asked]
+        drafts = self.cache.speculate_batch(
+            [req_ids[i] for i in asked],
+            [contexts[i][-self.context_len :] for i in asked],
+            **{**spec.speculate_kwargs(), "max_spec_tokens": max(wanted)},
+        )
+        for i, draft in zip(asked, drafts, strict=True):
+            if len(draft) and draft.match_len >= spec.min_match_len:
+                trees[i] = TokenTree.from_draft(draft)
+        return trees
+
+    def finish(self, req_id: Hashable) -> None:
+        self.cache.stop_request(req_id)
+
+    def memory_bytes(self) -> int:
+        """Memory the cache holds, in bytes."""
+        return int(self.cache.stats()["bytes"])
