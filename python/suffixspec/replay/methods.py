@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from suffixspec._native import Draft
 from suffixspec.errors import InvalidParameterError
 
 __all__ = [
@@ -120,9 +121,11 @@ class SuffixCacheProposer:
         if self.tree and len(draft.token_ids) > p.tree_budget:
             from suffixspec import TokenTree
 
-            pruned = TokenTree(draft.token_ids, draft.parents, draft.probs).prune(p.tree_budget)
+            pruned = TokenTree.from_draft(draft).prune(p.tree_budget)
             return pruned.token_ids, pruned.parents
-        return draft.token_ids, draft.parents
+        if isinstance(draft, Draft):  # suffixspec's: the zero-copy arrays (the replay uses numpy)
+            return draft.token_ids_array, draft.parents_array
+        return draft.token_ids, draft.parents  # arctic's: lists
 
     def observe(self, req_id: int, tokens: TokenArray) -> None:
         self.cache.add_active_response(req_id, tokens)

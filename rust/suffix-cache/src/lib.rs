@@ -87,6 +87,16 @@ pub struct CacheStats {
 /// Default `max_cached_tokens` budget of the global tree (about 4M tokens).
 pub const DEFAULT_MAX_CACHED_TOKENS: usize = 1 << 22;
 
+/// Default `max_cached_requests` budget: finite, so that many short responses (each costing a
+/// few hundred bytes of bookkeeping beyond its tokens) cannot grow memory without bound.
+pub const DEFAULT_MAX_CACHED_REQUESTS: usize = 1 << 16;
+
+/// Largest `max_depth`. Appending a token costs `O(max_depth)` tree steps (every suffix of the
+/// last `max_depth` tokens is extended), so the cap bounds ingestion at `MAX_DEPTH` steps per
+/// token (a 40k-token prompt: at most ~41M steps) while staying far above useful depths
+/// (arctic and vLLM default to 24-64).
+pub const MAX_DEPTH: usize = 1024;
+
 /// Construction parameters of a [`SuffixCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
@@ -100,6 +110,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_depth: 64, max_cached_requests: None, max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS }
+        Self {
+            max_depth: 64,
+            max_cached_requests: Some(DEFAULT_MAX_CACHED_REQUESTS),
+            max_cached_tokens: DEFAULT_MAX_CACHED_TOKENS,
+        }
     }
 }
