@@ -214,17 +214,28 @@ fn int_items<'py, T: Items>(
     Ok(values)
 }
 
-/// The integer kind of a numpy array of `what`, or a `DTypeError` (wrong dtype or not 1-D).
-fn check_int_array(array: &Bound<'_, PyUntypedArray>, what: &str, ndim: usize) -> Result<()> {
-    let dtype = array.dtype();
+/// Integer dtype kinds (signed, unsigned) and real ones (also float).
+const INTEGER_KINDS: &[u8] = b"iu";
+const REAL_KINDS: &[u8] = b"iuf";
+
+/// The one dtype probe: a `DTypeError` unless `array` has `ndim` dimensions and a dtype kind in
+/// `kinds` (the message names `what` must hold: "integer ids", "real numbers").
+fn check_array(
+    array: &Bound<'_, PyUntypedArray>,
+    what: &str,
+    ndim: usize,
+    kinds: &[u8],
+    holds: &str,
+) -> Result<()> {
     if array.ndim() != ndim {
         return Err(Error::DType(format!(
             "{what} must be {ndim}-D, got an array with {} dimensions",
             array.ndim()
         )));
     }
-    if !matches!(dtype.kind(), b'i' | b'u') {
-        return Err(Error::DType(format!("{what} must hold integer ids, got dtype {}", dtype.str()?)));
+    let dtype = array.dtype();
+    if !kinds.contains(&dtype.kind()) {
+        return Err(Error::DType(format!("{what} must hold {holds}, got dtype {}", dtype.str()?)));
     }
     Ok(())
 }
@@ -233,7 +244,7 @@ fn check_int_array(array: &Bound<'_, PyUntypedArray>, what: &str, ndim: usize) -
 /// native int32/int64; anything else is first copied by numpy into a fresh aligned int64 (or,
 /// for uint64, uint64) array.
 fn array_values<T: Items>(array: &Bound<'_, PyUntypedArray>, what: &str, is_token: bool) -> Result<Vec<T>> {
-    check_int_array(array, what, 1)?;
+    check_array(array, what, 1, INTEGER_KINDS, "integer ids")?;
     let check = |values: &mut dyn Iterator<Item = i128>| -> Result<Vec<T>> {
         values.enumerate().map(|(index, value)| item(value, index, what, is_token)).collect()
     };
@@ -396,16 +407,7 @@ pub(crate) fn reals(obj: &Bound<'_, PyAny>, what: &str) -> Result<Vec<f64>> {
         }
     }
     if let Ok(array) = obj.cast::<PyUntypedArray>() {
-        let dtype = array.dtype();
-        if array.ndim() != 1 {
-            return Err(Error::DType(format!(
-                "{what} must be 1-D, got an array with {} dimensions",
-                array.ndim()
-            )));
-        }
-        if !matches!(dtype.kind(), b'f' | b'i' | b'u') {
-            return Err(Error::DType(format!("{what} must hold real numbers, got dtype {}", dtype.str()?)));
-        }
+        check_array(array, what, 1, REAL_KINDS, "real numbers")?;
         return reals(&array.call_method1("astype", ("float64",))?, what);
     }
     if let Some(tensor) = torch_tensor(obj, what)? {
@@ -446,7 +448,7 @@ pub(crate) fn token_matrix(obj: &Bound<'_, PyAny>, what: &str) -> Result<(Vec<To
         }
     };
     let array = array.cast::<PyUntypedArray>().map_err(PyErr::from)?;
-    check_int_array(array, what, 2)?;
+    check_array(array, what, 2, INTEGER_KINDS, "integer ids")?;
     let (rows, width) = (array.shape()[0], array.shape()[1]);
     let tokens = widened(array)?
         .into_iter()
