@@ -207,3 +207,30 @@ def test_many_budget_evictions_keep_the_id_bookkeeping_small():
     assert list(cache.cached_requests) == [497, 498, 499]
     assert len(cache._ids) < 200  # stale handles of evicted responses are dropped
     cache.check_integrity()
+
+
+def test_global_tree_view_offers_what_arctic_users_reach_for():
+    cache = SuffixCache(max_depth=8)
+    assert cache.global_tree.estimate_memory() > 0  # the empty tree's own allocation
+    empty = cache.global_tree.estimate_memory()
+    cache.start_request("a", [1, 2, 3])
+    cache.add_active_response("a", list(range(100, 400)))
+    cache.stop_request("a")
+    # arctic's convention: "" when sound (its simulator does `if ret := ...: raise`).
+    assert cache._global_tree.check_integrity() == cache.global_tree.check_integrity() == ""
+    assert cache._global_tree.estimate_memory() == cache.global_tree.estimate_memory() > empty
+    # The prompt is not in the global tree: only the 300 response tokens count.
+    assert cache.global_tree.estimate_memory() <= cache.stats()["bytes"]
+    assert SuffixCache(max_cached_requests=0).global_tree.estimate_memory() == 0
+
+
+def test_max_spec_tokens_none_means_max_depth():
+    # arctic 0.3.0 documents this but raises AttributeError; here it does the documented thing.
+    cache = SuffixCache(max_depth=6)
+    cache.start_request("a", [1, 2, 3, 4, 5, 6, 7, 8, 1, 2])
+    unlimited = cache.speculate("a", [1, 2], max_spec_tokens=None, max_spec_factor=10.0)
+    explicit = cache.speculate("a", [1, 2], max_spec_tokens=6, max_spec_factor=10.0)
+    assert unlimited.token_ids == explicit.token_ids
+    assert unlimited.token_ids == [3, 4, 5, 6, 7]  # depth 6: "2" matched + 5 drafted
+    batch = cache.speculate_batch(["a"], [[1, 2]], max_spec_tokens=None, max_spec_factor=10.0)
+    assert batch[0].token_ids == unlimited.token_ids
