@@ -173,8 +173,8 @@ class RefCache:
 
     Local tree of an active request: prompt + response as one sequence. Global tree: responses
     of active requests and of cached (stopped) ones, unless a budget is 0. Budgets apply to
-    cached responses at stop time, evicting the oldest stop first; a response larger than the
-    whole token budget is not cached at all. Restarting a cached id evicts its old response.
+    cached responses at stop time, evicting the oldest stop first; an empty response, or one
+    larger than the whole token budget, is not cached at all. Restarting a cached id evicts its old response.
     """
 
     def __init__(self, max_depth: int, max_cached_requests: int | None, max_cached_tokens: int) -> None:
@@ -195,8 +195,10 @@ class RefCache:
 
     def stop_request(self, req_id: object) -> None:
         request = self.active.pop(req_id)
-        if not self.global_enabled or len(request.response) > self.max_cached_tokens:
-            return  # a response larger than the whole budget is dropped instead of flushing the cache
+        if not self.global_enabled or not request.response or len(request.response) > self.max_cached_tokens:
+            # An empty response is not kept; one larger than the whole budget is dropped
+            # instead of flushing the cache.
+            return
         self.cached[req_id] = request.response
         while self.cached and (
             (self.max_cached_requests is not None and len(self.cached) > self.max_cached_requests)
@@ -233,9 +235,9 @@ class RefCache:
 def assert_same_draft(native: object, expected: RefDraft) -> None:
     """Asserts that a native ``Draft`` equals the reference one (same float operations, so exact)."""
     got = RefDraft(
-        token_ids=native.token_ids.tolist(),  # type: ignore[attr-defined]
-        parents=native.parents.tolist(),  # type: ignore[attr-defined]
-        probs=native.probs.tolist(),  # type: ignore[attr-defined]
+        token_ids=native.token_ids,  # type: ignore[attr-defined]
+        parents=native.parents,  # type: ignore[attr-defined]
+        probs=native.probs,  # type: ignore[attr-defined]
         score=native.score,  # type: ignore[attr-defined]
         match_len=native.match_len,  # type: ignore[attr-defined]
     )

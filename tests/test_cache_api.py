@@ -7,15 +7,16 @@ import pytest
 
 from reference_suffix import Params, RefCache, assert_same_draft
 from suffixspec import Draft, SuffixCache
+from suffixspec.cache import DEFAULT_MAX_CACHED_REQUESTS, DEFAULT_MAX_CACHED_TOKENS
 
 PROMPT = [1, 2, 3, 1, 2, 4, 1, 2, 3]
 
 
 def draft_tuple(draft: Draft) -> tuple:
     return (
-        draft.token_ids.tolist(),
-        draft.parents.tolist(),
-        draft.probs.tolist(),
+        draft.token_ids,
+        draft.parents,
+        draft.probs,
         draft.score,
         draft.match_len,
     )
@@ -57,7 +58,7 @@ def test_token_sequences_of_every_accepted_type(make):
 def test_any_int_sequence_works():
     cache = SuffixCache(max_depth=8)
     cache.start_request("a", range(1, 6))
-    assert cache.speculate("a", range(1, 3)).token_ids.tolist() == [3, 4]
+    assert cache.speculate("a", range(1, 3)).token_ids == [3, 4]
 
 
 def test_only_the_last_max_depth_context_tokens_are_read():
@@ -76,12 +77,20 @@ def test_draft_object():
     cache.start_request("a", PROMPT)
     draft = cache.speculate("a", [9, 1, 2], use_tree_spec=True)
     assert isinstance(draft, Draft)
-    assert draft.token_ids.dtype == np.int32 and draft.parents.dtype == np.int32
-    assert draft.probs.dtype == np.float64
-    assert len(draft) == draft.token_ids.shape[0] == draft.parents.shape[0] == draft.probs.shape[0]
-    assert draft.score == pytest.approx(draft.probs.sum())
+    # Lists, as arctic returns them (engines test them for truth and slice them in place) ...
+    assert type(draft.token_ids) is list and type(draft.parents) is list and type(draft.probs) is list
+    assert all(type(t) is int for t in draft.token_ids) and all(type(p) is float for p in draft.probs)
+    assert draft.token_ids and draft.token_ids[:1] == [draft.token_ids[0]]
+    # ... and the same data as zero-copy numpy arrays.
+    assert draft.token_ids_array.dtype == np.int32 and draft.parents_array.dtype == np.int32
+    assert draft.probs_array.dtype == np.float64
+    assert draft.token_ids_array.tolist() == draft.token_ids
+    assert draft.parents_array.tolist() == draft.parents and draft.probs_array.tolist() == draft.probs
+    assert draft.token_ids_array is draft.token_ids_array.base or not draft.token_ids_array.flags.owndata
+    assert len(draft) == len(draft.token_ids) == len(draft.parents) == len(draft.probs)
+    assert draft.score == pytest.approx(sum(draft.probs))
     assert 1 <= draft.match_len <= 3
-    assert all(-1 <= p < i for i, p in enumerate(draft.parents.tolist()))  # parents first
+    assert all(-1 <= p < i for i, p in enumerate(draft.parents))  # parents first
     assert "Draft(token_ids=" in repr(draft)
     empty = cache.speculate("a", [42])
     assert len(empty) == 0 and empty.score == 0.0 and empty.match_len == 0
@@ -100,13 +109,14 @@ def test_max_spec_tokens_defaults_to_max_depth():
 def test_properties_and_aliases():
     cache = SuffixCache()
     assert (cache.max_depth, cache.max_tree_depth) == (64, 64)
-    assert cache.max_cached_requests == -1
-    assert cache.max_cached_tokens == 1 << 22
+    # The default request budget is finite (arctic's "-1 = no limit" default means it here).
+    assert cache.max_cached_requests == DEFAULT_MAX_CACHED_REQUESTS == 1 << 16
+    assert cache.max_cached_tokens == DEFAULT_MAX_CACHED_TOKENS == 1 << 22
     cache = SuffixCache(16, None, 100)
     assert (cache.max_depth, cache.max_cached_requests, cache.max_cached_tokens) == (16, -1, 100)
     assert SuffixCache(max_tree_depth=12).max_depth == 12
     assert SuffixCache(12, max_tree_depth=12).max_tree_depth == 12
-    assert SuffixCache(max_cached_requests=-7).max_cached_requests == -1
+    assert SuffixCache(max_cached_requests=-7).max_cached_requests == DEFAULT_MAX_CACHED_REQUESTS
     assert SuffixCache(max_cached_requests=3).max_cached_requests == 3
     assert "max_depth=64" in repr(SuffixCache())
 
@@ -116,6 +126,7 @@ def test_request_views_are_live_sets_in_order():
     active = cache.active_requests
     for req_id in ["x", 3, ("t", 1)]:
         cache.start_request(req_id, [1, 2])
+        cache.add_active_response(req_id, [3])
     assert list(active) == ["x", 3, ("t", 1)]  # start order, and live
     assert len(active) == 3 and 3 in active and "y" not in active
     with pytest.raises(TypeError):  # as for any set
@@ -135,7 +146,7 @@ def test_restarting_a_cached_id_evicts_its_old_response():
     cache.add_active_response("r", [5, 6, 7])
     cache.stop_request("r")
     cache.start_request("other", [])
-    assert cache.speculate("other", [5]).token_ids.tolist() == [6]  # from the cached response
+    assert cache.speculate("other", [5]).token_ids == [6]  # from the cached response
     cache.start_request("r", [1])
     assert "r" in cache.active_requests and "r" not in cache.cached_requests
     assert len(cache.speculate("other", [5])) == 0  # the old response is gone
@@ -154,9 +165,9 @@ def test_global_tree_shares_responses_and_can_be_disabled():
         cache.add_active_response("a", [4, 5, 6, 7])
         cache.start_request("b", [9])
         # An active request's response is visible to others at once, and after it stops.
-        assert (cache.speculate("b", [4, 5]).token_ids.tolist() == [6, 7]) == shared
+        assert (cache.speculate("b", [4, 5]).token_ids == [6, 7]) == shared
         cache.stop_request("a")
-        assert (cache.speculate("b", [4, 5]).token_ids.tolist() == [6, 7]) == shared
+        assert (cache.speculate("b", [4, 5]).token_ids == [6, 7]) == shared
         assert list(cache.cached_requests) == (["a"] if shared else [])
 
 
@@ -196,3 +207,30 @@ def test_many_budget_evictions_keep_the_id_bookkeeping_small():
     assert list(cache.cached_requests) == [497, 498, 499]
     assert len(cache._ids) < 200  # stale handles of evicted responses are dropped
     cache.check_integrity()
+
+
+def test_global_tree_view_offers_what_arctic_users_reach_for():
+    cache = SuffixCache(max_depth=8)
+    assert cache.global_tree.estimate_memory() > 0  # the empty tree's own allocation
+    empty = cache.global_tree.estimate_memory()
+    cache.start_request("a", [1, 2, 3])
+    cache.add_active_response("a", list(range(100, 400)))
+    cache.stop_request("a")
+    # arctic's convention: "" when sound (its simulator does `if ret := ...: raise`).
+    assert cache._global_tree.check_integrity() == cache.global_tree.check_integrity() == ""
+    assert cache._global_tree.estimate_memory() == cache.global_tree.estimate_memory() > empty
+    # The prompt is not in the global tree: only the 300 response tokens count.
+    assert cache.global_tree.estimate_memory() <= cache.stats()["bytes"]
+    assert SuffixCache(max_cached_requests=0).global_tree.estimate_memory() == 0
+
+
+def test_max_spec_tokens_none_means_max_depth():
+    # arctic 0.3.0 documents this but raises AttributeError; here it does the documented thing.
+    cache = SuffixCache(max_depth=6)
+    cache.start_request("a", [1, 2, 3, 4, 5, 6, 7, 8, 1, 2])
+    unlimited = cache.speculate("a", [1, 2], max_spec_tokens=None, max_spec_factor=10.0)
+    explicit = cache.speculate("a", [1, 2], max_spec_tokens=6, max_spec_factor=10.0)
+    assert unlimited.token_ids == explicit.token_ids
+    assert unlimited.token_ids == [3, 4, 5, 6, 7]  # depth 6: "2" matched + 5 drafted
+    batch = cache.speculate_batch(["a"], [[1, 2]], max_spec_tokens=None, max_spec_factor=10.0)
+    assert batch[0].token_ids == unlimited.token_ids

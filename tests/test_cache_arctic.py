@@ -188,12 +188,12 @@ def test_identical_drafts_where_no_tie_or_off_by_one_can_arise(use_tree_spec):
             ours.speculate("B", context, **params.kwargs()),
             theirs.speculate("B", context, **params.kwargs()),
         )
-        assert mine.token_ids.tolist() == list(peer.token_ids)
-        assert mine.parents.tolist() == list(peer.parents)
-        assert mine.probs.tolist() == pytest.approx(list(peer.probs), abs=FLOAT32_TOL)
+        assert mine.token_ids == list(peer.token_ids)
+        assert mine.parents == list(peer.parents)
+        assert mine.probs == pytest.approx(list(peer.probs), abs=FLOAT32_TOL)
         assert mine.score == pytest.approx(peer.score, abs=FLOAT32_TOL)
         assert mine.match_len == peer.match_len
         compared += len(peer.token_ids) > 0
-        branched += mine.parents.tolist() != list(range(-1, len(mine) - 1))
+        branched += mine.parents != list(range(-1, len(mine) - 1))
     assert compared == len(steps)
     assert branched > 0 if use_tree_spec else branched == 0

@@ -26,9 +26,7 @@ def snapshot(cache: SuffixCache) -> tuple:
     for req_id in cache.active_requests:
         for tree in (False, True):
             draft = cache.speculate(req_id, CONTEXT, use_tree_spec=tree, min_token_prob=0.0)
-            drafts.append(
-                (draft.token_ids.tolist(), draft.parents.tolist(), draft.probs.tolist(), draft.match_len)
-            )
+            drafts.append((draft.token_ids, draft.parents, draft.probs, draft.match_len))
     return list(cache.active_requests), list(cache.cached_requests), cache.stats(), drafts
 
 
@@ -57,7 +55,15 @@ BAD_TOKENS = [
     pytest.param(np.zeros((2, 2), dtype=np.int32), DTypeError, id="2d-array"),
     pytest.param("1 2 3", DTypeError, id="string"),
     pytest.param(None, DTypeError, id="none"),
-    pytest.param(42, DTypeError, id="scalar"),
+    pytest.param(True, DTypeError, id="bool-scalar"),
+    pytest.param(np.True_, DTypeError, id="numpy-bool-scalar"),
+    pytest.param([np.True_], DTypeError, id="numpy-bool-in-list"),
+    pytest.param(np.float32(3.0), DTypeError, id="numpy-float-scalar"),
+    pytest.param(-1, InvalidTokenError, id="negative-scalar"),
+    pytest.param(np.array(5), DTypeError, id="0d-array"),
+    pytest.param([np.int64(2**40)], InvalidTokenError, id="huge-numpy-scalar-in-list"),
+    pytest.param(np.array([2**64 - 1], dtype=np.uint64), InvalidTokenError, id="uint64-max"),
+    pytest.param(np.array([-(2**63)], dtype=np.int64), InvalidTokenError, id="int64-min"),
 ]
 
 

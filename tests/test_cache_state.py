@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from reference_suffix import Params, RefCache, assert_same_draft
 from suffixspec import SuffixCache
+from suffixspec.cache import DEFAULT_MAX_CACHED_REQUESTS
 from suffixspec.errors import DuplicateRequestError, InvalidTokenError, UnknownRequestError
 
 ALPHABET = [0, 1, 2, 3]
@@ -39,8 +40,9 @@ class CacheMachine(RuleBasedStateMachine):
     )
     def setup(self, max_depth, max_cached_requests, max_cached_tokens):
         self.cache = SuffixCache(max_depth, max_cached_requests, max_cached_tokens)
-        unlimited = max_cached_requests is None or max_cached_requests < 0
-        self.ref = RefCache(max_depth, None if unlimited else max_cached_requests, max_cached_tokens)
+        if max_cached_requests is not None and max_cached_requests < 0:
+            max_cached_requests = DEFAULT_MAX_CACHED_REQUESTS  # arctic's "-1" means the default
+        self.ref = RefCache(max_depth, max_cached_requests, max_cached_tokens)
 
     @rule(req_id=REQUEST_IDS, prompt=TOKENS, container=CONTAINERS)
     def start(self, req_id, prompt, container):

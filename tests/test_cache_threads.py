@@ -43,7 +43,7 @@ def run_worker(cache: SuffixCache, worker: int, out: list) -> None:
         for chunk in chunks:
             for kwargs in SPEC_KWARGS:
                 draft = cache.speculate(req_id, context, **kwargs)
-                out.append((draft.token_ids.tolist(), draft.parents.tolist(), draft.probs.tolist()))
+                out.append((draft.token_ids, draft.parents, draft.probs))
             cache.add_active_response(req_id, chunk)
             context += chunk
         cache.stop_request(req_id)
@@ -85,13 +85,13 @@ def test_speculation_concurrent_with_mutation_stays_consistent():
     # Readers speculate on a fixed request while a writer grows and stops other requests.
     cache = SuffixCache(max_depth=8)
     cache.start_request("fixed", [1, 2, 3, 4] * 4)
-    reference = cache.speculate("fixed", [9, 1, 2]).token_ids.tolist()
+    reference = cache.speculate("fixed", [9, 1, 2]).token_ids
     stop = threading.Event()
     seen: list[list[int]] = []
 
     def reader() -> None:
         while not stop.is_set():
-            seen.append(cache.speculate("fixed", [9, 1, 2]).token_ids.tolist())
+            seen.append(cache.speculate("fixed", [9, 1, 2]).token_ids)
 
     readers = [threading.Thread(target=reader) for _ in range(2)]
     for thread in readers:
@@ -130,9 +130,9 @@ def test_speculate_batch_equals_per_request_speculate(kwargs):
     assert len(drafts) == len(req_ids)
     for req_id, draft in zip(req_ids, drafts, strict=True):
         single = cache.speculate(req_id, contexts[req_id], **kwargs)
-        assert draft.token_ids.tolist() == single.token_ids.tolist()
-        assert draft.parents.tolist() == single.parents.tolist()
-        assert draft.probs.tolist() == single.probs.tolist()
+        assert draft.token_ids == single.token_ids
+        assert draft.parents == single.parents
+        assert draft.probs == single.probs
         assert (draft.score, draft.match_len) == (single.score, single.match_len)
     assert sum(len(d) for d in drafts) > 0
     assert cache.speculate_batch([], []) == []

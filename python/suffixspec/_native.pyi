@@ -1,19 +1,25 @@
 """Type stubs of the native module ``suffixspec._native`` (Rust, PyO3).
 
-Token sequences (``_TokenIds``) may be Python lists/tuples of ints or 1-D integer numpy arrays;
-contiguous int32 arrays are borrowed without a copy. Arrays returned are numpy arrays owned by
-Python (no copy back). Errors are instances of ``suffixspec.errors`` classes.
+Token ids (``_TokenIds``) may be lists/tuples (or other sequences) of ints or numpy integer
+scalars, a single int (one token), 1-D numpy arrays of any integer dtype and layout (contiguous,
+aligned int32 arrays are borrowed without a copy; misaligned or strided ones are copied), or 1-D
+integer torch tensors on any device. Bools (``True``, ``np.True_``, bool arrays and tensors) are
+refused wherever an integer is expected. Arrays returned are numpy arrays owned by Python (no
+copy back). Errors are instances of ``suffixspec.errors`` classes.
 """
 
 from collections.abc import Sequence
-from typing import TypeAlias, final
+from typing import Any, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
-_TokenIds: TypeAlias = Sequence[int] | npt.NDArray[np.integer]
+_TokenIds: TypeAlias = Sequence[int] | Sequence[np.integer] | int | np.integer | npt.NDArray[np.integer] | Any
 
 __all__ = [
+    "DEFAULT_MAX_CACHED_REQUESTS",
+    "DEFAULT_MAX_CACHED_TOKENS",
+    "MAX_DEPTH",
     "SPEC_DEFAULTS",
     "Draft",
     "SuffixCacheCore",
@@ -30,18 +36,37 @@ __version__: str
 
 SPEC_DEFAULTS: dict[str, int | float | bool]
 """The drafting defaults of the Rust core (``suffixspec_cache::defaults``), read by ``suffixspec.SpecConfig``."""
+MAX_DEPTH: int
+"""Largest ``max_depth`` of a tree (ingestion costs ``max_depth`` steps per token)."""
+DEFAULT_MAX_CACHED_REQUESTS: int
+DEFAULT_MAX_CACHED_TOKENS: int
 
 @final
 class Draft:
-    """A speculated token tree (see ``suffixspec.SuffixCache.speculate``)."""
+    """A speculated token tree (see ``suffixspec.SuffixCache.speculate``).
+
+    ``token_ids``, ``parents`` and ``probs`` are Python lists, as arctic-inference returns them
+    (engines test them for truth and slice them in place); ``token_ids_array``, ``parents_array``
+    and ``probs_array`` are the same data as numpy arrays without a copy."""
 
     @property
-    def token_ids(self) -> npt.NDArray[np.int32]: ...
+    def token_ids(self) -> list[int]:
+        """Draft token ids, parents before children (a new list on each access)."""
     @property
-    def parents(self) -> npt.NDArray[np.int32]:
+    def parents(self) -> list[int]:
         """Parent index of each node; -1 = child of the last context token. Parents first."""
     @property
-    def probs(self) -> npt.NDArray[np.float64]: ...
+    def probs(self) -> list[float]:
+        """Estimated probability that the model reaches each node."""
+    @property
+    def token_ids_array(self) -> npt.NDArray[np.int32]:
+        """``token_ids`` as an int32 numpy array (no copy; do not modify it)."""
+    @property
+    def parents_array(self) -> npt.NDArray[np.int32]:
+        """``parents`` as an int32 numpy array (no copy; do not modify it)."""
+    @property
+    def probs_array(self) -> npt.NDArray[np.float64]:
+        """``probs`` as a float64 numpy array (no copy; do not modify it)."""
     @property
     def score(self) -> float: ...
     @property
@@ -56,7 +81,7 @@ class SuffixCacheCore:
     def __new__(
         cls,
         max_depth: int = 64,
-        max_cached_requests: int | None = None,
+        max_cached_requests: int | None = 65536,
         max_cached_tokens: int = 4194304,
     ) -> SuffixCacheCore: ...
     @property
@@ -67,7 +92,9 @@ class SuffixCacheCore:
     def max_cached_tokens(self) -> int: ...
     def start_request(self, req: int, prompt_token_ids: _TokenIds) -> None: ...
     def add_active_response(self, req: int, token_ids: _TokenIds) -> None: ...
-    def stop_request(self, req: int) -> None: ...
+    def stop_request(self, req: int) -> list[int]:
+        """Returns the handles whose responses are no longer cached: ``req`` itself when its
+        response was not kept (empty, or over the token budget), then those evicted, oldest first."""
     def evict_cached_response(self, req: int) -> None: ...
     def speculate(
         self,
@@ -97,6 +124,8 @@ class SuffixCacheCore:
     def is_cached(self, req: int) -> bool: ...
     def stats(self) -> dict[str, int]:
         """Keys: active_requests, cached_requests, tokens, cached_tokens, nodes, bytes."""
+    def global_tree_bytes(self) -> int:
+        """Heap bytes of the global response tree (arctic's ``_global_tree.estimate_memory()``)."""
     def check_integrity(self) -> None:
         """Raises RuntimeError describing the first broken invariant (debug aid)."""
 

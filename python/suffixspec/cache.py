@@ -1,24 +1,38 @@
 """``SuffixCache``: the suffix-tree draft cache of SuffixDecoding, keyed by any hashable request id.
 
 A drop-in replacement for ``arctic_inference.suffix_decoding.SuffixDecodingCache`` (same
-constructor, properties and methods), backed by the native ``SuffixCacheCore``. Differences
-from arctic, all deliberate:
+constructor, properties and methods; arctic's own simulator runs on it unmodified, see
+``tests/test_cache_simulator.py``), backed by the native ``SuffixCacheCore``. Differences from
+arctic, all deliberate:
 
 * ``cached_requests`` lists the *stopped* requests whose responses are still cached, oldest
   stop first (arctic also lists active requests, which own a slot of its global tree).
 * The budgets (``max_cached_requests`` and the extra ``max_cached_tokens``) apply to stopped
   responses only and are enforced at ``stop_request``, evicting the oldest stop first; arctic
   counts active requests too and may evict the response of a request still running.
-* Unknown request ids raise :class:`~suffixspec.errors.UnknownRequestError` (a ``KeyError``);
-  arctic raises ``ValueError``. A duplicate start raises ``DuplicateRequestError`` (a
-  ``ValueError``, as in arctic).
-* Drafts are :class:`suffixspec.Draft` objects whose ``token_ids``/``parents``/``probs`` are
-  numpy float64/int32 arrays (arctic: lists, float32 probabilities). Every match length up to
-  ``min(len(context), max_depth)`` is tried (arctic never matches the whole context) and the
-  highest score wins, ties going to the longer match; so scores are never below arctic's, except
-  that a path draft facing equally frequent continuations follows the smallest token id where
-  arctic follows the first one seen, and the two paths may then score differently.
-* ``max_spec_tokens=None`` means ``max_depth`` (arctic documents this, but its code fails).
+* Memory is bounded by default: ``max_cached_requests=-1`` (arctic's "no limit", the default)
+  means :data:`DEFAULT_MAX_CACHED_REQUESTS` here; ``None`` lifts the request limit (the token
+  budget still applies). Empty responses are not kept (arctic keeps a slot for each).
+  ``max_depth`` is at most :data:`MAX_DEPTH` (ingestion costs ``max_depth`` steps per token).
+* Unknown request ids raise :class:`~suffixspec.errors.UnknownRequestError` (a ``KeyError``
+  and a ``ValueError``, so arctic's ``except ValueError`` still works). A duplicate start raises
+  ``DuplicateRequestError`` (a ``ValueError``, as in arctic). Every bad input raises a
+  :class:`~suffixspec.errors.SuffixSpecError` subclass and changes nothing.
+* Token ids may be given in every form arctic accepts (lists of ints or of numpy integer
+  scalars, a single int, integer numpy arrays) and also as torch tensors; bools are refused.
+* Drafts are :class:`suffixspec.Draft` objects: ``token_ids``/``parents``/``probs`` are Python
+  lists as in arctic (probabilities in float64 where arctic's are float32); the same data is
+  available without a copy as numpy arrays (``token_ids_array``, ``parents_array``,
+  ``probs_array``).
+* Every match length up to ``min(len(context), max_depth)`` is tried (arctic never matches the
+  whole context) and the highest score wins, ties going to the longer match; so scores are never
+  below arctic's, except that a path draft facing equally frequent continuations follows the
+  smallest token id where arctic follows the first one seen, and the two paths may then score
+  differently.
+* ``max_spec_tokens=None`` means ``max_depth``: arctic documents this, but its 0.3.0 code
+  fails on ``None`` (``AttributeError``).
+* ``global_tree`` (alias ``_global_tree``, the name arctic's simulator uses) offers arctic's
+  ``check_integrity()`` (``""`` when sound) and ``estimate_memory()`` (bytes).
 
 Restarting a request id that was stopped and whose response is still cached evicts that old
 response first, as arctic does; the id then names the new request only.
@@ -35,30 +49,63 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from suffixspec import _native
 from suffixspec._native import Draft, SuffixCacheCore
 from suffixspec.errors import DTypeError, DuplicateRequestError, InvalidParameterError, UnknownRequestError
 
-__all__ = ["DEFAULT_MAX_CACHED_TOKENS", "RequestIdsView", "SuffixCache", "TokenSequence"]
+__all__ = [
+    "DEFAULT_MAX_CACHED_REQUESTS",
+    "DEFAULT_MAX_CACHED_TOKENS",
+    "MAX_DEPTH",
+    "GlobalTreeView",
+    "RequestIdsView",
+    "SuffixCache",
+    "TokenSequence",
+]
 
-DEFAULT_MAX_CACHED_TOKENS = 1 << 22
+DEFAULT_MAX_CACHED_TOKENS: int = _native.DEFAULT_MAX_CACHED_TOKENS
 """Default token budget of cached responses (about 4M tokens)."""
 
-TokenSequence = Sequence[int] | npt.NDArray[np.integer] | Any
-"""Token ids: a list/tuple of ints, a 1-D integer numpy array or a 1-D integer torch tensor."""
+DEFAULT_MAX_CACHED_REQUESTS: int = _native.DEFAULT_MAX_CACHED_REQUESTS
+"""Default budget of cached responses (65536), what ``max_cached_requests=-1`` means."""
 
-# The id <-> handle maps drop stale entries (responses the budgets evicted) once they have grown
-# by this factor since the last pass.
-_STALE_FACTOR = 2
-_STALE_SLACK = 64
+MAX_DEPTH: int = _native.MAX_DEPTH
+"""Largest ``max_depth`` (1024): ingestion costs ``max_depth`` tree steps per token."""
+
+TokenSequence = Sequence[int] | npt.NDArray[np.integer] | int | Any
+"""Token ids: a list/tuple of ints or numpy integer scalars, a single int, a 1-D integer numpy
+array (any integer dtype and layout) or a 1-D integer torch tensor (any device). Bools are
+refused."""
+
+# The id maps use this as "no entry": ``None`` is a valid request id.
+_MISSING: Any = object()
+
+# Python-side bookkeeping per request (two dict slots and the handle int), counted in ``stats()``.
+_ID_MAP_BYTES_PER_REQUEST = 2 * 3 * 8 + sys.getsizeof(1 << 40)
 
 
-def _as_tokens(token_ids: TokenSequence) -> Any:
-    """Returns ``token_ids`` in a form the native module reads: torch tensors go through numpy
-    (moved to the CPU first); everything else is passed on and checked natively."""
-    torch = sys.modules.get("torch")  # a tensor implies torch is already imported
-    if torch is not None and isinstance(token_ids, torch.Tensor):
-        return token_ids.detach().cpu().numpy()
-    return token_ids
+class GlobalTreeView:
+    """arctic's ``SuffixDecodingCache._global_tree``, as far as its users reach for it: an
+    integrity check and a memory estimate of the global response tree."""
+
+    def __init__(self, cache: SuffixCache) -> None:
+        self._cache = cache
+
+    def check_integrity(self) -> str:
+        """``""`` when every invariant of the cache holds, else the first broken one (arctic's
+        convention: ``if ret := tree.check_integrity(): raise ...``)."""
+        try:
+            self._cache.check_integrity()
+        except RuntimeError as err:
+            return str(err) or "integrity check failed"
+        return ""
+
+    def estimate_memory(self) -> int:
+        """Heap bytes of the global response tree."""
+        return self._cache._core.global_tree_bytes()
+
+    def __repr__(self) -> str:
+        return f"GlobalTreeView({self._cache!r})"
 
 
 class RequestIdsView(Set):
@@ -78,7 +125,7 @@ class RequestIdsView(Set):
 
     def __contains__(self, req_id: object) -> bool:
         handle = self._cache._handle_of(req_id)
-        if handle is None:
+        if handle is _MISSING:
             return False
         core = self._cache._core
         return core.is_active(handle) if self._which == "active" else core.is_cached(handle)
@@ -112,14 +159,16 @@ class SuffixCache:
 
     Args:
         max_depth: Depth of the suffix trees: the longest context match and deepest draft
-            node (``>= 1``). ``max_tree_depth`` is accepted as an alias (arctic's name).
+            node (``1..MAX_DEPTH``). ``max_tree_depth`` is accepted as an alias (arctic's name).
         max_cached_requests: Most stopped responses kept for other requests; ``-1`` (any
-            negative) or ``None`` = no limit, ``0`` = no global tree (prompt-only drafts).
+            negative; arctic's "no limit") = :data:`DEFAULT_MAX_CACHED_REQUESTS`, ``None`` = no
+            limit (the token budget still bounds memory), ``0`` = no global tree (prompt-only
+            drafts).
         max_cached_tokens: Most tokens of stopped responses kept; ``0`` = no global tree.
         max_tree_depth: Alias of ``max_depth``.
 
     Raises:
-        InvalidParameterError: A depth below 1, negative token budget, or conflicting
+        InvalidParameterError: A depth outside ``1..MAX_DEPTH``, negative token budget, or conflicting
             ``max_depth``/``max_tree_depth``.
         DTypeError: A parameter that is not an int.
     """
@@ -139,17 +188,17 @@ class SuffixCache:
                     "(max_tree_depth is an alias of max_depth: give one)"
                 )
             max_depth = max_tree_depth
-        negative = isinstance(max_cached_requests, int) and max_cached_requests < 0
-        if negative and not isinstance(max_cached_requests, bool):
-            max_cached_requests = None
+        negative = isinstance(max_cached_requests, int | np.integer) and max_cached_requests < 0
+        if negative and not isinstance(max_cached_requests, bool | np.bool_):
+            max_cached_requests = DEFAULT_MAX_CACHED_REQUESTS
         self._core = SuffixCacheCore(max_depth, max_cached_requests, max_cached_tokens)
         # Every mutation of the id <-> handle maps happens under this lock; readers use single
-        # dict look-ups (atomic) and let the core report handles that went away meanwhile.
+        # dict look-ups (atomic) and let the core report handles that went away meanwhile. The
+        # core reports every response it drops, so the maps hold exactly the live requests.
         self._lock = threading.RLock()
         self._handles: dict[Hashable, int] = {}
         self._ids: dict[int, Hashable] = {}
         self._next_handle = itertools.count()
-        self._prune_at = _STALE_SLACK
 
     # --- configuration ---
 
@@ -165,7 +214,8 @@ class SuffixCache:
 
     @property
     def max_cached_requests(self) -> int:
-        """Most stopped responses kept; ``-1`` = no limit, ``0`` = no global tree."""
+        """Most stopped responses kept; ``-1`` = no limit (only when built with ``None``),
+        ``0`` = no global tree."""
         limit = self._core.max_cached_requests
         return -1 if limit is None else limit
 
@@ -186,15 +236,27 @@ class SuffixCache:
         """Live view of the ids of stopped requests whose responses are cached (oldest first)."""
         return RequestIdsView(self, "cached")
 
-    def _handle_of(self, req_id: object) -> int | None:
+    @property
+    def global_tree(self) -> GlobalTreeView:
+        """The global response tree's integrity check and memory estimate (arctic's
+        ``_global_tree``)."""
+        return GlobalTreeView(self)
+
+    @property
+    def _global_tree(self) -> GlobalTreeView:
+        """Alias of :attr:`global_tree` under arctic's private name (its simulator uses it)."""
+        return GlobalTreeView(self)
+
+    def _handle_of(self, req_id: object) -> Any:
+        """The handle of ``req_id``, or ``_MISSING``."""
         try:
-            return self._handles.get(req_id)  # type: ignore[call-overload]
+            return self._handles.get(req_id, _MISSING)  # type: ignore[call-overload]
         except TypeError:
             raise DTypeError(f"request ids must be hashable, got {type(req_id).__name__}") from None
 
     def _active_handle(self, req_id: Hashable) -> int:
         handle = self._handle_of(req_id)
-        if handle is None or not self._core.is_active(handle):
+        if handle is _MISSING or not self._core.is_active(handle):
             raise UnknownRequestError(f"request {req_id!r} is not active")
         return handle
 
@@ -202,26 +264,14 @@ class SuffixCache:
         """The handle of ``req_id`` without asking the core whether it is active (the native call
         that follows reports that, saving a round trip on the hot path)."""
         handle = self._handle_of(req_id)
-        if handle is None:
+        if handle is _MISSING:
             raise UnknownRequestError(f"request {req_id!r} is not active")
         return handle
 
     def _forget(self, handle: int) -> None:
-        req_id = self._ids.pop(handle, None)
-        if req_id is not None and self._handles.get(req_id) == handle:
+        req_id = self._ids.pop(handle, _MISSING)
+        if req_id is not _MISSING and self._handles.get(req_id, _MISSING) == handle:
             del self._handles[req_id]
-
-    def _prune_stale(self) -> None:
-        """Drops handles whose responses the budgets evicted; runs only when the maps have
-        doubled since the last pass, so its cost is O(1) amortized per call."""
-        if len(self._ids) <= self._prune_at:
-            return
-        live = set(self._core.active_requests()) | set(self._core.cached_requests())
-        ids = {h: i for h, i in self._ids.items() if h in live}
-        # Rebinding (not mutating) keeps lock-free readers on a consistent dict.
-        self._handles = {i: h for h, i in ids.items()}
-        self._ids = ids
-        self._prune_at = _STALE_FACTOR * len(ids) + _STALE_SLACK
 
     # --- lifecycle ---
 
@@ -233,22 +283,20 @@ class SuffixCache:
 
         Args:
             req_id: Any hashable id, unique among active requests.
-            prompt_token_ids: The prompt (list, tuple, 1-D integer numpy array or torch tensor;
-                may be empty).
+            prompt_token_ids: The prompt (any :data:`TokenSequence`; may be empty).
 
         Raises:
             DuplicateRequestError: ``req_id`` is already active.
             InvalidTokenError: A negative token id or one above ``2**31 - 1``.
             DTypeError: Non-integer tokens, a non-1-D array, or an unhashable ``req_id``.
         """
-        prompt = _as_tokens(prompt_token_ids)
         with self._lock:
             old = self._handle_of(req_id)
-            if old is not None and self._core.is_active(old):
+            if old is not _MISSING and self._core.is_active(old):
                 raise DuplicateRequestError(f"request {req_id!r} is already active")
             handle = next(self._next_handle)
-            self._core.start_request(handle, prompt)  # validates everything before any change
-            if old is not None:
+            self._core.start_request(handle, prompt_token_ids)  # validates before any change
+            if old is not _MISSING:
                 if self._core.is_cached(old):
                     self._core.evict_cached_response(old)
                 self._forget(old)
@@ -256,21 +304,20 @@ class SuffixCache:
             self._ids[handle] = req_id
 
     def add_active_response(self, req_id: Hashable, token_ids: TokenSequence) -> None:
-        """Appends generated tokens to an active request's response (both of its trees).
+        """Appends generated tokens (any :data:`TokenSequence`, or one int) to an active
+        request's response (both of its trees).
 
         Raises:
             UnknownRequestError: ``req_id`` is not active.
             InvalidTokenError / DTypeError: Bad tokens (nothing is appended).
         """
-        # Called once per generated token: the lookups of _known_handle/_as_tokens are inlined.
+        # Called once per generated token: the look-up of _known_handle is inlined.
         try:
-            handle = self._handles.get(req_id)
+            handle = self._handles.get(req_id, _MISSING)
         except TypeError:
             handle = self._handle_of(req_id)  # raises the DTypeError
-        if handle is None:
+        if handle is _MISSING:
             raise UnknownRequestError(f"request {req_id!r} is not active")
-        if type(token_ids) is not list:
-            token_ids = _as_tokens(token_ids)
         try:
             self._core.add_active_response(handle, token_ids)
         except UnknownRequestError:  # stopped (and maybe still cached), or stopped meanwhile
@@ -285,10 +332,8 @@ class SuffixCache:
         """
         with self._lock:
             handle = self._active_handle(req_id)
-            self._core.stop_request(handle)
-            if not self._core.is_cached(handle):
-                self._forget(handle)
-            self._prune_stale()
+            for gone in self._core.stop_request(handle):
+                self._forget(gone)
 
     def evict_cached_response(self, req_id: Hashable) -> None:
         """Removes a stopped request's cached response; ``req_id`` may then be reused.
@@ -299,7 +344,7 @@ class SuffixCache:
         """
         with self._lock:
             handle = self._handle_of(req_id)
-            if handle is None or not self._core.is_cached(handle):
+            if handle is _MISSING or not self._core.is_cached(handle):
                 raise UnknownRequestError(f"request {req_id!r} is not cached")
             self._core.evict_cached_response(handle)
             self._forget(handle)
@@ -329,7 +374,7 @@ class SuffixCache:
             req_id: An active request.
             context: The tokens so far (prompt + response). Only its last ``max_depth`` tokens
                 can matter, so only those are read (and checked): long contexts cost no more.
-            max_spec_tokens: Most draft tokens (``None`` = ``max_depth``).
+            max_spec_tokens: Most draft tokens (``None`` = ``max_depth``, as arctic documents).
             max_spec_factor: Draft tokens allowed per matched token (``>= 0``).
             max_spec_offset: Draft tokens allowed on top of that (may be negative).
             min_token_prob: Probability floor of draft tokens, in ``[0, 1]``.
@@ -349,7 +394,7 @@ class SuffixCache:
         try:
             return self._core.speculate(
                 handle,
-                _as_tokens(context),
+                context,
                 max_spec_tokens,
                 max_spec_factor,
                 max_spec_offset,
@@ -373,8 +418,10 @@ class SuffixCache:
 
         ``drafts[i]`` equals ``speculate(req_ids[i], contexts[i], ...)``. Same arguments and
         errors as :meth:`speculate`; also raises ``InvalidParameterError`` when the two lists
-        differ in length.
+        differ in length and ``DTypeError`` when either is not a sequence.
         """
+        if isinstance(req_ids, str | bytes) or not isinstance(req_ids, Iterable):
+            raise DTypeError(f"req_ids must be a sequence of request ids, got {type(req_ids).__name__}")
         req_ids = list(req_ids)
         handles = [self._known_handle(req_id) for req_id in req_ids]
         if max_spec_tokens is None:
@@ -382,7 +429,7 @@ class SuffixCache:
         try:
             return self._core.speculate_batch(
                 handles,
-                [_as_tokens(context) for context in contexts],
+                contexts,
                 max_spec_tokens,
                 max_spec_factor,
                 max_spec_offset,
@@ -400,8 +447,11 @@ class SuffixCache:
     def stats(self) -> dict[str, int]:
         """Size figures: ``active_requests``, ``cached_requests``, ``tokens`` (held by all
         trees: prompts + responses in the local trees, responses in the global tree),
-        ``cached_tokens`` (of stopped responses), ``nodes`` and ``bytes`` (heap estimate)."""
-        return self._core.stats()
+        ``cached_tokens`` (of stopped responses), ``nodes`` and ``bytes`` (heap estimate of
+        the native trees and bookkeeping plus the Python id maps)."""
+        stats = self._core.stats()
+        stats["bytes"] += len(self._ids) * _ID_MAP_BYTES_PER_REQUEST
+        return stats
 
     def check_integrity(self) -> None:
         """Verifies every invariant of the trees and of the id bookkeeping (debug aid).
@@ -411,12 +461,18 @@ class SuffixCache:
         """
         with self._lock:
             self._core.check_integrity()
-            for handle in [*self._core.active_requests(), *self._core.cached_requests()]:
-                req_id = self._ids.get(handle)
-                if req_id is None:
+            live = [*self._core.active_requests(), *self._core.cached_requests()]
+            for handle in live:
+                req_id = self._ids.get(handle, _MISSING)
+                if req_id is _MISSING:
                     raise RuntimeError(f"native request handle {handle} has no request id")
-                if self._handles.get(req_id) != handle:
+                if self._handles.get(req_id, _MISSING) != handle:
                     raise RuntimeError(f"request id {req_id!r} does not map back to handle {handle}")
+            if len(self._ids) != len(live) or len(self._handles) != len(live):
+                raise RuntimeError(
+                    f"the id maps hold {len(self._ids)}/{len(self._handles)} entries "
+                    f"for {len(live)} live requests"
+                )
 
     def __repr__(self) -> str:
         return (

@@ -8,143 +8,37 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-use numpy::{IntoPyArray, PyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods};
 use parking_lot::RwLock;
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyList, PySlice, PyTuple};
+use pyo3::types::{PyDict, PyList, PySlice};
 use rayon::prelude::*;
 use suffixspec_cache::{
-    CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId, DEFAULT_MAX_CACHED_TOKENS,
+    CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId,
+    DEFAULT_MAX_CACHED_REQUESTS, DEFAULT_MAX_CACHED_TOKENS, MAX_DEPTH,
 };
 
-use crate::arrays::extract_tokens;
-use crate::errors::{cache_error, dtype_error, new_error};
+use crate::convert::{owned_tokens, tokens, type_name, Count, Flag, Handle, Real};
+use crate::errors::{Error, Result};
 use crate::gil::without_gil;
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyDraft>()?;
     m.add_class::<PySuffixCacheCore>()?;
     m.add_class::<PySuffixTree>()?;
+    m.add("MAX_DEPTH", MAX_DEPTH)?;
+    m.add("DEFAULT_MAX_CACHED_REQUESTS", DEFAULT_MAX_CACHED_REQUESTS)?;
+    m.add("DEFAULT_MAX_CACHED_TOKENS", DEFAULT_MAX_CACHED_TOKENS)?;
     Ok(())
 }
 
-// --- Argument types: each raises a `suffixspec.errors` class on bad input. ---
-
-fn invalid_parameter(py: Python<'_>, message: String) -> PyErr {
-    new_error(py, "InvalidParameterError", message)
-}
-
-/// The value of a Python int (or an object with `__index__`, e.g. a numpy integer); `None` when
-/// it does not fit in an i128. Bools and non-integers raise `DTypeError`.
-fn int_value(obj: &Borrowed<'_, '_, PyAny>, what: &str) -> PyResult<Option<i128>> {
-    let py = obj.py();
-    if obj.is_instance_of::<PyBool>() {
-        return Err(dtype_error(py, format!("{what} must be an int, not a bool")));
-    }
-    match obj.extract::<i128>() {
-        Ok(value) => Ok(Some(value)),
-        Err(err) if err.is_instance_of::<PyOverflowError>(py) => Ok(None),
-        Err(_) => {
-            let type_name = obj.get_type().name()?.to_string();
-            Err(dtype_error(py, format!("{what} must be an int, got {type_name}")))
-        }
-    }
-}
-
-/// A request or sequence handle: an int in `0..2**64`.
-#[derive(Debug, Clone, Copy)]
-struct Handle(u64);
-
-impl FromPyObject<'_, '_> for Handle {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
-        // Fast path: a plain int (bools are a subclass, so they are not exact ints).
-        if obj.cast_exact::<PyInt>().is_ok() {
-            if let Ok(value) = obj.extract::<u64>() {
-                return Ok(Handle(value));
-            }
-        }
-        match int_value(&obj, "a request handle")?.and_then(|v| u64::try_from(v).ok()) {
-            Some(value) => Ok(Handle(value)),
-            None => Err(invalid_parameter(
-                obj.py(),
-                format!("request handles must be ints in 0..2**64, got {}", obj.repr()?),
-            )),
-        }
-    }
-}
-
-/// A non-negative count (sizes, budgets, token limits); ints too large for `usize` saturate,
-/// as they mean "no limit" in every place a count is taken.
-#[derive(Debug, Clone, Copy)]
-struct Count(usize);
-
-impl FromPyObject<'_, '_> for Count {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
-        let negative = match int_value(&obj, "a count")? {
-            Some(value) if value >= 0 => return Ok(Count(usize::try_from(value).unwrap_or(usize::MAX))),
-            Some(_) => true,
-            None => obj.lt(0)?,
-        };
-        if negative {
-            return Err(invalid_parameter(obj.py(), format!("counts must be >= 0, got {}", obj.repr()?)));
-        }
-        Ok(Count(usize::MAX))
-    }
-}
-
-/// A real number (int, float or numpy scalar; not a bool). Ranges are checked by the core.
-#[derive(Debug, Clone, Copy)]
-struct Real(f64);
-
-impl FromPyObject<'_, '_> for Real {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
-        let py = obj.py();
-        if obj.is_instance_of::<PyBool>() {
-            return Err(dtype_error(py, "expected a real number, not a bool".to_owned()));
-        }
-        match obj.extract::<f64>() {
-            Ok(value) => Ok(Real(value)),
-            Err(err) if err.is_instance_of::<PyOverflowError>(py) => {
-                Err(invalid_parameter(py, format!("{} does not fit in a float", obj.repr()?)))
-            }
-            Err(_) => {
-                let type_name = obj.get_type().name()?.to_string();
-                Err(dtype_error(py, format!("expected a real number, got {type_name}")))
-            }
-        }
-    }
-}
-
-/// A bool (Python or numpy).
-#[derive(Debug, Clone, Copy)]
-struct Flag(bool);
-
-impl FromPyObject<'_, '_> for Flag {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
-        obj.extract::<bool>().map(Flag).map_err(|_| {
-            let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            dtype_error(obj.py(), format!("expected a bool, got {type_name}"))
-        })
-    }
-}
-
 fn spec_params(
-    py: Python<'_>,
     max_spec_tokens: Count,
     max_spec_factor: Real,
     max_spec_offset: Real,
     min_token_prob: Real,
     use_tree_spec: Flag,
-) -> PyResult<SpecParams> {
+) -> Result<SpecParams> {
     let params = SpecParams {
         max_spec_tokens: max_spec_tokens.0,
         max_spec_factor: max_spec_factor.0,
@@ -152,50 +46,17 @@ fn spec_params(
         min_token_prob: min_token_prob.0,
         use_tree_spec: use_tree_spec.0,
     };
-    params.validate().map_err(|err| cache_error(py, err))?;
+    params.validate()?;
     Ok(params)
-}
-
-/// Token ids as an owned vector (the work runs with the GIL released, or after the borrow of
-/// the input ends). Plain lists and tuples of valid ints, what engines pass every step, are
-/// read directly; anything else, or any item that is not a valid token id, goes through
-/// `extract_tokens`, which handles every other input and names each problem.
-fn owned_tokens(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<TokenId>> {
-    let direct = if let Ok(list) = obj.cast_exact::<PyList>() {
-        read_ints(list.iter())
-    } else if let Ok(tuple) = obj.cast_exact::<PyTuple>() {
-        read_ints(tuple.iter())
-    } else {
-        None
-    };
-    match direct {
-        Some(tokens) => Ok(tokens),
-        None => Ok(extract_tokens(obj, what)?.into_vec()),
-    }
-}
-
-/// The items as token ids when each is a plain int in `0..2**31`; `None` otherwise.
-fn read_ints<'py>(items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>) -> Option<Vec<TokenId>> {
-    let mut tokens = Vec::with_capacity(items.len());
-    for item in items {
-        if item.cast_exact::<PyInt>().is_err() {
-            return None;
-        }
-        match item.extract::<TokenId>() {
-            Ok(token) if token >= 0 => tokens.push(token),
-            _ => return None,
-        }
-    }
-    Some(tokens)
 }
 
 /// The part of a context a draft can depend on: matches are at most `max_depth` tokens long, so
 /// only the last `max_depth` tokens are read (and checked). Long lists are sliced before
 /// conversion, which keeps the per-call cost independent of the context length. Copied, because
 /// the work runs with the GIL released.
-fn context_tail(context: &Bound<'_, PyAny>, max_depth: usize) -> PyResult<Vec<TokenId>> {
+fn context_tail(context: &Bound<'_, PyAny>, max_depth: usize) -> Result<Vec<TokenId>> {
     // Lists, tuples, ranges, 1-D arrays: slice first (a view or a short copy). Anything that
-    // cannot be sliced goes whole to `extract_tokens`, which names the problem.
+    // cannot be sliced goes whole to the conversion, which names the problem.
     let window = match context.len() {
         Ok(len) if len > max_depth => context
             .get_item(PySlice::new(context.py(), (len - max_depth) as isize, len as isize, 1))
@@ -207,22 +68,15 @@ fn context_tail(context: &Bound<'_, PyAny>, max_depth: usize) -> PyResult<Vec<To
     Ok(tokens)
 }
 
-// --- Interior locking, GIL release and panic containment. ---
-
-/// Why a guarded call failed.
-enum Failure {
-    Cache(CacheError),
-    Internal(String),
-}
-
-impl Failure {
-    fn into_pyerr(self, py: Python<'_>) -> PyErr {
-        match self {
-            Failure::Cache(err) => cache_error(py, err),
-            Failure::Internal(message) => PyRuntimeError::new_err(message),
-        }
+/// The items of a sequence argument (not a string), or a `DTypeError` naming `what`.
+fn sequence<'py>(obj: &Bound<'py, PyAny>, what: &str) -> Result<Vec<Bound<'py, PyAny>>> {
+    if obj.is_instance_of::<pyo3::types::PyString>() || obj.is_instance_of::<pyo3::types::PyBytes>() {
+        return Err(Error::DType(format!("{what} must be a sequence, not a string")));
     }
+    obj.extract().map_err(|_| Error::DType(format!("{what} must be a sequence, got {}", type_name(obj))))
 }
+
+// --- Interior locking, GIL release and panic containment. ---
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     let detail = payload
@@ -249,17 +103,17 @@ impl<T: Send + Sync> Guarded<T> {
         Self { state: RwLock::new(state), broken: OnceLock::new() }
     }
 
-    fn usable(&self) -> Result<(), Failure> {
+    fn usable(&self) -> Result<()> {
         match self.broken.get() {
             Some(reason) => {
-                Err(Failure::Internal(format!("this object is unusable after an earlier {reason}")))
+                Err(Error::Internal(format!("this object is unusable after an earlier {reason}")))
             }
             None => Ok(()),
         }
     }
 
     /// Runs `f` under the read lock with the GIL released.
-    fn read<R, F>(&self, py: Python<'_>, f: F) -> PyResult<R>
+    fn read<R, F>(&self, py: Python<'_>, f: F) -> Result<R>
     where
         R: Send,
         F: Send + FnOnce(&T) -> Result<R, CacheError>,
@@ -267,23 +121,31 @@ impl<T: Send + Sync> Guarded<T> {
         without_gil(py, || {
             self.usable()?;
             catch_unwind(AssertUnwindSafe(|| f(&self.state.read())))
-                .map_err(|payload| Failure::Internal(panic_message(payload.as_ref())))?
-                .map_err(Failure::Cache)
+                .map_err(|payload| Error::Internal(panic_message(payload.as_ref())))?
+                .map_err(Error::Cache)
         })
-        .map_err(|failure| failure.into_pyerr(py))
     }
 
-    /// Runs a short read-only `f` under the read lock with the GIL held (borrowed input).
-    fn peek<R>(&self, py: Python<'_>, f: impl FnOnce(&T) -> R) -> PyResult<R> {
-        self.usable().map_err(|failure| failure.into_pyerr(py))?;
-        catch_unwind(AssertUnwindSafe(|| f(&self.state.read())))
-            .map_err(|payload| PyRuntimeError::new_err(panic_message(payload.as_ref())))
+    /// Runs a short read-only `f` under the read lock: with the GIL held when the lock is free
+    /// (no release/re-take cost, for the per-step queries of engines), with the GIL released
+    /// when a writer holds it (other Python threads keep running while this one waits).
+    fn peek<R, F>(&self, py: Python<'_>, f: F) -> Result<R>
+    where
+        R: Send,
+        F: Send + FnOnce(&T) -> R,
+    {
+        self.usable()?;
+        match self.state.try_read() {
+            Some(state) => catch_unwind(AssertUnwindSafe(|| f(&state)))
+                .map_err(|payload| Error::Internal(panic_message(payload.as_ref()))),
+            None => self.read(py, |state| Ok(f(state))),
+        }
     }
 
     /// Runs a mutation of `work` units (tokens): short ones keep the GIL, since releasing and
     /// re-taking it costs more than they do; long ones, or any that would wait for the lock,
     /// release it.
-    fn write_sized<R, F>(&self, py: Python<'_>, work: usize, f: F) -> PyResult<R>
+    fn write_sized<R, F>(&self, py: Python<'_>, work: usize, f: F) -> Result<R>
     where
         R: Send,
         F: Send + FnOnce(&mut T) -> Result<R, CacheError>,
@@ -292,45 +154,46 @@ impl<T: Send + Sync> Guarded<T> {
             return self.write(py, f);
         }
         let Some(mut state) = self.state.try_write() else { return self.write(py, f) };
-        self.usable().map_err(|failure| failure.into_pyerr(py))?;
-        match catch_unwind(AssertUnwindSafe(|| f(&mut state))) {
-            Ok(result) => result.map_err(|err| cache_error(py, err)),
-            Err(payload) => {
-                let message = panic_message(payload.as_ref());
-                let _ = self.broken.set(message.clone());
-                Err(PyRuntimeError::new_err(message))
-            }
-        }
+        self.usable()?;
+        self.mutate(&mut state, f)
     }
 
     /// Runs `f` under the write lock with the GIL released.
-    fn write<R, F>(&self, py: Python<'_>, f: F) -> PyResult<R>
+    fn write<R, F>(&self, py: Python<'_>, f: F) -> Result<R>
     where
         R: Send,
         F: Send + FnOnce(&mut T) -> Result<R, CacheError>,
     {
         without_gil(py, || {
             self.usable()?;
-            match catch_unwind(AssertUnwindSafe(|| f(&mut self.state.write()))) {
-                Ok(result) => result.map_err(Failure::Cache),
-                Err(payload) => {
-                    let message = panic_message(payload.as_ref());
-                    let _ = self.broken.set(message.clone());
-                    Err(Failure::Internal(message))
-                }
-            }
+            self.mutate(&mut self.state.write(), f)
         })
-        .map_err(|failure| failure.into_pyerr(py))
+    }
+
+    /// Runs a mutation, marking the object broken if it panics (its state may be half-updated).
+    fn mutate<R>(&self, state: &mut T, f: impl FnOnce(&mut T) -> Result<R, CacheError>) -> Result<R> {
+        match catch_unwind(AssertUnwindSafe(|| f(state))) {
+            Ok(result) => result.map_err(Error::Cache),
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                let _ = self.broken.set(message.clone());
+                Err(Error::Internal(message))
+            }
+        }
     }
 }
 
 // --- Draft ---
 
 /// A speculated token tree (see ``suffixspec.SuffixCache.speculate``).
+///
+/// ``token_ids``, ``parents`` and ``probs`` are Python lists, as arctic-inference returns them
+/// (engines test them for truth and slice them in place); ``token_ids_array``, ``parents_array``
+/// and ``probs_array`` are the same data as numpy arrays without a copy.
 #[pyclass(frozen, name = "Draft", module = "suffixspec._native")]
 #[derive(Debug)]
 pub(crate) struct PyDraft {
-    token_ids: Py<PyArray1<i32>>,
+    token_ids: Py<PyArray1<TokenId>>,
     parents: Py<PyArray1<i32>>,
     probs: Py<PyArray1<f64>>,
     score: f64,
@@ -350,23 +213,48 @@ impl PyDraft {
             match_len: draft.match_len,
         }
     }
+
+    /// The draft's token ids, parents and probabilities, read natively (e.g. by
+    /// ``TokenTree.from_draft``) without going through Python lists.
+    pub(crate) fn to_vecs(&self, py: Python<'_>) -> (Vec<TokenId>, Vec<i32>, Vec<f64>) {
+        (
+            self.token_ids.bind(py).readonly().as_array().to_vec(),
+            self.parents.bind(py).readonly().as_array().to_vec(),
+            self.probs.bind(py).readonly().as_array().to_vec(),
+        )
+    }
 }
 
 #[pymethods]
 impl PyDraft {
-    /// Draft token ids (int32), parents before children.
+    /// Draft token ids, parents before children (a new list on each access).
     #[getter]
-    fn token_ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
-        self.token_ids.bind(py).clone()
+    fn token_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        list(self.token_ids.bind(py))
     }
     /// Parent index of each node; -1 = child of the last context token. Parents first.
     #[getter]
-    fn parents<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
+    fn parents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        list(self.parents.bind(py))
+    }
+    /// Estimated probability that the model reaches each node.
+    #[getter]
+    fn probs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        list(self.probs.bind(py))
+    }
+    /// ``token_ids`` as an int32 numpy array (no copy; do not modify it).
+    #[getter]
+    fn token_ids_array<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<TokenId>> {
+        self.token_ids.bind(py).clone()
+    }
+    /// ``parents`` as an int32 numpy array (no copy; do not modify it).
+    #[getter]
+    fn parents_array<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
         self.parents.bind(py).clone()
     }
-    /// Estimated probability that the model reaches each node (float64).
+    /// ``probs`` as a float64 numpy array (no copy; do not modify it).
     #[getter]
-    fn probs<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
+    fn probs_array<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f64>> {
         self.probs.bind(py).clone()
     }
     /// Sum of ``probs``: the expected number of accepted tokens.
@@ -385,12 +273,16 @@ impl PyDraft {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "Draft(token_ids={}, parents={}, score={}, match_len={})",
-            self.token_ids.bind(py).call_method0("tolist")?,
-            self.parents.bind(py).call_method0("tolist")?,
+            list(self.token_ids.bind(py))?,
+            list(self.parents.bind(py))?,
             self.score,
             self.match_len
         ))
     }
+}
+
+fn list<'py, T: numpy::Element>(array: &Bound<'py, PyArray1<T>>) -> PyResult<Bound<'py, PyList>> {
+    Ok(array.call_method0("tolist")?.cast_into::<PyList>()?)
 }
 
 fn drafts_to_py(py: Python<'_>, drafts: Vec<Draft>) -> Vec<PyDraft> {
@@ -411,20 +303,15 @@ pub(crate) struct PySuffixCacheCore {
 #[pymethods]
 impl PySuffixCacheCore {
     #[new]
-    #[pyo3(signature = (max_depth = Count(64), max_cached_requests = None, max_cached_tokens = Count(DEFAULT_MAX_CACHED_TOKENS)))]
-    #[pyo3(text_signature = "(max_depth=64, max_cached_requests=None, max_cached_tokens=4194304)")]
-    fn new(
-        py: Python<'_>,
-        max_depth: Count,
-        max_cached_requests: Option<Count>,
-        max_cached_tokens: Count,
-    ) -> PyResult<Self> {
+    #[pyo3(signature = (max_depth = Count(64), max_cached_requests = Some(Count(DEFAULT_MAX_CACHED_REQUESTS)), max_cached_tokens = Count(DEFAULT_MAX_CACHED_TOKENS)))]
+    #[pyo3(text_signature = "(max_depth=64, max_cached_requests=65536, max_cached_tokens=4194304)")]
+    fn new(max_depth: Count, max_cached_requests: Option<Count>, max_cached_tokens: Count) -> Result<Self> {
         let config = CacheConfig {
             max_depth: max_depth.0,
             max_cached_requests: max_cached_requests.map(|c| c.0),
             max_cached_tokens: max_cached_tokens.0,
         };
-        let cache = SuffixCache::new(config).map_err(|err| cache_error(py, err))?;
+        let cache = SuffixCache::new(config)?;
         Ok(Self { cache: Guarded::new(cache), config })
     }
 
@@ -445,29 +332,26 @@ impl PySuffixCacheCore {
     }
 
     /// Starts request ``req`` and builds its local tree over the prompt.
-    fn start_request(
-        &self,
-        py: Python<'_>,
-        req: Handle,
-        prompt_token_ids: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let prompt = extract_tokens(prompt_token_ids, "prompt_token_ids")?.into_vec();
+    fn start_request(&self, py: Python<'_>, req: Handle, prompt_token_ids: &Bound<'_, PyAny>) -> Result<()> {
+        let prompt = owned_tokens(prompt_token_ids, "prompt_token_ids")?;
         self.cache.write(py, |cache| cache.start_request(req.0, &prompt))
     }
 
     /// Appends generated tokens to active request ``req``.
-    fn add_active_response(&self, py: Python<'_>, req: Handle, token_ids: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add_active_response(&self, py: Python<'_>, req: Handle, token_ids: &Bound<'_, PyAny>) -> Result<()> {
         let tokens = owned_tokens(token_ids, "token_ids")?;
         self.cache.write_sized(py, tokens.len(), |cache| cache.add_active_response(req.0, &tokens))
     }
 
-    /// Stops active request ``req``; its response stays cached (budgets permitting).
-    fn stop_request(&self, py: Python<'_>, req: Handle) -> PyResult<()> {
+    /// Stops active request ``req``; its response stays cached (budgets permitting). Returns
+    /// the handles whose cached responses went away (``req`` itself when its response was not
+    /// kept), so callers can forget them.
+    fn stop_request(&self, py: Python<'_>, req: Handle) -> Result<Vec<u64>> {
         self.cache.write(py, |cache| cache.stop_request(req.0))
     }
 
     /// Removes the cached response of ``req``.
-    fn evict_cached_response(&self, py: Python<'_>, req: Handle) -> PyResult<()> {
+    fn evict_cached_response(&self, py: Python<'_>, req: Handle) -> Result<()> {
         self.cache.write(py, |cache| cache.evict_cached_response(req.0))
     }
 
@@ -487,16 +371,10 @@ impl PySuffixCacheCore {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
-    ) -> PyResult<PyDraft> {
+    ) -> Result<PyDraft> {
         let context = context_tail(context, self.config.max_depth)?;
-        let params = spec_params(
-            py,
-            max_spec_tokens,
-            max_spec_factor,
-            max_spec_offset,
-            min_token_prob,
-            use_tree_spec,
-        )?;
+        let params =
+            spec_params(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
         let draft = self.cache.read(py, |cache| cache.speculate(req.0, &context, &params))?;
         Ok(PyDraft::new(py, draft))
     }
@@ -510,32 +388,30 @@ impl PySuffixCacheCore {
     fn speculate_batch(
         &self,
         py: Python<'_>,
-        reqs: Vec<Handle>,
-        contexts: Vec<Bound<'_, PyAny>>,
+        reqs: &Bound<'_, PyAny>,
+        contexts: &Bound<'_, PyAny>,
         max_spec_tokens: Count,
         max_spec_factor: Real,
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
-    ) -> PyResult<Vec<PyDraft>> {
+    ) -> Result<Vec<PyDraft>> {
+        let reqs =
+            sequence(reqs, "reqs")?.iter().map(|req| req.extract::<Handle>()).collect::<Result<Vec<_>>>()?;
+        let contexts = sequence(contexts, "contexts")?;
         if reqs.len() != contexts.len() {
-            return Err(invalid_parameter(
-                py,
-                format!("got {} requests but {} contexts", reqs.len(), contexts.len()),
-            ));
+            return Err(Error::Parameter(format!(
+                "got {} requests but {} contexts",
+                reqs.len(),
+                contexts.len()
+            )));
         }
         let contexts = contexts
             .iter()
             .map(|context| context_tail(context, self.config.max_depth))
-            .collect::<PyResult<Vec<_>>>()?;
-        let params = spec_params(
-            py,
-            max_spec_tokens,
-            max_spec_factor,
-            max_spec_offset,
-            min_token_prob,
-            use_tree_spec,
-        )?;
+            .collect::<Result<Vec<_>>>()?;
+        let params =
+            spec_params(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
         let drafts = self.cache.read(py, |cache| {
             reqs.par_iter()
                 .zip(contexts.par_iter())
@@ -546,22 +422,22 @@ impl PySuffixCacheCore {
     }
 
     /// Active request handles, in start order.
-    fn active_requests(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+    fn active_requests(&self, py: Python<'_>) -> Result<Vec<u64>> {
         self.cache.peek(py, SuffixCache::active_requests)
     }
     /// Cached request handles, oldest first.
-    fn cached_requests(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+    fn cached_requests(&self, py: Python<'_>) -> Result<Vec<u64>> {
         self.cache.peek(py, SuffixCache::cached_requests)
     }
-    fn is_active(&self, py: Python<'_>, req: Handle) -> PyResult<bool> {
+    fn is_active(&self, py: Python<'_>, req: Handle) -> Result<bool> {
         self.cache.peek(py, |cache| cache.is_active(req.0))
     }
-    fn is_cached(&self, py: Python<'_>, req: Handle) -> PyResult<bool> {
+    fn is_cached(&self, py: Python<'_>, req: Handle) -> Result<bool> {
         self.cache.peek(py, |cache| cache.is_cached(req.0))
     }
 
     /// Keys: active_requests, cached_requests, tokens, cached_tokens, nodes, bytes.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn stats<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyDict>> {
         let stats = self.cache.read(py, |cache| Ok(cache.stats()))?;
         let dict = PyDict::new(py);
         dict.set_item("active_requests", stats.active_requests)?;
@@ -573,9 +449,14 @@ impl PySuffixCacheCore {
         Ok(dict)
     }
 
+    /// Heap bytes of the global response tree (arctic's ``_global_tree.estimate_memory()``).
+    fn global_tree_bytes(&self, py: Python<'_>) -> Result<usize> {
+        self.cache.read(py, |cache| Ok(cache.global_tree().map_or(0, SuffixTree::memory_bytes)))
+    }
+
     /// Raises RuntimeError describing the first broken invariant (debug aid).
-    fn check_integrity(&self, py: Python<'_>) -> PyResult<()> {
-        self.cache.read(py, |cache| Ok(cache.check_integrity()))?.map_err(PyRuntimeError::new_err)
+    fn check_integrity(&self, py: Python<'_>) -> Result<()> {
+        self.cache.read(py, |cache| Ok(cache.check_integrity()))?.map_err(Error::Internal)
     }
 
     fn __repr__(&self) -> String {
@@ -601,8 +482,8 @@ impl PySuffixTree {
     #[new]
     #[pyo3(signature = (max_depth = Count(64)))]
     #[pyo3(text_signature = "(max_depth=64)")]
-    fn new(py: Python<'_>, max_depth: Count) -> PyResult<Self> {
-        let tree = SuffixTree::new(max_depth.0).map_err(|err| cache_error(py, err))?;
+    fn new(max_depth: Count) -> Result<Self> {
+        let tree = SuffixTree::new(max_depth.0)?;
         Ok(Self { tree: Guarded::new(tree), max_depth: max_depth.0 })
     }
 
@@ -613,20 +494,20 @@ impl PySuffixTree {
     }
 
     /// Appends tokens to sequence ``seq_id`` (created on first use).
-    fn extend(&self, py: Python<'_>, seq_id: Handle, token_ids: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn extend(&self, py: Python<'_>, seq_id: Handle, token_ids: &Bound<'_, PyAny>) -> Result<()> {
         let tokens = owned_tokens(token_ids, "token_ids")?;
         self.tree.write_sized(py, tokens.len(), |tree| tree.extend(seq_id.0, &tokens))
     }
 
     /// Removes sequence ``seq_id`` and all its counts.
-    fn remove(&self, py: Python<'_>, seq_id: Handle) -> PyResult<()> {
+    fn remove(&self, py: Python<'_>, seq_id: Handle) -> Result<()> {
         self.tree.write(py, |tree| tree.remove(seq_id.0))
     }
 
     /// Occurrences of the string (0 if empty, absent or longer than max_depth).
-    fn count(&self, py: Python<'_>, token_ids: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let tokens = extract_tokens(token_ids, "token_ids")?;
-        self.tree.peek(py, |tree| tree.count(tokens.as_slice()))
+    fn count(&self, py: Python<'_>, token_ids: &Bound<'_, PyAny>) -> Result<u64> {
+        let tokens = tokens(token_ids, "token_ids")?.into_vec();
+        self.tree.peek(py, |tree| tree.count(&tokens))
     }
 
     /// Draft after ``context`` from this tree alone.
@@ -644,34 +525,28 @@ impl PySuffixTree {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
-    ) -> PyResult<PyDraft> {
+    ) -> Result<PyDraft> {
         let context = context_tail(context, self.max_depth)?;
-        let params = spec_params(
-            py,
-            max_spec_tokens,
-            max_spec_factor,
-            max_spec_offset,
-            min_token_prob,
-            use_tree_spec,
-        )?;
+        let params =
+            spec_params(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
         let draft = self.tree.read(py, |tree| tree.speculate(&context, &params))?;
         Ok(PyDraft::new(py, draft))
     }
 
     /// Tokens held (sum of sequence lengths).
-    fn num_tokens(&self, py: Python<'_>) -> PyResult<usize> {
+    fn num_tokens(&self, py: Python<'_>) -> Result<usize> {
         self.tree.peek(py, SuffixTree::num_tokens)
     }
-    fn num_nodes(&self, py: Python<'_>) -> PyResult<usize> {
+    fn num_nodes(&self, py: Python<'_>) -> Result<usize> {
         self.tree.peek(py, SuffixTree::num_nodes)
     }
     /// Heap bytes owned (capacity-based estimate).
-    fn memory_bytes(&self, py: Python<'_>) -> PyResult<usize> {
+    fn memory_bytes(&self, py: Python<'_>) -> Result<usize> {
         self.tree.read(py, |tree| Ok(tree.memory_bytes()))
     }
     /// Raises RuntimeError describing the first broken invariant (debug aid).
-    fn check_integrity(&self, py: Python<'_>) -> PyResult<()> {
-        self.tree.read(py, |tree| Ok(tree.check_integrity()))?.map_err(PyRuntimeError::new_err)
+    fn check_integrity(&self, py: Python<'_>) -> Result<()> {
+        self.tree.read(py, |tree| Ok(tree.check_integrity()))?.map_err(Error::Internal)
     }
 
     fn __repr__(&self) -> String {

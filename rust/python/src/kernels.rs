@@ -2,21 +2,17 @@
 //! installed wheel; `suffixspec.kernels` compiles them at run time with CuPy (NVRTC).
 use pyo3::prelude::*;
 
-use crate::errors::new_error;
+use crate::errors::{Error, Result};
 
 /// (file name, text) of every `.cu` file shipped.
 const SOURCES: &[(&str, &str)] = &[("tree_attention.cu", include_str!("../../../cuda/tree_attention.cu"))];
 
 /// Text of a `.cu` file of `cuda/` embedded in the native module.
 #[pyfunction]
-fn cuda_source(py: Python<'_>, name: &str) -> PyResult<&'static str> {
+fn cuda_source(name: &str) -> Result<&'static str> {
     SOURCES.iter().find(|(file, _)| *file == name).map(|(_, text)| *text).ok_or_else(|| {
         let known: Vec<&str> = SOURCES.iter().map(|(file, _)| *file).collect();
-        new_error(
-            py,
-            "InvalidParameterError",
-            format!("no embedded CUDA source named {name:?} (known: {known:?})"),
-        )
+        Error::Parameter(format!("no embedded CUDA source named {name:?} (known: {known:?})"))
     })
 }
 

@@ -5,16 +5,15 @@
 //! Drafts are read by duck typing (`token_ids`, `parents`, `probs` attributes), so any object
 //! shaped like `suffixspec.Draft` works.
 use numpy::ndarray::{Array, Dimension, StrideShape};
-use numpy::{Element, IntoPyArray, PyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods};
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError};
+use numpy::{Element, IntoPyArray, PyArray, PyArray1, PyArray2, PyArray3};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyString};
 use suffixspec_tree::{
     accept_greedy_batch as accept_batch, build_verification_batch, merge, TokenTree, TreeError,
 };
 
-use crate::arrays::extract_tokens;
-use crate::errors::{dtype_error, new_error, tree_error};
+use crate::cache::PyDraft;
+use crate::convert::{int64s, owned_tokens, ranged, reals, token_matrix, tokens, type_name};
+use crate::errors::{Error, Result};
 use crate::gil::without_gil;
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -24,149 +23,37 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-// --- Argument conversion: each raises a `suffixspec.errors` class on bad input. ---
-
-fn invalid_parameter(py: Python<'_>, message: String) -> PyErr {
-    new_error(py, "InvalidParameterError", message)
-}
-
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|name| name.to_string()).unwrap_or_else(|_| "object".to_owned())
-}
-
-/// `(dtype kind letter, ndim, dtype name)` of a numpy array (or array-like with a dtype).
-fn array_info(obj: &Bound<'_, PyAny>) -> PyResult<Option<(String, usize, String)>> {
-    if !(obj.hasattr("dtype")? && obj.hasattr("ndim")?) {
-        return Ok(None);
-    }
-    let dtype = obj.getattr("dtype")?;
-    let kind = dtype.getattr("kind").and_then(|k| k.extract::<String>()).unwrap_or_default();
-    let ndim = obj.getattr("ndim")?.extract().unwrap_or(0);
-    Ok(Some((kind, ndim, dtype.str()?.to_string())))
-}
-
-/// One Python integer (or numpy integer), saturated to i64 when it is larger.
-fn int_item(item: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
-    let py = item.py();
-    if item.is_instance_of::<PyBool>() {
-        return Err(dtype_error(py, format!("{what} must hold ints, not bools")));
-    }
-    match item.extract::<i128>() {
-        Ok(value) => Ok(value.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64),
-        Err(err) if err.is_instance_of::<PyOverflowError>(py) => {
-            Ok(if item.lt(0)? { i64::MIN } else { i64::MAX })
-        }
-        Err(_) => Err(dtype_error(py, format!("{what} must hold ints, got {}", type_name(item)))),
-    }
-}
-
-/// A 1-D sequence of ints: a list/tuple or a 1-D integer numpy array.
-fn int_values(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
-    let py = obj.py();
-    if let Ok(array) = obj.cast::<PyArray1<i64>>() {
-        return Ok(array.readonly().as_array().to_vec());
-    }
-    if let Ok(array) = obj.cast::<PyArray1<i32>>() {
-        return Ok(array.readonly().as_array().iter().map(|v| i64::from(*v)).collect());
-    }
-    if let Some((kind, ndim, dtype)) = array_info(obj)? {
-        if ndim != 1 {
-            return Err(dtype_error(py, format!("{what} must be 1-D, got an array with {ndim} dimensions")));
-        }
-        if kind != "i" && kind != "u" {
-            return Err(dtype_error(py, format!("{what} must hold integers, got dtype {dtype}")));
-        }
-        // Rare integer dtypes: through Python ints, which keeps uint64 values exact.
-        return int_values(&obj.call_method0("tolist")?, what);
-    }
-    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(dtype_error(py, format!("{what} must be a sequence of ints, not a string")));
-    }
-    let items: Vec<Bound<'_, PyAny>> = obj
-        .extract()
-        .map_err(|_| dtype_error(py, format!("{what} must be a sequence of ints, got {}", type_name(obj))))?;
-    items.iter().map(|item| int_item(item, what)).collect()
-}
-
-/// A 1-D sequence of real numbers: a list/tuple or a 1-D float or integer numpy array.
-fn float_values(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f64>> {
-    let py = obj.py();
-    if let Ok(array) = obj.cast::<PyArray1<f64>>() {
-        return Ok(array.readonly().as_array().to_vec());
-    }
-    if let Some((kind, ndim, dtype)) = array_info(obj)? {
-        if ndim != 1 {
-            return Err(dtype_error(py, format!("{what} must be 1-D, got an array with {ndim} dimensions")));
-        }
-        if !matches!(kind.as_str(), "f" | "i" | "u") {
-            return Err(dtype_error(py, format!("{what} must hold real numbers, got dtype {dtype}")));
-        }
-        return float_values(&obj.call_method1("astype", ("float64",))?, what);
-    }
-    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
-        return Err(dtype_error(py, format!("{what} must be a sequence of floats, not a string")));
-    }
-    let items: Vec<Bound<'_, PyAny>> = obj.extract().map_err(|_| {
-        dtype_error(py, format!("{what} must be a sequence of floats, got {}", type_name(obj)))
-    })?;
-    items
-        .iter()
-        .map(|item| {
-            if item.is_instance_of::<PyBool>() {
-                return Err(dtype_error(py, format!("{what} must hold floats, not bools")));
-            }
-            item.extract::<f64>()
-                .map_err(|_| dtype_error(py, format!("{what} must hold floats, got {}", type_name(item))))
-        })
-        .collect()
-}
-
-/// A scalar int argument (`prefix_len`, `max_nodes`, a node index).
-fn int_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
-    let py = obj.py();
-    if obj.is_instance_of::<PyBool>() {
-        return Err(dtype_error(py, format!("{what} must be an int, not a bool")));
-    }
-    match obj.extract::<i64>() {
-        Ok(value) => Ok(value),
-        Err(err) if err.is_instance_of::<PyOverflowError>(py) => {
-            Err(invalid_parameter(py, format!("{what} is out of range: {}", obj.str()?)))
-        }
-        Err(_) => Err(dtype_error(py, format!("{what} must be an int, got {}", type_name(obj)))),
-    }
-}
-
 fn tree_from_parts(
     token_ids: &Bound<'_, PyAny>,
     parents: &Bound<'_, PyAny>,
     probs: Option<&Bound<'_, PyAny>>,
-) -> PyResult<TokenTree> {
-    let py = token_ids.py();
-    let tokens = extract_tokens(token_ids, "token_ids")?.into_vec();
-    let parents = int_values(parents, "parents")?
+) -> Result<TokenTree> {
+    let tokens = owned_tokens(token_ids, "token_ids")?;
+    let parents = int64s(parents, "parents")?
         .into_iter()
         .enumerate()
-        .map(|(index, parent)| {
-            i32::try_from(parent).map_err(|_| tree_error(py, TreeError::InvalidParent { index, parent }))
-        })
-        .collect::<PyResult<Vec<i32>>>()?;
-    let probs = probs.filter(|p| !p.is_none()).map(|p| float_values(p, "probs")).transpose()?;
-    TokenTree::new(tokens, parents, probs).map_err(|err| tree_error(py, err))
+        .map(|(index, parent)| i32::try_from(parent).map_err(|_| TreeError::InvalidParent { index, parent }))
+        .collect::<Result<Vec<i32>, _>>()?;
+    let probs = probs.filter(|p| !p.is_none()).map(|p| reals(p, "probs")).transpose()?;
+    Ok(TokenTree::new(tokens, parents, probs)?)
 }
 
-/// A `TokenTree`, or a draft read through its `token_ids`, `parents` and (optional) `probs`.
-fn tree_from_object(obj: &Bound<'_, PyAny>) -> PyResult<TokenTree> {
+/// A `TokenTree`, a native `Draft` (its arrays read without a copy back to Python), or any
+/// draft-like object read through its `token_ids`, `parents` and (optional) `probs`.
+fn tree_from_object(obj: &Bound<'_, PyAny>) -> Result<TokenTree> {
     if let Ok(tree) = obj.cast::<PyTokenTree>() {
         return Ok(tree.get().tree.clone());
     }
-    let py = obj.py();
+    if let Ok(draft) = obj.cast::<PyDraft>() {
+        let (tokens, parents, probs) = draft.get().to_vecs(obj.py());
+        return Ok(TokenTree::new(tokens, parents, Some(probs))?);
+    }
     let field = |name: &str| {
         obj.getattr(name).map_err(|_| {
-            let type_name = type_name(obj);
-            dtype_error(
-                py,
-                format!("expected a TokenTree or a Draft-like object, but {type_name} has no {name}"),
-            )
+            Error::DType(format!(
+                "expected a TokenTree or a Draft-like object, but {} has no {name}",
+                type_name(obj)
+            ))
         })
     };
     let probs = obj.getattr("probs").ok();
@@ -188,11 +75,12 @@ impl TreeArg<'_> {
     }
 }
 
-fn tree_args<'py>(trees: &Bound<'py, PyAny>) -> PyResult<Vec<TreeArg<'py>>> {
-    let py = trees.py();
+fn tree_args<'py>(trees: &Bound<'py, PyAny>) -> Result<Vec<TreeArg<'py>>> {
     let items: Vec<Bound<'py, PyAny>> = trees.extract().map_err(|_| {
-        let type_name = type_name(trees);
-        dtype_error(py, format!("trees must be a sequence of TokenTree or Draft objects, got {type_name}"))
+        Error::DType(format!(
+            "trees must be a sequence of TokenTree or Draft objects, got {}",
+            type_name(trees)
+        ))
     })?;
     items
         .into_iter()
@@ -208,10 +96,10 @@ fn shaped<'py, T: Element, D: Dimension>(
     py: Python<'py>,
     shape: impl Into<StrideShape<D>>,
     data: Vec<T>,
-) -> PyResult<Bound<'py, PyArray<T, D>>> {
+) -> Result<Bound<'py, PyArray<T, D>>> {
     Array::from_shape_vec(shape, data)
         .map(|array| array.into_pyarray(py))
-        .map_err(|err| PyRuntimeError::new_err(format!("internal shape error: {err}")))
+        .map_err(|err| Error::Internal(format!("internal shape error: {err}")))
 }
 
 fn to_i64(values: &[usize]) -> Vec<i64> {
@@ -241,27 +129,24 @@ impl PyTokenTree {
         token_ids: &Bound<'_, PyAny>,
         parents: &Bound<'_, PyAny>,
         probs: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Self> {
+    ) -> Result<Self> {
         tree_from_parts(token_ids, parents, probs).map(Self::from)
     }
 
     #[staticmethod]
-    fn from_draft(draft: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn from_draft(draft: &Bound<'_, PyAny>) -> Result<Self> {
         tree_from_object(draft).map(Self::from)
     }
 
     #[staticmethod]
-    fn merge(py: Python<'_>, trees: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn merge(py: Python<'_>, trees: &Bound<'_, PyAny>) -> Result<Self> {
         let args = tree_args(trees)?;
         let refs: Vec<&TokenTree> = args.iter().map(TreeArg::tree).collect();
         Ok(without_gil(py, || merge(refs)).into())
     }
 
-    fn prune(&self, max_nodes: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let budget = int_arg(max_nodes, "max_nodes")?;
-        let budget = usize::try_from(budget).map_err(|_| {
-            invalid_parameter(max_nodes.py(), format!("max_nodes must be non-negative, got {budget}"))
-        })?;
+    fn prune(&self, max_nodes: &Bound<'_, PyAny>) -> Result<Self> {
+        let budget: usize = ranged(max_nodes, "max_nodes", "0..2**64")?;
         Ok(self.tree.prune(budget).into())
     }
 
@@ -298,29 +183,25 @@ impl PyTokenTree {
         &self,
         py: Python<'py>,
         prefix_len: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let prefix_len = int_arg(prefix_len, "prefix_len")?;
-        self.tree.position_ids(prefix_len).map(|p| p.into_pyarray(py)).map_err(|err| tree_error(py, err))
+    ) -> Result<Bound<'py, PyArray1<i64>>> {
+        let prefix_len: i64 = ranged(prefix_len, "prefix_len", "the int64 range")?;
+        Ok(self.tree.position_ids(prefix_len)?.into_pyarray(py))
     }
 
-    fn ancestor_mask_bits<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<u64>>> {
+    fn ancestor_mask_bits<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyArray2<u64>>> {
         let mask = self.tree.ancestor_mask();
         let shape = (mask.len(), mask.words_per_row());
         shaped(py, shape, mask.into_bits())
     }
 
-    fn ancestor_mask<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<bool>>> {
+    fn ancestor_mask<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyArray2<bool>>> {
         let n = self.tree.len();
         shaped(py, (n, n), self.tree.ancestor_mask().to_bools())
     }
 
-    fn children<'py>(
-        &self,
-        py: Python<'py>,
-        node: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        let node = int_arg(node, "node")?;
-        let children = self.tree.children(node).map_err(|err| tree_error(py, err))?;
+    fn children<'py>(&self, py: Python<'py>, node: &Bound<'py, PyAny>) -> Result<Bound<'py, PyArray1<i32>>> {
+        let node: i64 = ranged(node, "node", "the int64 range")?;
+        let children = self.tree.children(node)?;
         Ok(children.into_iter().map(|c| c as i32).collect::<Vec<_>>().into_pyarray(py))
     }
 
@@ -330,9 +211,9 @@ impl PyTokenTree {
         (to_i64(&csr.offsets).into_pyarray(py), indices.into_pyarray(py))
     }
 
-    fn path_to<'py>(&self, py: Python<'py>, node: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let node = int_arg(node, "node")?;
-        let path = self.tree.path_to(node).map_err(|err| tree_error(py, err))?;
+    fn path_to<'py>(&self, py: Python<'py>, node: &Bound<'py, PyAny>) -> Result<Bound<'py, PyArray1<i64>>> {
+        let node: i64 = ranged(node, "node", "the int64 range")?;
+        let path = self.tree.path_to(node)?;
         Ok(to_i64(&path).into_pyarray(py))
     }
 
@@ -340,9 +221,9 @@ impl PyTokenTree {
         &self,
         py: Python<'py>,
         target_ids: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, i64)> {
-        let targets = extract_tokens(target_ids, "target_ids")?;
-        let acceptance = self.tree.accept_greedy(targets.as_slice()).map_err(|err| tree_error(py, err))?;
+    ) -> Result<(Bound<'py, PyArray1<i64>>, i64)> {
+        let targets = tokens(target_ids, "target_ids")?;
+        let acceptance = self.tree.accept_greedy(targets.as_slice())?;
         Ok((to_i64(&acceptance.nodes).into_pyarray(py), i64::from(acceptance.bonus)))
     }
 }
@@ -363,14 +244,12 @@ fn build_tree_batch<'py>(
     trees: &Bound<'py, PyAny>,
     prefix_lens: &Bound<'py, PyAny>,
     root_token_ids: &Bound<'py, PyAny>,
-) -> PyResult<TreeBatch<'py>> {
+) -> Result<TreeBatch<'py>> {
     let args = tree_args(trees)?;
-    let prefix_lens = int_values(prefix_lens, "prefix_lens")?;
-    let roots = extract_tokens(root_token_ids, "root_token_ids")?;
-    let roots = roots.as_slice();
+    let prefix_lens = int64s(prefix_lens, "prefix_lens")?;
+    let roots = owned_tokens(root_token_ids, "root_token_ids")?;
     let refs: Vec<&TokenTree> = args.iter().map(TreeArg::tree).collect();
-    let batch = without_gil(py, || build_verification_batch(&refs, &prefix_lens, roots))
-        .map_err(|err| tree_error(py, err))?;
+    let batch = without_gil(py, || build_verification_batch(&refs, &prefix_lens, &roots))?;
     let (b, n) = (batch.batch, batch.width);
     Ok((
         shaped(py, (b, n), batch.token_ids)?,
@@ -378,33 +257,6 @@ fn build_tree_batch<'py>(
         shaped(py, (b, n, n), batch.mask)?,
         batch.lengths.into_pyarray(py),
     ))
-}
-
-/// `target_ids` as row-major i32 tokens plus the row width; any 2-D integer array-like.
-fn target_matrix(target_ids: &Bound<'_, PyAny>) -> PyResult<(Vec<i32>, usize, usize)> {
-    let py = target_ids.py();
-    let array = py.import("numpy")?.call_method1("asarray", (target_ids,))?;
-    let (kind, ndim, dtype) = array_info(&array)?.unwrap_or_default();
-    if ndim != 2 {
-        return Err(dtype_error(py, format!("target_ids must be 2-D [batch, width], got {ndim} dimensions")));
-    }
-    if kind != "i" && kind != "u" {
-        return Err(dtype_error(py, format!("target_ids must hold integer token ids, got dtype {dtype}")));
-    }
-    let array = array.call_method1("astype", ("int64",))?;
-    let array = array.cast::<PyArray2<i64>>()?.readonly();
-    let view = array.as_array();
-    let values = view
-        .iter()
-        .enumerate()
-        .map(|(index, &token)| {
-            i32::try_from(token)
-                .ok()
-                .filter(|t| *t >= 0)
-                .ok_or_else(|| tree_error(py, TreeError::InvalidToken { index, token }))
-        })
-        .collect::<PyResult<Vec<i32>>>()?;
-    Ok((values, view.nrows(), view.ncols()))
 }
 
 /// Accepted node indices per tree, and the bonus token of each tree.
@@ -416,16 +268,15 @@ fn accept_greedy_batch<'py>(
     py: Python<'py>,
     trees: &Bound<'py, PyAny>,
     target_ids: &Bound<'py, PyAny>,
-) -> PyResult<BatchAcceptance<'py>> {
+) -> Result<BatchAcceptance<'py>> {
     let args = tree_args(trees)?;
-    let (targets, rows, width) = target_matrix(target_ids)?;
+    let (targets, rows, width) = token_matrix(target_ids, "target_ids")?;
     let refs: Vec<&TokenTree> = args.iter().map(TreeArg::tree).collect();
     if rows != refs.len() {
-        let message = format!("target_ids has {rows} rows, expected one per tree ({})", refs.len());
-        return Err(tree_error(py, TreeError::InvalidParameter { name: "target_ids", reason: message }));
+        let reason = format!("target_ids has {rows} rows, expected one per tree ({})", refs.len());
+        return Err(TreeError::InvalidParameter { name: "target_ids", reason }.into());
     }
-    let accepted =
-        without_gil(py, || accept_batch(&refs, &targets, width)).map_err(|err| tree_error(py, err))?;
+    let accepted = without_gil(py, || accept_batch(&refs, &targets, width))?;
     let bonus: Vec<i64> = accepted.iter().map(|a| i64::from(a.bonus)).collect();
     let nodes = accepted.into_iter().map(|a| to_i64(&a.nodes).into_pyarray(py)).collect();
     Ok((nodes, bonus.into_pyarray(py)))

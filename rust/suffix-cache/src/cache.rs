@@ -88,28 +88,35 @@ impl SuffixCache {
     }
 
     /// Stops an active request: drops its local tree, keeps its response in the global tree as
-    /// a cached response (then enforces the budgets, evicting oldest first). A response larger
-    /// than the whole token budget is dropped right away instead of flushing the cache.
-    pub fn stop_request(&mut self, req: RequestId) -> Result<(), CacheError> {
+    /// a cached response (then enforces the budgets, evicting oldest first). An empty response
+    /// is not kept (it could never draft a token, and would only cost bookkeeping), and one
+    /// larger than the whole token budget is dropped right away instead of flushing the cache.
+    ///
+    /// Returns the requests whose responses are no longer cached after the call, `req` itself
+    /// first when its response was not kept, then the evicted ones oldest first: callers that
+    /// map ids onto requests forget exactly these.
+    pub fn stop_request(&mut self, req: RequestId) -> Result<Vec<RequestId>, CacheError> {
         self.active.remove(&req).ok_or(CacheError::UnknownRequest(req))?;
-        let Some(global) = &mut self.global else { return Ok(()) };
+        let Some(global) = &mut self.global else { return Ok(vec![req]) };
         let len = global.seq_len(req).unwrap_or(0);
-        if len > self.config.max_cached_tokens {
+        if len == 0 || len > self.config.max_cached_tokens {
             global.remove(req)?;
-            return Ok(());
+            return Ok(vec![req]);
         }
         global.shrink_seq(req);
         self.cached.insert(self.next_order, req);
         self.cached_order.insert(req, self.next_order);
         self.next_order += 1;
         self.cached_tokens += len;
+        let mut gone = Vec::new();
         while self.cached.len() > self.config.max_cached_requests.unwrap_or(usize::MAX)
             || self.cached_tokens > self.config.max_cached_tokens
         {
             let Some((_, &oldest)) = self.cached.first_key_value() else { break };
             self.evict_cached_response(oldest)?;
+            gone.push(oldest);
         }
-        Ok(())
+        Ok(gone)
     }
 
     /// Removes a cached response from the global tree.

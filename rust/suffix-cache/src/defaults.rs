@@ -33,9 +33,10 @@ pub const MAX_TREE_NODES: usize = 64;
 /// text, almost no hits). The arctic-compatible `SuffixCache.speculate` has no such filter.
 pub const MIN_MATCH_LEN: usize = 2;
 
-/// Most cached (stopped) responses kept in the global tree (vLLM's default for
-/// `suffix_decoding_max_cached_requests`).
-pub const MAX_CACHED_REQUESTS: usize = 10_000;
+/// Most cached (stopped) responses kept in the global tree: finite, so that many short responses
+/// (each costing a few hundred bytes of bookkeeping beyond its tokens) cannot grow memory without
+/// bound, and large enough that the token budget is what binds on real traces.
+pub const MAX_CACHED_REQUESTS: usize = 1 << 16;
 
 /// Most tokens of cached responses kept in the global tree (about 4M tokens).
 pub const MAX_CACHED_TOKENS: usize = 1 << 22;

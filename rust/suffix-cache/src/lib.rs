@@ -100,6 +100,15 @@ pub struct CacheStats {
 /// Default `max_cached_tokens` budget of the global tree (see [`defaults`]).
 pub const DEFAULT_MAX_CACHED_TOKENS: usize = defaults::MAX_CACHED_TOKENS;
 
+/// Default `max_cached_requests` budget (see [`defaults`]).
+pub const DEFAULT_MAX_CACHED_REQUESTS: usize = defaults::MAX_CACHED_REQUESTS;
+
+/// Largest `max_depth`. Appending a token costs `O(max_depth)` tree steps (every suffix of the
+/// last `max_depth` tokens is extended), so the cap bounds ingestion at `MAX_DEPTH` steps per
+/// token (a 40k-token prompt: at most ~41M steps) while staying far above useful depths
+/// (arctic and vLLM default to 24-64).
+pub const MAX_DEPTH: usize = 1024;
+
 /// Construction parameters of a [`SuffixCache`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {

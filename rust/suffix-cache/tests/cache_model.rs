@@ -64,8 +64,9 @@ impl Model {
         self.cached.iter().position(|c| c.0 == req)
     }
 
-    /// Applies `op`; returns the error the cache must report, if any.
-    fn apply(&mut self, op: &Op, config: &CacheConfig) -> Result<(), CacheError> {
+    /// Applies `op`; returns what the cache must report: an error, or the requests whose
+    /// responses a stop dropped or evicted (empty for every other operation).
+    fn apply(&mut self, op: &Op, config: &CacheConfig) -> Result<Vec<RequestId>, CacheError> {
         let global = config.max_cached_requests != Some(0) && config.max_cached_tokens != 0;
         match op {
             Op::Start(req, prompt) => {
@@ -91,14 +92,18 @@ impl Model {
             Op::Stop(req) => {
                 let i = self.active_index(*req).ok_or(CacheError::UnknownRequest(*req))?;
                 let (_, _, response) = self.active.remove(i);
-                if global && response.len() <= config.max_cached_tokens {
-                    self.cached.push((*req, response));
-                    while self.cached.len() > config.max_cached_requests.unwrap_or(usize::MAX)
-                        || self.cached_tokens() > config.max_cached_tokens
-                    {
-                        self.cached.remove(0);
-                    }
+                // Empty responses are not kept; nor is one larger than the whole budget.
+                if !global || response.is_empty() || response.len() > config.max_cached_tokens {
+                    return Ok(vec![*req]);
                 }
+                self.cached.push((*req, response));
+                let mut gone = Vec::new();
+                while self.cached.len() > config.max_cached_requests.unwrap_or(usize::MAX)
+                    || self.cached_tokens() > config.max_cached_tokens
+                {
+                    gone.push(self.cached.remove(0).0);
+                }
+                return Ok(gone);
             }
             Op::Evict(req) => {
                 let i = self.cached_index(*req).ok_or(CacheError::UnknownRequest(*req))?;
@@ -109,7 +114,7 @@ impl Model {
                 let _ = (context, params);
             }
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn cached_tokens(&self) -> usize {
@@ -146,12 +151,13 @@ proptest! {
             let before = cache.stats();
             let expected = model.apply(op, &config);
             let got = match op {
-                Op::Start(req, prompt) => cache.start_request(*req, prompt),
-                Op::Add(req, tokens) => cache.add_active_response(*req, tokens),
+                Op::Start(req, prompt) => cache.start_request(*req, prompt).map(|()| Vec::new()),
+                Op::Add(req, tokens) => cache.add_active_response(*req, tokens).map(|()| Vec::new()),
                 Op::Stop(req) => cache.stop_request(*req),
-                Op::Evict(req) => cache.evict_cached_response(*req),
+                Op::Evict(req) => cache.evict_cached_response(*req).map(|()| Vec::new()),
                 Op::Speculate(req, context, params) => cache.speculate(*req, context, params).map(|draft| {
                     assert_eq!(draft, model.draft(*req, context, params, &config), "{op:?}");
+                    Vec::new()
                 }),
             };
             prop_assert_eq!(&got, &expected, "{:?}", op);

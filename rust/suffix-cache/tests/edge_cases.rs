@@ -3,7 +3,10 @@
 mod common;
 
 use common::{naive_draft, substring_counts};
-use suffixspec_cache::{CacheConfig, Draft, SpecParams, SuffixCache, SuffixTree, TokenId};
+use suffixspec_cache::{
+    CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId,
+    DEFAULT_MAX_CACHED_REQUESTS, MAX_DEPTH,
+};
 
 fn params(max_spec_tokens: usize, use_tree_spec: bool) -> SpecParams {
     SpecParams {
@@ -35,9 +38,48 @@ fn empty_prompt_and_empty_context() {
     assert_eq!(cache.speculate(1, &[5, 6], &params(8, true)).unwrap(), Draft::default());
     cache.add_active_response(1, &[]).unwrap();
     assert_eq!(cache.stats().tokens, 0);
-    cache.stop_request(1).unwrap();
-    assert_eq!(cache.cached_requests(), vec![1]);
+    // An empty response is not kept: the stop reports it as gone.
+    assert_eq!(cache.stop_request(1).unwrap(), vec![1]);
+    assert_eq!(cache.cached_requests(), Vec::<u64>::new());
     cache.check_integrity().unwrap();
+}
+
+#[test]
+fn empty_responses_do_not_accumulate() {
+    let mut cache = SuffixCache::new(CacheConfig::default()).unwrap();
+    for req in 0..10_000u64 {
+        cache.start_request(req, &[]).unwrap();
+        assert_eq!(cache.stop_request(req).unwrap(), vec![req]);
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.active_requests, stats.cached_requests, stats.tokens), (0, 0, 0));
+    cache.check_integrity().unwrap();
+}
+
+#[test]
+fn default_budgets_are_finite_and_depth_is_capped() {
+    let config = CacheConfig::default();
+    assert_eq!(config.max_cached_requests, Some(DEFAULT_MAX_CACHED_REQUESTS));
+    assert!(SuffixTree::new(MAX_DEPTH).is_ok());
+    assert!(matches!(
+        SuffixTree::new(MAX_DEPTH + 1),
+        Err(CacheError::InvalidParameter { name: "max_depth", .. })
+    ));
+    assert!(SuffixCache::new(CacheConfig { max_depth: MAX_DEPTH + 1, ..config }).is_err());
+}
+
+#[test]
+fn stop_reports_the_responses_it_evicts() {
+    let config = CacheConfig { max_depth: 8, max_cached_requests: Some(2), max_cached_tokens: 1 << 20 };
+    let mut cache = SuffixCache::new(config).unwrap();
+    let mut reported = Vec::new();
+    for req in 0..5u64 {
+        cache.start_request(req, &[1]).unwrap();
+        cache.add_active_response(req, &[2, 3]).unwrap();
+        reported.push(cache.stop_request(req).unwrap());
+    }
+    assert_eq!(reported, vec![vec![], vec![], vec![0], vec![1], vec![2]]);
+    assert_eq!(cache.cached_requests(), vec![3, 4]);
 }
 
 #[test]

@@ -52,12 +52,12 @@ pub(crate) fn check_tokens(tokens: &[TokenId]) -> Result<(), CacheError> {
 }
 
 impl SuffixTree {
-    /// A new empty tree; `max_depth >= 1`.
+    /// A new empty tree; `1 <= max_depth <= MAX_DEPTH`.
     pub fn new(max_depth: usize) -> Result<Self, CacheError> {
-        if max_depth < 1 || max_depth >= u32::MAX as usize {
+        if !(1..=crate::MAX_DEPTH).contains(&max_depth) {
             return Err(CacheError::InvalidParameter {
                 name: "max_depth",
-                reason: format!("must be in [1, {}], got {max_depth}", u32::MAX - 1),
+                reason: format!("must be in [1, {}], got {max_depth}", crate::MAX_DEPTH),
             });
         }
         Ok(Self {
