@@ -29,9 +29,9 @@ typedef long long i64;
 
 namespace suffixspec {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerBlock = kWarps * 16;  // one m16 MMA tile of query rows per warp
+// The merge kernel's block; the attention kernel's warp count is a template parameter (WARPS).
+constexpr int kMergeWarps = 4;
+constexpr int kMergeThreads = kMergeWarps * 32;
 
 struct alignas(8) Float2 {
     float x, y;
@@ -124,16 +124,28 @@ struct TileSpan {
     bool tree;
 };
 
-template <bool BF16, int D>
+// WARPS: warps per block, each owning one m16 tile of query rows, so a block serves
+// 16 * WARPS rows and every KV tile it loads is shared by all of them (the tunable row-block
+// size: fewer row blocks means less re-reading of the same KV through L2).
+// PAGED (a separate instantiation, so the contiguous kernel pays nothing for it): k and v are the paged caches
+// [num_blocks, block_size, Hkv, D] (docs/paged_kv.md) with k_sb = the block stride, k_st = the
+// slot stride, k_sh = the head stride; request b's prefix is slots [0, context_lens[b]) and its
+// tree block the next n slots, each slot s at block block_tables[b][s / block_size]. t_prefix is
+// then the longest context (it sizes the splits).
+template <bool BF16, int D, int WARPS, bool PAGED>
 __device__ __forceinline__ void tree_attention_impl(
     const u16* __restrict__ q, i64 q_sb, i64 q_sh, i64 q_si,
     const u16* __restrict__ k, i64 k_sb, i64 k_sh, i64 k_st,
     const u16* __restrict__ v, i64 v_sb, i64 v_sh, i64 v_st,
     const u32* __restrict__ tree_bits, const u32* __restrict__ kv_bits,
     const int* __restrict__ prefix_len,
+    const int* __restrict__ block_tables, int bt_stride, int block_size,
+    const int* __restrict__ context_lens,
     u16* __restrict__ out, float* __restrict__ part_o, float* __restrict__ part_lse,
     int batch, int hq, int hkv, int n, int t_prefix, int tree_words, int kv_words,
     int chunk, int num_splits, float scale_log2) {
+    constexpr int kThreads = WARPS * 32;
+    constexpr int kRowsPerBlock = WARPS * 16;  // one m16 MMA tile of query rows per warp
     constexpr int BN = 4096 / D;  // keys per tile: 32 (D=128) or 64 (D=64)
     constexpr int LD = D + 8;     // padded smem row (16 B) keeps ldmatrix conflict-free
     constexpr int KT = D / 16;    // k-steps of Q.K^T
@@ -173,6 +185,11 @@ __device__ __forceinline__ void tree_attention_impl(
     const bool warp_active = mb * kRowsPerBlock + warp * 16 < rows;
     const i64 total_rows = (i64)batch * n * hq;
 
+    constexpr bool paged = PAGED;
+    // This request's prefix length in positions (paged: its own context; contiguous: shared,
+    // with left padding expressed by prefix_len).
+    if (paged) t_prefix = min(max(context_lens[b], 0), t_prefix);
+
     // The KV range of this split: prefix keys [c_lo, c_hi), plus the tree block on split 0.
     int plen = t_prefix;
     if (prefix_len != nullptr) plen = min(max(prefix_len[b], 0), t_prefix);
@@ -209,9 +226,9 @@ __device__ __forceinline__ void tree_attention_impl(
         return sp;
     };
 
-    const u16* k_base = k + (i64)b * k_sb + (i64)kvh * k_sh;
-    const u16* v_base = v + (i64)b * v_sb + (i64)kvh * v_sh;
-
+    const u16* k_base = k + (paged ? 0 : (i64)b * k_sb) + (i64)kvh * k_sh;
+    const u16* v_base = v + (paged ? 0 : (i64)b * v_sb) + (i64)kvh * v_sh;
+    const int* table = paged ? block_tables + (i64)b * bt_stride : nullptr;
     auto load_tile = [&](int tile, int buf) {
         const TileSpan sp = span_of(tile);
         const int lo = sp.tree ? sp.pos0 : c_lo;  // keys before c_lo belong to another split
@@ -221,8 +238,15 @@ __device__ __forceinline__ void tree_attention_impl(
             const int pos = sp.pos0 + r;
             const bool ok = pos >= lo && pos < sp.limit;
             const int src = ok ? pos : lo;
-            cp_async_16(smem_addr(&ks[buf][r * LD + cc * 8]), k_base + (i64)src * k_st + cc * 8, ok ? 16 : 0);
-            cp_async_16(smem_addr(&vs[buf][r * LD + cc * 8]), v_base + (i64)src * v_st + cc * 8, ok ? 16 : 0);
+            i64 k_off = (i64)src * k_st, v_off = (i64)src * v_st;
+            if (paged) {  // slot src lives in block table[src / block_size], row src % block_size
+                const i64 blk = table[src / block_size];
+                const int slot = src - (src / block_size) * block_size;
+                k_off = blk * k_sb + (i64)slot * k_st;
+                v_off = blk * v_sb + (i64)slot * v_st;
+            }
+            cp_async_16(smem_addr(&ks[buf][r * LD + cc * 8]), k_base + k_off + cc * 8, ok ? 16 : 0);
+            cp_async_16(smem_addr(&vs[buf][r * LD + cc * 8]), v_base + v_off + cc * 8, ok ? 16 : 0);
         }
         cp_async_commit();
     };
@@ -314,9 +338,11 @@ __device__ __forceinline__ void tree_attention_impl(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int s = e >> 1;
+                    // col >> 5 == (nt * 8) >> 5 (2t + 1 < 8): the word index is a compile-time
+                    // constant, so `words` stays in registers.
                     const int col = nt * 8 + 2 * t + (e & 1);
                     const int pos = sp.pos0 + col;
-                    const bool ok = pos >= lo && pos < sp.limit && bit_set(words[s][col >> 5], col & 31);
+                    const bool ok = pos >= lo && pos < sp.limit && bit_set(words[s][(nt * 8) >> 5], col & 31);
                     sc[nt][e] = ok ? sc[nt][e] * scale_log2 : neg_inf();
                     tile_max[s] = fmaxf(tile_max[s], sc[nt][e]);
                 }
@@ -404,7 +430,7 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
                                                   const float* __restrict__ part_lse,
                                                   u16* __restrict__ out, i64 total_rows, int num_splits) {
     constexpr int E = D / 32;  // elements per lane
-    const i64 r = (i64)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const i64 r = (i64)blockIdx.x * kMergeWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= total_rows) return;
 
@@ -435,29 +461,44 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
 
 }  // namespace suffixspec
 
-#define SUFFIXSPEC_TREE_ATTENTION_KERNEL(NAME, BF16, D)                                                \
-    extern "C" __global__ void __launch_bounds__(suffixspec::kThreads) NAME(                          \
-        const u16* q, i64 q_sb, i64 q_sh, i64 q_si, const u16* k, i64 k_sb, i64 k_sh, i64 k_st,       \
-        const u16* v, i64 v_sb, i64 v_sh, i64 v_st, const u32* tree_bits, const u32* kv_bits,         \
-        const int* prefix_len, u16* out, float* part_o, float* part_lse, int batch, int hq, int hkv,  \
-        int n, int t_prefix, int tree_words, int kv_words, int chunk, int num_splits,                 \
-        float scale_log2) {                                                                           \
-        suffixspec::tree_attention_impl<BF16, D>(q, q_sb, q_sh, q_si, k, k_sb, k_sh, k_st, v, v_sb,   \
-                                                 v_sh, v_st, tree_bits, kv_bits, prefix_len, out,     \
-                                                 part_o, part_lse, batch, hq, hkv, n, t_prefix,       \
-                                                 tree_words, kv_words, chunk, num_splits, scale_log2); \
+#define SUFFIXSPEC_TREE_ATTENTION_KERNEL(NAME, BF16, D, WARPS, PAGED)                                      \
+    extern "C" __global__ void __launch_bounds__(WARPS * 32, 1) NAME(                                    \
+        const u16* q, i64 q_sb, i64 q_sh, i64 q_si, const u16* k, i64 k_sb, i64 k_sh, i64 k_st,          \
+        const u16* v, i64 v_sb, i64 v_sh, i64 v_st, const u32* tree_bits, const u32* kv_bits,            \
+        const int* prefix_len, const int* block_tables, int bt_stride, int block_size,                   \
+        const int* context_lens, u16* out, float* part_o, float* part_lse, int batch, int hq, int hkv,   \
+        int n, int t_prefix, int tree_words, int kv_words, int chunk, int num_splits,                    \
+        float scale_log2) {                                                                              \
+        suffixspec::tree_attention_impl<BF16, D, WARPS, PAGED>(                                          \
+            q, q_sb, q_sh, q_si, k, k_sb, k_sh, k_st, v, v_sb, v_sh, v_st, tree_bits, kv_bits,           \
+            prefix_len, block_tables, bt_stride, block_size, context_lens, out, part_o, part_lse, batch, \
+            hq, hkv, n, t_prefix, tree_words, kv_words, chunk, num_splits, scale_log2);                  \
     }
 
 #define SUFFIXSPEC_MERGE_KERNEL(NAME, BF16, D)                                                           \
-    extern "C" __global__ void __launch_bounds__(suffixspec::kThreads) NAME(                            \
+    extern "C" __global__ void __launch_bounds__(suffixspec::kMergeThreads) NAME(                            \
         const float* part_o, const float* part_lse, u16* out, i64 total_rows, int num_splits) {         \
         suffixspec::merge_splits_impl<BF16, D>(part_o, part_lse, out, total_rows, num_splits);          \
     }
 
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_f16_d64, false, 64)
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_f16_d128, false, 128)
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_bf16_d64, true, 64)
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_bf16_d128, true, 128)
+// Variants w4 (4 warps, 64 rows per block; the original kernel) and w8 (8 warps, 128 rows),
+// each over the contiguous and the paged KV layout.
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_f16_d64, false, 64, 4, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_f16_d128, false, 128, 4, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_bf16_d64, true, 64, 4, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_bf16_d128, true, 128, 4, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_f16_d64, false, 64, 4, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_f16_d128, false, 128, 4, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_bf16_d64, true, 64, 4, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_bf16_d128, true, 128, 4, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_f16_d64, false, 64, 8, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_f16_d128, false, 128, 8, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_bf16_d64, true, 64, 8, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_bf16_d128, true, 128, 8, false)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_f16_d64, false, 64, 8, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_f16_d128, false, 128, 8, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_bf16_d64, true, 64, 8, true)
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_bf16_d128, true, 128, 8, true)
 
 SUFFIXSPEC_MERGE_KERNEL(suffixspec_merge_splits_f16_d64, false, 64)
 SUFFIXSPEC_MERGE_KERNEL(suffixspec_merge_splits_f16_d128, false, 128)
