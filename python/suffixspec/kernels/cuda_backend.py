@@ -414,6 +414,8 @@ def paged_tree_attention(
     if cache.key_cache.device != q.device:
         raise InvalidParameterError(f"q is on {q.device}, the paged cache on {cache.key_cache.device}")
     out = _check_call(q, tree_plan, out, cache.key_cache.dtype)
+    if cache.key_cache.data_ptr() % 16 or cache.value_cache.data_ptr() % 16:
+        raise DTypeError("the paged caches must start 16-byte aligned (the kernel copies 16-byte rows)")
     candidate = _resolve(candidate, None)
     if tree_plan.kv_valid is not None or tree_plan.prefix_lens is not None:
         raise InvalidParameterError("a paged step's plan must carry only the tree mask (see kernels.paged)")

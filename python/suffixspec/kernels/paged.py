@@ -135,6 +135,7 @@ def tree_attention(
         raise DTypeError(f"cache must be a PagedKV, got {type(cache).__name__}")
     if not isinstance(q, torch.Tensor) or q.ndim != 4:
         raise DTypeError("q must be a 4-D [B, Hq, n, D] tensor")
+    cache.check(q.shape[0], q.shape[2])
     step = contiguous_plan(tree_plan, cache)
     k, v = gather_contiguous(cache, q.shape[2])
     return reference.tree_attention(q, k, v, step, scale)
