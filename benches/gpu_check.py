@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-gib", type=float, default=24.0, help="skip points whose KV exceeds this")
     p.add_argument("--skip", default="", help="comma-separated stages to skip: device,tests,sweep,paged")
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, reference for the kernel")
+    # Internal: each sweep runs in a child process (a kernel fault is sticky for a CUDA context,
+    # so it must not poison the other stages); the child runs one layout's sweep and reads the
+    # device facts from the parent's report.
+    p.add_argument("--child-layout", choices=["contiguous", "paged"], help=argparse.SUPPRESS)
+    p.add_argument("--facts-from", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -420,7 +425,9 @@ def sweep_point(
         expected, row["checked_against"] = expected_output(q, k, v, contiguous_step, dry)
 
         def run(cand: cuda_backend.Candidate) -> Callable[[], Any]:
-            return lambda: cuda_backend.paged_tree_attention(q, cache, step, out=out, candidate=cand)
+            return lambda: cuda_backend.paged_tree_attention(
+                q, cache, step, out=out, candidate=cand, max_context=prefix
+            )
 
     sms = int(facts.get("sms") or 132)
     cands = cuda_backend.tuning_candidates(
@@ -482,8 +489,52 @@ def sweep_point(
     return row
 
 
+CHILD_DROPPED = {"--out", "--budget-s", "--log", "--child-layout", "--facts-from"}
+
+
+def child_argv(argv: list[str]) -> list[str]:
+    """``argv`` without the options the parent sets for its children."""
+    kept, skip_next = [], False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+        elif arg in CHILD_DROPPED:
+            skip_next = True
+        elif arg.split("=", 1)[0] not in CHILD_DROPPED:
+            kept.append(arg)
+    return kept
+
+
+def run_isolated(report: Report, argv: list[str], budget: Budget, layout: str) -> None:
+    """One layout's sweep in a child process; its rows are merged into this report (also what
+    a crashed or timed-out child wrote before it died)."""
+    child_out = report.path.with_name(f"{report.path.stem}_{layout}.json")
+    child_out.unlink(missing_ok=True)
+    left = max(1.0, budget.left())
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), *child_argv(argv), "--child-layout", layout,
+        "--out", str(child_out), "--budget-s", f"{left:.0f}", "--facts-from", str(report.path),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=left + 60)
+        returncode, output = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        returncode = None
+        output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+    report.log_file.write(output)
+    if child_out.exists():
+        child = json.loads(child_out.read_text())
+        report.data["sweep"].extend(child.get("sweep", []))
+        report.data["best"].extend(child.get("best", []))
+    if returncode != 0:
+        raise RuntimeError(f"the {layout} sweep child exited with {returncode}: {output[-2000:]}")
+
+
 def run_sweep(report: Report, args: argparse.Namespace, budget: Budget, layout: str) -> None:
-    facts = report.data["device"] or device_facts(args.dry_run)
+    facts = report.data["device"]
+    if facts is None and args.facts_from is not None and args.facts_from.exists():
+        facts = json.loads(args.facts_from.read_text()).get("device")
+    facts = facts or device_facts(args.dry_run)
     timer: Any = CpuTimer() if args.dry_run else CudaTimer(args.iters, args.warmup)
     if not args.dry_run:
         kernels.require()
@@ -534,11 +585,21 @@ def summary(row: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     log_path = args.log or args.out.with_suffix(".log")
     report = Report(args.out, log_path, args)
     budget = Budget(args.budget_s)
     skip = {s for s in args.skip.split(",") if s}
+    if args.child_layout is not None:
+        run_stage(
+            report,
+            budget,
+            args.child_layout,
+            lambda: run_sweep(report, args, budget, args.child_layout),
+            set(),
+        )
+        return 1 if report.data["stages"][args.child_layout]["status"] == "failed" else 0
 
     def device() -> None:
         report.data["device"] = device_facts(args.dry_run)
@@ -546,8 +607,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run_stage(report, budget, "device", device, skip)
     run_stage(report, budget, "tests", lambda: run_tests(report, args, budget), skip)
-    run_stage(report, budget, "sweep", lambda: run_sweep(report, args, budget, "contiguous"), skip)
-    run_stage(report, budget, "paged", lambda: run_sweep(report, args, budget, "paged"), skip)
+    run_stage(report, budget, "sweep", lambda: run_isolated(report, argv, budget, "contiguous"), skip)
+    run_stage(report, budget, "paged", lambda: run_isolated(report, argv, budget, "paged"), skip)
     report.data["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report.save()
     failed = [name for name, stage in report.data["stages"].items() if stage["status"] == "failed"]

@@ -76,3 +76,24 @@ def test_failing_tests_are_recorded_and_the_sweep_still_runs(tmp_path):
     assert stages["tests"]["status"] == "ok" and report["tests"]["returncode"] != 0
     assert stages["sweep"]["status"] == "ok" and stages["paged"]["status"] == "skipped"
     assert proc.returncode == 0
+
+
+def test_sweep_children_get_the_parents_options_but_their_own_outputs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = [
+        "--dry-run",
+        "--out",
+        "r.json",
+        "--budget-s=30",
+        "--iters",
+        "3",
+        "--log",
+        "x.log",
+        "--skip",
+        "tests",
+    ]
+    assert module.child_argv(argv) == ["--dry-run", "--iters", "3", "--skip", "tests"]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from suffixspec import kernels
+from suffixspec.errors import InvalidParameterError
 from suffixspec.kernels import cuda_backend, paged, reference
 from test_kernels_support import random_parents, random_validity, tree_batch_mask
 
@@ -86,6 +87,10 @@ def test_paged_kernel_matches_the_paged_reference(variant, block_size, dtype, di
             q, cache, step, candidate=cuda_backend.Candidate(variant, num_splits)
         )
         assert_close_to(got, expected)
+    # The sync-free form (the caller knows the longest context) computes the same.
+    synced = cuda_backend.paged_tree_attention(q, cache, step)
+    free = cuda_backend.paged_tree_attention(q, cache, step, max_context=max(contexts))
+    torch.testing.assert_close(free, synced, rtol=0, atol=0)
 
 
 def test_paged_kernel_at_long_context_and_batch_one():
@@ -98,3 +103,11 @@ def test_paged_kernel_at_long_context_and_batch_one():
     q = torch.randn(1, n, 32, 128, generator=gen, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
     step = kernels.plan(tree_mask=tree_mask)
     assert_close_to(cuda_backend.paged_tree_attention(q, cache, step), paged.tree_attention(q, cache, step))
+
+
+def test_paged_kernel_rejects_a_max_context_its_block_tables_cannot_hold():
+    cache = paged.random_paged_kv(1, 2, [20], 3, 64, 8, dtype=torch.float16, device="cuda")
+    q = torch.randn(1, 4, 3, 64, dtype=torch.float16, device="cuda")
+    tree = kernels.plan(tree_mask=torch.ones(1, 3, 3, dtype=torch.bool, device="cuda"))
+    with pytest.raises(InvalidParameterError, match="block-table columns"):
+        cuda_backend.paged_tree_attention(q, cache, tree, max_context=10**6)

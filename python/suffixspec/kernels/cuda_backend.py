@@ -399,11 +399,14 @@ def paged_tree_attention(
     *,
     out: torch.Tensor | None = None,
     candidate: Candidate | None = None,
+    max_context: int | None = None,
 ) -> torch.Tensor:
     """The CUDA kernel over the paged KV layout (``docs/paged_kv.md``); same contract as
     :func:`suffixspec.kernels.paged.tree_attention`. The plan carries only the tree mask (the
-    prefix of request ``b`` is its ``context_lens[b]`` slots); reads the context lengths once
-    (a host sync) to size the splits."""
+    prefix of request ``b`` is its ``context_lens[b]`` slots). ``max_context``: the longest
+    context, when the caller knows it (the scheduler does): no host sync, so the call can be
+    timed or captured in a CUDA graph; a context above it is clamped to it. Without it the
+    context lengths are read and checked (a host sync)."""
     if not isinstance(cache, PagedKV):
         raise DTypeError(f"cache must be a PagedKV, got {type(cache).__name__}")
     if not isinstance(q, torch.Tensor) or q.ndim != 4:
@@ -424,7 +427,16 @@ def paged_tree_attention(
         raise InvalidParameterError("a paged step's plan must carry only the tree mask (see kernels.paged)")
     tree_plan = tree_plan.to(q.device)
     tree_plan.check_kv(batch, n, n)
-    t_prefix = cache.check(batch, n)
+    if max_context is None:
+        t_prefix = cache.check(batch, n)
+    else:
+        t_prefix = int(max_context)
+        needed = -(-(t_prefix + n) // cache.block_size)
+        if t_prefix < 0 or cache.batch_size != batch or needed > cache.block_tables.shape[1]:
+            raise InvalidParameterError(
+                f"max_context {t_prefix} with {n} tree slots needs {needed} block-table columns for "
+                f"{batch} requests; the cache has {cache.block_tables.shape[1]} for {cache.batch_size}"
+            )
     if batch == 0 or n == 0 or hq == 0:
         return out
     q = _aligned(q, 2)
