@@ -62,7 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tests-budget-s", type=float, default=150.0, help="cap of the pytest stage")
     p.add_argument("--test-timeout-s", type=float, default=60.0, help="per-test timeout (pytest-timeout)")
     p.add_argument("--maxfail", type=int, default=25)
-    p.add_argument("--tests", default="tests", help="pytest paths run with -m gpu (space-separated)")
+    p.add_argument(
+        "--tests",
+        help="pytest paths run with -m gpu, space-separated (default: tests/test_*_gpu.py; not the whole "
+        "folder, whose other modules may need packages the GPU machine lacks)",
+    )
     p.add_argument("--batch", type=ints, default=[1, 8, 64])
     p.add_argument("--prefix", type=ints, default=[4096, 16384, 32768])
     p.add_argument("--nodes", type=ints, default=[16, 64, 128], help="tree sizes (root included)")
@@ -259,7 +263,7 @@ def run_tests(report: Report, args: argparse.Namespace, budget: Budget) -> None:
         "--tb=short",
         "--continue-on-collection-errors",
         f"--junitxml={junit}",
-        *args.tests.split(),
+        *test_paths(args.tests),
     ]
     try:
         import pytest_timeout  # noqa: F401
@@ -288,6 +292,12 @@ def run_tests(report: Report, args: argparse.Namespace, budget: Budget) -> None:
     result["output_tail"] = output[-4000:]
     result.update(junit_counts(junit))
     report.log(f"tests: {json.dumps({k: result.get(k) for k in ('passed', 'failed', 'errors', 'skipped')})}")
+
+
+def test_paths(option: str | None) -> list[str]:
+    if option:
+        return option.split()
+    return [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").glob("test_*_gpu.py"))]
 
 
 def junit_counts(path: Path) -> dict[str, Any]:
