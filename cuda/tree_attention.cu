@@ -29,9 +29,9 @@ typedef long long i64;
 
 namespace suffixspec {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
-constexpr int kRowsPerBlock = kWarps * 16;  // one m16 MMA tile of query rows per warp
+// The merge kernel's block; the attention kernel's warp count is a template parameter (WARPS).
+constexpr int kMergeWarps = 4;
+constexpr int kMergeThreads = kMergeWarps * 32;
 
 struct alignas(8) Float2 {
     float x, y;
@@ -124,18 +124,34 @@ struct TileSpan {
     bool tree;
 };
 
-template <bool BF16, int D>
+// WARPS: warps per block, each owning one m16 tile of query rows, so a block serves
+// 16 * WARPS rows and every KV tile it loads is shared by all of them (the tunable row-block
+// size: fewer row blocks means less re-reading of the same KV through L2).
+// PAGED (a separate instantiation, so the contiguous kernel pays nothing for it): k and v are the paged caches
+// [num_blocks, block_size, Hkv, D] (docs/paged_kv.md) with k_sb = the block stride, k_st = the
+// slot stride, k_sh = the head stride; request b's prefix is slots [0, context_lens[b]) and its
+// tree block the next n slots, each slot s at block block_tables[b][s / block_size]. t_prefix is
+// then the longest context (it sizes the splits).
+template <bool BF16, int D, int WARPS, bool PAGED, bool QSMEM>
 __device__ __forceinline__ void tree_attention_impl(
     const u16* __restrict__ q, i64 q_sb, i64 q_sh, i64 q_si,
     const u16* __restrict__ k, i64 k_sb, i64 k_sh, i64 k_st,
     const u16* __restrict__ v, i64 v_sb, i64 v_sh, i64 v_st,
     const u32* __restrict__ tree_bits, const u32* __restrict__ kv_bits,
     const int* __restrict__ prefix_len,
+    const int* __restrict__ block_tables, int bt_stride, int block_size,
+    const int* __restrict__ context_lens,
     u16* __restrict__ out, float* __restrict__ part_o, float* __restrict__ part_lse,
     int batch, int hq, int hkv, int n, int t_prefix, int tree_words, int kv_words,
     int chunk, int num_splits, float scale_log2) {
+    constexpr int kThreads = WARPS * 32;
+    constexpr int kRowsPerBlock = WARPS * 16;  // one m16 MMA tile of query rows per warp
     constexpr int BN = 4096 / D;  // keys per tile: 32 (D=128) or 64 (D=64)
-    constexpr int LD = D + 8;     // padded smem row (16 B) keeps ldmatrix conflict-free
+    // Shared-memory rows: padded by 16 B (LD = D + 8), or, with QSMEM, unpadded with the 16-byte
+    // chunks XOR-swizzled by the row (chunk ^ (row & 7)); both keep ldmatrix and cp.async free
+    // of bank conflicts (8 rows at one logical chunk land in 8 distinct 16-byte bank groups).
+    // The swizzle saves the padding so that the Q block fits beside two KV stages in 48 KB.
+    constexpr int LD = QSMEM ? D : D + 8;
     constexpr int KT = D / 16;    // k-steps of Q.K^T
     constexpr int NT = BN / 8;    // score n-tiles per KV tile
     constexpr int DT = D / 8;     // output n-tiles
@@ -146,6 +162,14 @@ __device__ __forceinline__ void tree_attention_impl(
 
     __shared__ alignas(16) u16 ks[2][BN * LD];
     __shared__ alignas(16) u16 vs[2][BN * LD];
+    // QSMEM: the block's query rows live in shared memory and each warp reloads its A fragments
+    // with ldmatrix per KV tile, instead of holding D/4 registers per thread for the whole sweep
+    // (registers are what limit occupancy).
+    __shared__ alignas(16) u16 qs[QSMEM ? kRowsPerBlock * LD : 8];
+    // Element offset of 16-byte chunk `chunk` of row `row` in a tile of LD-element rows.
+    auto soff = [](int row, int chunk) -> int {
+        return QSMEM ? row * LD + ((chunk ^ (row & 7)) << 3) : row * LD + (chunk << 3);
+    };
 
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
@@ -172,6 +196,11 @@ __device__ __forceinline__ void tree_attention_impl(
     }
     const bool warp_active = mb * kRowsPerBlock + warp * 16 < rows;
     const i64 total_rows = (i64)batch * n * hq;
+
+    constexpr bool paged = PAGED;
+    // This request's prefix length in positions (paged: its own context; contiguous: shared,
+    // with left padding expressed by prefix_len).
+    if (paged) t_prefix = min(max(context_lens[b], 0), t_prefix);
 
     // The KV range of this split: prefix keys [c_lo, c_hi), plus the tree block on split 0.
     int plen = t_prefix;
@@ -209,9 +238,9 @@ __device__ __forceinline__ void tree_attention_impl(
         return sp;
     };
 
-    const u16* k_base = k + (i64)b * k_sb + (i64)kvh * k_sh;
-    const u16* v_base = v + (i64)b * v_sb + (i64)kvh * v_sh;
-
+    const u16* k_base = k + (paged ? 0 : (i64)b * k_sb) + (i64)kvh * k_sh;
+    const u16* v_base = v + (paged ? 0 : (i64)b * v_sb) + (i64)kvh * v_sh;
+    const int* table = paged ? block_tables + (i64)b * bt_stride : nullptr;
     auto load_tile = [&](int tile, int buf) {
         const TileSpan sp = span_of(tile);
         const int lo = sp.tree ? sp.pos0 : c_lo;  // keys before c_lo belong to another split
@@ -221,15 +250,37 @@ __device__ __forceinline__ void tree_attention_impl(
             const int pos = sp.pos0 + r;
             const bool ok = pos >= lo && pos < sp.limit;
             const int src = ok ? pos : lo;
-            cp_async_16(smem_addr(&ks[buf][r * LD + cc * 8]), k_base + (i64)src * k_st + cc * 8, ok ? 16 : 0);
-            cp_async_16(smem_addr(&vs[buf][r * LD + cc * 8]), v_base + (i64)src * v_st + cc * 8, ok ? 16 : 0);
+            i64 k_off = (i64)src * k_st, v_off = (i64)src * v_st;
+            if (paged) {  // slot src lives in block table[src / block_size], row src % block_size
+                const i64 blk = table[src / block_size];
+                const int slot = src - (src / block_size) * block_size;
+                k_off = blk * k_sb + (i64)slot * k_st;
+                v_off = blk * v_sb + (i64)slot * v_st;
+            }
+            cp_async_16(smem_addr(&ks[buf][soff(r, cc)]), k_base + k_off + cc * 8, ok ? 16 : 0);
+            cp_async_16(smem_addr(&vs[buf][soff(r, cc)]), v_base + v_off + cc * 8, ok ? 16 : 0);
         }
         cp_async_commit();
     };
 
-    // Query fragments (A operand of Q.K^T) stay in registers for the whole KV sweep.
-    u32 qa[KT][4];
-    {
+    // Query fragments (A operand of Q.K^T): in registers for the whole KV sweep, or (QSMEM) in
+    // shared memory, written here and first read after the loop's first barrier.
+    u32 qa[QSMEM ? 1 : KT][4];
+    if constexpr (QSMEM) {
+        constexpr int PAIRS = D / 2;  // 4-byte loads: q rows are only 4-byte aligned
+        for (int idx = threadIdx.x; idx < kRowsPerBlock * PAIRS; idx += kThreads) {
+            const int r = idx / PAIRS;
+            const int col = 2 * (idx - r * PAIRS);
+            const int qrow_idx = mb * kRowsPerBlock + r;
+            u32 val = 0u;
+            if (qrow_idx < rows) {
+                const int nd = qrow_idx / group;
+                const int hd = kvh * group + qrow_idx - nd * group;
+                val = *reinterpret_cast<const u32*>(q + (i64)b * q_sb + (i64)hd * q_sh + (i64)nd * q_si + col);
+            }
+            *reinterpret_cast<u32*>(&qs[soff(r, col >> 3) + (col & 7)]) = val;
+        }
+    } else {
         const u16* qrow[2];
 #pragma unroll
         for (int s = 0; s < 2; ++s)
@@ -296,14 +347,29 @@ __device__ __forceinline__ void tree_attention_impl(
             for (int nt = 0; nt < NT; ++nt) sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.f;
 #pragma unroll
             for (int kt = 0; kt < KT; kt += 2) {
+                if constexpr (QSMEM) {  // A rows warp*16 + (lane & 15), k chunk 2kt + (lane >> 4)
+                    u32 a0[4], a1[4];
+                    const int qr = warp * 16 + (lane & 15);
+                    ldsm_x4(a0[0], a0[1], a0[2], a0[3], smem_addr(&qs[soff(qr, 2 * kt + (lane >> 4))]));
+                    ldsm_x4(a1[0], a1[1], a1[2], a1[3], smem_addr(&qs[soff(qr, 2 * kt + 2 + (lane >> 4))]));
 #pragma unroll
-                for (int nt = 0; nt < NT; ++nt) {
-                    u32 b0, b1, b2, b3;
-                    const int key = nt * 8 + (lane & 7);
-                    const int col = kt * 16 + (lane >> 3) * 8;
-                    ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf][key * LD + col]));
-                    mma_16816<BF16>(sc[nt], qa[kt], b0, b1);
-                    mma_16816<BF16>(sc[nt], qa[kt + 1], b2, b3);
+                    for (int nt = 0; nt < NT; ++nt) {
+                        u32 b0, b1, b2, b3;
+                        const int key = nt * 8 + (lane & 7);
+                        ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf][soff(key, 2 * kt + (lane >> 3))]));
+                        mma_16816<BF16>(sc[nt], a0, b0, b1);
+                        mma_16816<BF16>(sc[nt], a1, b2, b3);
+                    }
+                } else {
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt) {
+                        u32 b0, b1, b2, b3;
+                        const int key = nt * 8 + (lane & 7);
+                        const int col = kt * 16 + (lane >> 3) * 8;
+                        ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf][key * LD + col]));
+                        mma_16816<BF16>(sc[nt], qa[QSMEM ? 0 : kt], b0, b1);
+                        mma_16816<BF16>(sc[nt], qa[QSMEM ? 0 : kt + 1], b2, b3);
+                    }
                 }
             }
 
@@ -314,9 +380,11 @@ __device__ __forceinline__ void tree_attention_impl(
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int s = e >> 1;
+                    // col >> 5 == (nt * 8) >> 5 (2t + 1 < 8): the word index is a compile-time
+                    // constant, so `words` stays in registers.
                     const int col = nt * 8 + 2 * t + (e & 1);
                     const int pos = sp.pos0 + col;
-                    const bool ok = pos >= lo && pos < sp.limit && bit_set(words[s][col >> 5], col & 31);
+                    const bool ok = pos >= lo && pos < sp.limit && bit_set(words[s][(nt * 8) >> 5], col & 31);
                     sc[nt][e] = ok ? sc[nt][e] * scale_log2 : neg_inf();
                     tile_max[s] = fmaxf(tile_max[s], sc[nt][e]);
                 }
@@ -359,8 +427,7 @@ __device__ __forceinline__ void tree_attention_impl(
                 for (int dn = 0; dn < DT; dn += 2) {
                     u32 b0, b1, b2, b3;
                     const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                    const int col = (dn + (lane >> 4)) * 8;
-                    ldsm_x4_trans(b0, b1, b2, b3, smem_addr(&vs[buf][key * LD + col]));
+                    ldsm_x4_trans(b0, b1, b2, b3, smem_addr(&vs[buf][soff(key, dn + (lane >> 4))]));
                     mma_16816<BF16>(acc[dn], pa, b0, b1);
                     mma_16816<BF16>(acc[dn + 1], pa, b2, b3);
                 }
@@ -404,7 +471,7 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
                                                   const float* __restrict__ part_lse,
                                                   u16* __restrict__ out, i64 total_rows, int num_splits) {
     constexpr int E = D / 32;  // elements per lane
-    const i64 r = (i64)blockIdx.x * kWarps + (threadIdx.x >> 5);
+    const i64 r = (i64)blockIdx.x * kMergeWarps + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (r >= total_rows) return;
 
@@ -435,29 +502,54 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
 
 }  // namespace suffixspec
 
-#define SUFFIXSPEC_TREE_ATTENTION_KERNEL(NAME, BF16, D)                                                \
-    extern "C" __global__ void __launch_bounds__(suffixspec::kThreads) NAME(                          \
-        const u16* q, i64 q_sb, i64 q_sh, i64 q_si, const u16* k, i64 k_sb, i64 k_sh, i64 k_st,       \
-        const u16* v, i64 v_sb, i64 v_sh, i64 v_st, const u32* tree_bits, const u32* kv_bits,         \
-        const int* prefix_len, u16* out, float* part_o, float* part_lse, int batch, int hq, int hkv,  \
-        int n, int t_prefix, int tree_words, int kv_words, int chunk, int num_splits,                 \
-        float scale_log2) {                                                                           \
-        suffixspec::tree_attention_impl<BF16, D>(q, q_sb, q_sh, q_si, k, k_sb, k_sh, k_st, v, v_sb,   \
-                                                 v_sh, v_st, tree_bits, kv_bits, prefix_len, out,     \
-                                                 part_o, part_lse, batch, hq, hkv, n, t_prefix,       \
-                                                 tree_words, kv_words, chunk, num_splits, scale_log2); \
+#define SUFFIXSPEC_TREE_ATTENTION_KERNEL(NAME, BF16, D, WARPS, PAGED, QSMEM, BOUNDS)                        \
+    extern "C" __global__ void __launch_bounds__ BOUNDS NAME(                                             \
+        const u16* q, i64 q_sb, i64 q_sh, i64 q_si, const u16* k, i64 k_sb, i64 k_sh, i64 k_st,          \
+        const u16* v, i64 v_sb, i64 v_sh, i64 v_st, const u32* tree_bits, const u32* kv_bits,            \
+        const int* prefix_len, const int* block_tables, int bt_stride, int block_size,                   \
+        const int* context_lens, u16* out, float* part_o, float* part_lse, int batch, int hq, int hkv,   \
+        int n, int t_prefix, int tree_words, int kv_words, int chunk, int num_splits,                    \
+        float scale_log2) {                                                                              \
+        suffixspec::tree_attention_impl<BF16, D, WARPS, PAGED, QSMEM>(                                   \
+            q, q_sb, q_sh, q_si, k, k_sb, k_sh, k_st, v, v_sb, v_sh, v_st, tree_bits, kv_bits,           \
+            prefix_len, block_tables, bt_stride, block_size, context_lens, out, part_o, part_lse, batch, \
+            hq, hkv, n, t_prefix, tree_words, kv_words, chunk, num_splits, scale_log2);                  \
     }
 
 #define SUFFIXSPEC_MERGE_KERNEL(NAME, BF16, D)                                                           \
-    extern "C" __global__ void __launch_bounds__(suffixspec::kThreads) NAME(                            \
+    extern "C" __global__ void __launch_bounds__(suffixspec::kMergeThreads) NAME(                            \
         const float* part_o, const float* part_lse, u16* out, i64 total_rows, int num_splits) {         \
         suffixspec::merge_splits_impl<BF16, D>(part_o, part_lse, out, total_rows, num_splits);          \
     }
 
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_f16_d64, false, 64)
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_f16_d128, false, 128)
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_bf16_d64, true, 64)
-SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_bf16_d128, true, 128)
+// Variants (cuda_backend.VARIANTS): w4 (4 warps, 64 rows per block; the original kernel, compiled
+// exactly as before), w8 (8 warps, 128 rows), q4 (4 warps, Q and KV tiles in swizzled shared
+// memory), each over the contiguous and the paged KV layout. BOUNDS: __launch_bounds__; an
+// explicit minimum of blocks per SM where ptxas's default register heuristic would spill.
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_f16_d64, false, 64, 4, false, false, (128))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_f16_d128, false, 128, 4, false, false, (128))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_bf16_d64, true, 64, 4, false, false, (128))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_bf16_d128, true, 128, 4, false, false, (128))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_f16_d64, false, 64, 4, true, false, (128, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_f16_d128, false, 128, 4, true, false, (128, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_bf16_d64, true, 64, 4, true, false, (128, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_paged_bf16_d128, true, 128, 4, true, false, (128, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_f16_d64, false, 64, 8, false, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_f16_d128, false, 128, 8, false, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_bf16_d64, true, 64, 8, false, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_bf16_d128, true, 128, 8, false, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_f16_d64, false, 64, 8, true, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_f16_d128, false, 128, 8, true, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_bf16_d64, true, 64, 8, true, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w8_paged_bf16_d128, true, 128, 8, true, false, (256, 1))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_f16_d64, false, 64, 4, false, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_f16_d128, false, 128, 4, false, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_bf16_d64, true, 64, 4, false, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_bf16_d128, true, 128, 4, false, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_f16_d64, false, 64, 4, true, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_f16_d128, false, 128, 4, true, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_bf16_d64, true, 64, 4, true, true, (128, 2))
+SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_bf16_d128, true, 128, 4, true, true, (128, 2))
 
 SUFFIXSPEC_MERGE_KERNEL(suffixspec_merge_splits_f16_d64, false, 64)
 SUFFIXSPEC_MERGE_KERNEL(suffixspec_merge_splits_f16_d128, false, 128)

@@ -15,16 +15,18 @@ import pytest
 import torch
 
 from suffixspec import _native, kernels
-from suffixspec.kernels import cuda_backend
+from suffixspec.kernels import cuda_backend, paged
 
 nvrtc = pytest.importorskip("cuda.bindings.nvrtc", reason="cuda-bindings (NVRTC) is not installed")
 
 ARCHS = ("sm_80", "sm_90")
 ENTRY_POINTS = {
-    f"suffixspec_{kind}_{dtype}_d{dim}"
-    for kind in ("tree_attention", "merge_splits")
-    for dtype in ("f16", "bf16")
+    name
+    for dtype in (torch.float16, torch.bfloat16)
     for dim in (64, 128)
+    for variant in cuda_backend.VARIANTS
+    for paged in (False, True)
+    for name in cuda_backend.kernel_names(dtype, dim, variant, paged)
 }
 PTX_PARAM_SIZES = {"u64": 8, "s64": 8, "b64": 8, "u32": 4, "s32": 4, "b32": 4, "f32": 4}
 
@@ -124,13 +126,52 @@ def test_launch_arguments_match_the_kernel_parameters():
         prefix_lens=torch.tensor([15, 3]),
     )
     out = torch.empty(2, 5, 8, 64, dtype=torch.float16)
-    cfg = cuda_backend.launch_config(batch=2, kv_heads=2, rows=20, t_prefix=15, head_dim=64, num_sms=132)
-    attention = cuda_backend.attention_args(q, k, v, step, out, None, None, t_prefix=15, cfg=cfg, scale=None)
-    merge = cuda_backend.merge_args(None, None, out, cfg)
-    for dtype in ("f16", "bf16"):
-        for dim in (64, 128):
-            for kind, args in (("tree_attention", attention), ("merge_splits", merge)):
-                params = entries[f"suffixspec_{kind}_{dtype}_d{dim}"]
-                assert _sizes(args) == [PTX_PARAM_SIZES[p] for p in params], kind
-                # Floats go where the kernel expects floats, integers elsewhere.
-                assert [a.dtype.kind == "f" for a in args] == [p == "f32" for p in params], kind
+    cache = paged.random_paged_kv(2, 2, [15, 3], 5, 64, 16, dtype=torch.float16)
+    tree_only = kernels.plan(tree_mask=torch.ones(2, 5, 5, dtype=torch.bool))
+    for variant in cuda_backend.VARIANTS:
+        cfg = cuda_backend.launch_config(
+            batch=2, kv_heads=2, rows=20, t_prefix=15, head_dim=64, num_sms=132, variant=variant
+        )
+        contiguous = cuda_backend.attention_args(
+            q, k, v, step, out, None, None, t_prefix=15, cfg=cfg, scale=None
+        )
+        paged_args = cuda_backend.attention_args(
+            q, cache.key_cache, cache.value_cache, tree_only, out, None, None,
+            t_prefix=15, cfg=cfg, scale=None, cache=cache,
+        )  # fmt: skip
+        merge = cuda_backend.merge_args(None, None, out, cfg)
+        for dtype in (torch.float16, torch.bfloat16):
+            for dim in (64, 128):
+                attention_name, merge_name = cuda_backend.kernel_names(dtype, dim, variant)
+                paged_name, _ = cuda_backend.kernel_names(dtype, dim, variant, paged=True)
+                for name, args in (
+                    (attention_name, contiguous),
+                    (paged_name, paged_args),
+                    (merge_name, merge),
+                ):
+                    params = entries[name]
+                    assert _sizes(args) == [PTX_PARAM_SIZES[p] for p in params], name
+                    # Floats go where the kernel expects floats, integers elsewhere.
+                    assert [a.dtype.kind == "f" for a in args] == [p == "f32" for p in params], name
+
+
+def test_register_budget_per_variant():
+    """The report ``ptxas -v`` gives through NVRTC: registers per thread of every attention
+    entry point stay within what one block of its variant may use at 1 block/SM (65536 / threads,
+    capped at 255), so no variant is launched out of resources."""
+    for arch in ARCHS:
+        log, _ = compiled("tree_attention.cu", arch)
+        regs = {}
+        for block in re.split(r"ptxas info\s*: Compiling entry function", log)[1:]:
+            name = re.search(r"'(\w+)'", block)
+            used = re.search(r"Used (\d+) registers", block)
+            if name and used:
+                regs[name.group(1)] = int(used.group(1))
+        assert regs, log
+        for variant, spec in cuda_backend.VARIANTS.items():
+            for dtype in (torch.float16, torch.bfloat16):
+                for dim in (64, 128):
+                    for layout in (False, True):
+                        name = cuda_backend.kernel_names(dtype, dim, variant, layout)[0]
+                        assert name in regs, f"no register report for {name} on {arch}:\n{log}"
+                        assert regs[name] <= min(255, 65536 // spec.threads), (arch, name, regs[name])

@@ -1,0 +1,181 @@
+"""Tree attention over the paged KV layout of ``docs/paged_kv.md``: the layout's container, its
+torch reference (the oracle of the CUDA kernel's paged mode) and a random-cache builder for tests
+and benchmarks.
+
+A verification step has already written the ``n`` tree nodes' K/V (root first) at slots
+``context_lens[b] .. context_lens[b] + n - 1`` of request ``b``; query ``i`` sees every slot
+``< context_lens[b]`` and, among the tree slots, those ``tree_mask[b, i]`` allows. Ragged trees
+are padded to ``n`` nodes per request as in the contiguous path (padding rows see the root and
+themselves), so every request has ``n`` tree slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from suffixspec.errors import DTypeError, InvalidParameterError
+from suffixspec.kernels import reference
+from suffixspec.kernels.plan import TreeAttentionPlan, plan
+
+__all__ = ["PagedKV", "gather_contiguous", "random_paged_kv", "tree_attention"]
+
+
+@dataclass(frozen=True)
+class PagedKV:
+    """One layer's paged KV cache and the step's block tables.
+
+    Attributes:
+        key_cache, value_cache: ``[num_blocks, block_size, Hkv, D]``, contiguous.
+        block_tables: int32 ``[B, max_blocks]``: physical block of each logical block.
+        context_lens: int32 ``[B]``: tokens cached before this step's tree block.
+    """
+
+    key_cache: torch.Tensor
+    value_cache: torch.Tensor
+    block_tables: torch.Tensor
+    context_lens: torch.Tensor
+
+    def __post_init__(self) -> None:
+        kc, vc, bt, cl = self.key_cache, self.value_cache, self.block_tables, self.context_lens
+        if not all(isinstance(x, torch.Tensor) for x in (kc, vc, bt, cl)):
+            raise DTypeError("PagedKV fields must be torch tensors")
+        if kc.ndim != 4 or kc.shape != vc.shape or kc.dtype != vc.dtype:
+            raise DTypeError(
+                f"key_cache and value_cache must be equal [num_blocks, block_size, Hkv, D] tensors, "
+                f"got {tuple(kc.shape)} {kc.dtype} and {tuple(vc.shape)} {vc.dtype}"
+            )
+        if not (kc.is_contiguous() and vc.is_contiguous()):
+            raise DTypeError("key_cache and value_cache must be contiguous")
+        block_size = kc.shape[1]
+        if block_size < 8 or block_size & (block_size - 1):
+            raise InvalidParameterError(f"block_size must be a power of two >= 8, got {block_size}")
+        if bt.dtype != torch.int32 or bt.ndim != 2 or cl.dtype != torch.int32 or cl.ndim != 1:
+            raise DTypeError("block_tables must be int32 [B, max_blocks] and context_lens int32 [B]")
+        if bt.shape[0] != cl.shape[0]:
+            raise InvalidParameterError(f"block_tables has {bt.shape[0]} rows, context_lens {cl.shape[0]}")
+        if not (kc.device == bt.device == cl.device):
+            raise InvalidParameterError("the caches, block_tables and context_lens must share a device")
+
+    @property
+    def batch_size(self) -> int:
+        return self.block_tables.shape[0]
+
+    @property
+    def block_size(self) -> int:
+        return self.key_cache.shape[1]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.key_cache.shape[2]
+
+    @property
+    def head_dim(self) -> int:
+        return self.key_cache.shape[3]
+
+    def check(self, batch: int, n: int) -> int:
+        """Checks the step against ``batch`` requests of ``n`` tree slots each (reads the lengths:
+        a host sync) and returns the longest context."""
+        if self.batch_size != batch:
+            raise InvalidParameterError(f"the paged KV has {self.batch_size} requests, the queries {batch}")
+        if batch == 0:
+            return 0
+        lens = self.context_lens.cpu()
+        if int(lens.min()) < 0:
+            raise InvalidParameterError("context_lens must be >= 0")
+        needed = -(-(int(lens.max()) + n) // self.block_size)
+        if needed > self.block_tables.shape[1]:
+            raise InvalidParameterError(
+                f"a request needs {needed} blocks for its context and {n} tree slots, "
+                f"block_tables has {self.block_tables.shape[1]} columns"
+            )
+        return int(lens.max())
+
+
+def gather_contiguous(cache: PagedKV, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``k, v [B, Hkv, T + n, D]`` with ``T`` the longest context: each request's context
+    right-aligned in ``[T - context_lens[b], T)`` (left padding, zeros) and its ``n`` tree slots
+    in the last ``n`` positions, i.e. the contiguous layout with ``prefix_lens = context_lens``."""
+    t_prefix = cache.check(cache.batch_size, n)
+    batch, hkv, dim = cache.batch_size, cache.kv_heads, cache.head_dim
+    k = cache.key_cache.new_zeros(batch, hkv, t_prefix + n, dim)
+    v = torch.zeros_like(k)
+    for b in range(batch):
+        ctx = int(cache.context_lens[b])
+        slots = torch.arange(ctx + n, device=cache.key_cache.device)
+        blocks = cache.block_tables[b, slots // cache.block_size].long()
+        rows = slots % cache.block_size
+        start = t_prefix - ctx
+        k[b, :, start:] = cache.key_cache[blocks, rows].transpose(0, 1)
+        v[b, :, start:] = cache.value_cache[blocks, rows].transpose(0, 1)
+    return k, v
+
+
+def contiguous_plan(tree_plan: TreeAttentionPlan, cache: PagedKV) -> TreeAttentionPlan:
+    """The contiguous-layout plan equivalent to ``tree_plan`` over ``cache``: its tree mask with
+    the prefix limited to each request's context. The paged layout has no holes or left padding
+    of its own, so a plan with ``kv_valid`` or ``prefix_lens`` is refused."""
+    if not isinstance(tree_plan, TreeAttentionPlan):
+        raise DTypeError(f"tree_plan must be a TreeAttentionPlan, got {type(tree_plan).__name__}")
+    if tree_plan.kv_valid is not None or tree_plan.prefix_lens is not None:
+        raise InvalidParameterError(
+            "a paged step's prefix is each request's context (context_lens): the plan must carry "
+            "only the tree mask (no kv_valid, no prefix_lens)"
+        )
+    return plan(tree_mask=tree_plan.tree_mask, prefix_lens=cache.context_lens.to(tree_plan.device))
+
+
+def tree_attention(
+    q: torch.Tensor, cache: PagedKV, tree_plan: TreeAttentionPlan, scale: float | None = None
+) -> torch.Tensor:
+    """Reference tree attention over the paged layout: ``q [B, Hq, n, D]`` -> ``[B, n, Hq, D]``
+    (gathers the pages into the contiguous layout, then :func:`reference.tree_attention`)."""
+    if not isinstance(cache, PagedKV):
+        raise DTypeError(f"cache must be a PagedKV, got {type(cache).__name__}")
+    if not isinstance(q, torch.Tensor) or q.ndim != 4:
+        raise DTypeError("q must be a 4-D [B, Hq, n, D] tensor")
+    cache.check(q.shape[0], q.shape[2])
+    step = contiguous_plan(tree_plan, cache)
+    k, v = gather_contiguous(cache, q.shape[2])
+    return reference.tree_attention(q, k, v, step, scale)
+
+
+def random_paged_kv(
+    batch: int,
+    kv_heads: int,
+    context_lens: list[int],
+    n: int,
+    head_dim: int,
+    block_size: int = 16,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+    spare_blocks: int = 3,
+) -> PagedKV:
+    """A cache holding random K/V for ``batch`` requests of ``context_lens[b] + n`` slots, with
+    their blocks scattered over the pool in a random order (plus ``spare_blocks`` unused ones,
+    filled with NaN so that reading a wrong block shows)."""
+    if len(context_lens) != batch:
+        raise InvalidParameterError(f"{len(context_lens)} context lengths for batch {batch}")
+    needed = [-(-(ctx + n) // block_size) for ctx in context_lens]
+    total = sum(needed) + spare_blocks
+    key_cache = torch.randn(
+        total, block_size, kv_heads, head_dim, generator=generator, dtype=dtype, device=device
+    )
+    value_cache = torch.randn(
+        total, block_size, kv_heads, head_dim, generator=generator, dtype=dtype, device=device
+    )
+    order = torch.randperm(total, generator=generator, device=device)
+    used = order[: sum(needed)]
+    spare = order[sum(needed) :]
+    key_cache[spare] = float("nan")
+    value_cache[spare] = float("nan")
+    tables = torch.zeros(batch, max(needed, default=0), dtype=torch.int32, device=device)
+    start = 0
+    for b, count in enumerate(needed):
+        tables[b, :count] = used[start : start + count].to(torch.int32)
+        start += count
+    lens = torch.tensor(context_lens, dtype=torch.int32, device=device)
+    return PagedKV(key_cache, value_cache, tables, lens)

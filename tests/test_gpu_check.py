@@ -1,0 +1,101 @@
+"""``benches/gpu_check.py`` in its CPU dry-run mode: every stage but the CUDA timing runs, so a
+broken script is caught before a lent GPU run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benches" / "gpu_check.py"
+
+
+def run_check(tmp_path: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--dry-run",
+            "--out",
+            str(out),
+            "--tests",
+            "tests/test_kernels_gpu.py",
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc, json.loads(out.read_text())
+
+
+def test_dry_run_writes_a_complete_report(tmp_path):
+    proc, report = run_check(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["schema"] == 1 and report["dry_run"] is True
+    assert {name: stage["status"] for name, stage in report["stages"].items()} == {
+        "device": "ok",
+        "tests": "ok",
+        "sweep": "ok",
+        "paged": "ok",
+    }
+    assert report["device"]["sms"] > 0
+    tests = report["tests"]
+    assert tests["failed"] == 0 and tests["errors"] == 0
+    assert tests["passed"] + tests["skipped"] > 0  # the GPU suite was collected (and skipped here)
+    layouts = {row["layout"] for row in report["sweep"]}
+    assert layouts == {"contiguous", "paged"}
+    for row in report["sweep"]:
+        assert "error" not in row, row
+        b, h, n, p, d = (row[key] for key in ("batch", "heads", "nodes", "prefix", "head_dim"))
+        assert row["flops"] == 4 * b * h * n * (p + n) * d
+        # Every candidate of every point ran and matched the reference (the paged reference
+        # against the contiguous one, here).
+        assert row["candidates"] and all(c.get("ok") for c in row["candidates"]), row["candidates"]
+        assert {c["candidate"]["variant"] for c in row["candidates"]} >= {"w4", "w8"}
+        assert row["best"] in [c["candidate"] for c in row["candidates"]]
+    assert len(report["best"]) == len(report["sweep"])
+    assert (tmp_path / "report.log").read_text().count("stage") >= 8
+
+
+def test_an_exhausted_budget_skips_stages_cleanly(tmp_path):
+    proc, report = run_check(tmp_path, "--budget-s", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(stage["status"] == "skipped" for stage in report["stages"].values())
+    assert report["sweep"] == [] and "finished_utc" in report
+
+
+def test_failing_tests_are_recorded_and_the_sweep_still_runs(tmp_path):
+    # An unknown test path makes pytest exit non-zero; the sweep must still run.
+    proc, report = run_check(tmp_path, "--tests", "tests/no_such_file.py", "--skip", "paged")
+    stages = report["stages"]
+    assert stages["tests"]["status"] == "ok" and report["tests"]["returncode"] != 0
+    assert stages["sweep"]["status"] == "ok" and stages["paged"]["status"] == "skipped"
+    assert proc.returncode == 0
+
+
+def test_sweep_children_get_the_parents_options_but_their_own_outputs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = [
+        "--dry-run",
+        "--out",
+        "r.json",
+        "--budget-s=30",
+        "--iters",
+        "3",
+        "--log",
+        "x.log",
+        "--skip",
+        "tests",
+    ]
+    assert module.child_argv(argv) == ["--dry-run", "--iters", "3", "--skip", "tests"]
+    assert {"tests/test_kernels_gpu.py", "tests/test_kernels_paged_gpu.py"} <= set(module.test_paths(None))
+    assert "tests/test_gpu_check.py" not in module.test_paths(None)
