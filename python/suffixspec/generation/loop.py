@@ -88,7 +88,9 @@ class SpeculativeLoop:
 
     # -- phases ---------------------------------------------------------------------------------
     def _prefill(self, requests: list[Request]) -> TreeKVCache:
-        ids, mask = left_pad([r.context for r in requests], self.decode.pad_token_id)
+        # Padding is masked out; an in-vocabulary filler keeps the embedding lookup valid.
+        filler = self.decode.pad_token_id if self.decode.pad_token_id < self.info.vocab_size else 0
+        ids, mask = left_pad([r.context for r in requests], filler)
         ids_t = torch.from_numpy(ids).to(self.device)
         mask_t = torch.from_numpy(mask).to(self.device)
         # Positions as `model.generate` derives them from a padded mask.
@@ -99,8 +101,8 @@ class SpeculativeLoop:
             input_ids=ids_t,
             attention_mask=mask_t,
             position_ids=positions,
-            past_key_values=kv.cache,
             use_cache=True,
+            **{self.info.cache_kwarg: kv.cache},
             **extra,
         )
         first = self._next_tokens(out.logits[:, -1])
@@ -141,8 +143,8 @@ class SpeculativeLoop:
             input_ids=tokens,
             position_ids=positions,
             attention_mask=mask,
-            past_key_values=kv.cache,
             use_cache=True,
+            **{self.info.cache_kwarg: kv.cache},
             **self.backend.forward_kwargs(tree_mask, kv.valid),
         )
         self.batch.forward_passes += 1
@@ -183,6 +185,8 @@ class SpeculativeLoop:
 
     def _decode(self, requests: list[Request]) -> None:
         t0 = time.perf_counter()
+        max_time = self.decode.max_time
+        deadline = None if max_time is None else t0 + max_time
         kv = self._prefill(requests)
         prefill = time.perf_counter() - t0
         self.batch.forward_passes += 1
@@ -191,6 +195,12 @@ class SpeculativeLoop:
             r.stats.prefill_time_s = prefill
         active = self._retire(kv, list(requests))
         while active:
+            if deadline is not None and time.perf_counter() >= deadline:
+                # `max_time`: stop at this step boundary; every output is a prefix of plain output.
+                for r in active:
+                    r.done, r.stats.finish_reason = True, "time"
+                    self._finish(r.req_id)
+                return
             active = self._step(kv, active)
 
     def _step(self, kv: TreeKVCache, active: list[Request]) -> list[Request]:
