@@ -7,7 +7,6 @@ varied (wide logit gaps also keep fp32 rounding away from the argmax).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -16,6 +15,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 VOCAB = 96
 HEAD_SCALE = 8.0
+MAX_PARAMS = 5_000_000
 
 # Size fields under their various names, set only where the config class has the field.
 _SIZES: dict[str, Any] = {
@@ -64,10 +64,19 @@ def causal_lm_classes() -> dict[str, str]:
     return {cls: model_type for model_type, cls in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items()}
 
 
-@functools.cache
+_built: dict[str, torch.nn.Module] = {}
+
+
 def tiny_model(class_name: str, seed: int = 0, **overrides: Any) -> torch.nn.Module:
-    """A tiny fp32 CPU model of `class_name` with wide logit gaps; raises when the architecture
-    cannot be built from a small config."""
+    """A tiny fp32 CPU model of `class_name` with wide logit gaps (built once per arguments);
+    raises when the architecture cannot be built from a small config."""
+    key = repr((class_name, seed, sorted(overrides.items())))
+    if key not in _built:
+        _built[key] = _build(class_name, seed, overrides)
+    return _built[key]
+
+
+def _build(class_name: str, seed: int, overrides: dict[str, Any]) -> torch.nn.Module:
     model_type = causal_lm_classes()[class_name]
     config_cls = transformers.AutoConfig.for_model(model_type).__class__
     defaults = config_cls()
@@ -76,8 +85,13 @@ def tiny_model(class_name: str, seed: int = 0, **overrides: Any) -> torch.nn.Mod
     sizes.update(_FIXUPS.get(model_type, {}))
     sizes.update(overrides)
     config = config_cls(**sizes)
+    model_cls = getattr(transformers, class_name)
+    with torch.device("meta"):  # sized first: some configs ignore the small fields
+        params = sum(p.numel() for p in model_cls(config).parameters())
+    if params > MAX_PARAMS:
+        raise ValueError(f"{class_name} has {params} parameters from a tiny config (cap {MAX_PARAMS})")
     torch.manual_seed(seed)
-    model = getattr(transformers, class_name)(config)
+    model = model_cls(config)
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(HEAD_SCALE)
     return model.eval()

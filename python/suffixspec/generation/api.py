@@ -124,7 +124,7 @@ def run_generation(
     if cache is not None and not isinstance(cache, SuffixCache):
         raise InvalidParameterError(f"cache must be a suffixspec.SuffixCache, got {type(cache).__name__}")
     if proposer is None:
-        proposer = SuffixProposer(cache if cache is not None else SuffixCache(), spec)
+        proposer = SuffixProposer(cache if cache is not None else SuffixCache(), spec, info.vocab_size)
     elif cache is not None:
         raise InvalidParameterError("pass either cache or proposer, not both")
     backend = AttentionBackend(model, attention)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from suffixspec import TokenTree, build_tree_batch
-from suffixspec.errors import InvalidParameterError
+from suffixspec.errors import InvalidParameterError, InvalidTokenError, InvalidTreeError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.batch import Request, left_pad
 from suffixspec.generation.compat import ModelInfo
@@ -18,7 +18,7 @@ from suffixspec.generation.config import DecodeConfig, SpecConfig
 from suffixspec.generation.kv_cache import TreeKVCache
 from suffixspec.generation.logits import TargetScorer
 from suffixspec.generation.masks import block_mask
-from suffixspec.generation.proposer import Proposer, empty_tree, limit_depth
+from suffixspec.generation.proposer import Proposer, empty_tree, limit_depth, merge_duplicate_siblings
 from suffixspec.generation.stats import BatchStats
 from suffixspec.generation.streaming import StreamSink
 from suffixspec.generation.verify import accept_greedy, accept_sampling, sample_tokens
@@ -175,9 +175,10 @@ class SpeculativeLoop:
                 self.sink.prompt(requests[0].context)
             with self.backend.active():
                 self._decode(requests)
+        except BaseException:
+            self._abort(requests)
+            raise
         finally:
-            for req_id in list(self._open):  # aborted: still hand over what was generated
-                self._finish(req_id)
             if self.sink is not None:
                 self.sink.end()
         self.batch.total_time_s = time.perf_counter() - start
@@ -211,6 +212,7 @@ class SpeculativeLoop:
         trees = self.proposer.propose(
             [r.req_id for r in active], [r.context for r in active], budgets, depths
         )
+        trees = self._checked_trees(trees, active)
         trees = [
             limit_depth(t.prune(b) if len(t) > b else t, d) if len(t) else t
             for t, b, d in zip(trees, budgets, depths, strict=True)
@@ -233,6 +235,37 @@ class SpeculativeLoop:
             r.stats.propose_time_s += propose
             r.stats.verify_time_s += verify
         return self._retire(kv, active)
+
+    def _abort(self, requests: list[Request]) -> None:
+        """A failed call: the proposer undoes it where it can (a failed `generate` leaves the
+        cache as it was), else the open requests are finished with what they generated."""
+        abort = getattr(self.proposer, "abort", None)
+        if callable(abort):
+            self._open.clear()
+            abort([r.req_id for r in requests])
+        else:
+            for req_id in list(self._open):
+                self._finish(req_id)
+
+    def _checked_trees(self, trees: Any, active: list[Request]) -> list[TokenTree]:
+        """The proposer's trees, checked (typed errors for malformed ones or ids outside the
+        vocabulary) and with duplicate siblings merged."""
+        if not isinstance(trees, (list, tuple)) or len(trees) != len(active):
+            got = f"{len(trees)} trees" if isinstance(trees, (list, tuple)) else type(trees).__name__
+            raise InvalidTreeError(f"the proposer returned {got} for {len(active)} requests")
+        checked = []
+        for r, tree in zip(active, trees, strict=True):
+            if not isinstance(tree, TokenTree):
+                raise InvalidTreeError(
+                    f"the proposer returned a {type(tree).__name__} for request {r.req_id!r}, not a TokenTree"
+                )
+            if len(tree) and int(np.asarray(tree.token_ids).max()) >= self.info.vocab_size:
+                raise InvalidTokenError(
+                    f"the proposer drafted token id {int(np.asarray(tree.token_ids).max())} for request "
+                    f"{r.req_id!r}, outside the model's vocabulary [0, {self.info.vocab_size})"
+                )
+            checked.append(merge_duplicate_siblings(tree))
+        return checked
 
     def _finish(self, req_id: Any) -> None:
         del self._open[req_id]
