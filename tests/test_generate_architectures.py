@@ -32,7 +32,13 @@ VARIANTS: dict[str, dict] = {
 }
 # The bounded sample CI runs by default: one per family of attention handling (rotary + GQA,
 # sliding windows, per-layer-type masks with soft-capping, learned absolute positions).
-CI_SAMPLE = ("LlamaForCausalLM", "MistralForCausalLM", "Gemma2ForCausalLM", "GPT2LMHeadModel", "GPTNeoForCausalLM")
+CI_SAMPLE = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Gemma2ForCausalLM",
+    "GPT2LMHeadModel",
+    "GPTNeoForCausalLM",
+)
 
 
 def served_model(name: str) -> torch.nn.Module:
@@ -113,7 +119,9 @@ def check_lossless(name: str, c: dict) -> None:
     refs = [plain(model, p, c["new"]) for p in prompts]
     kw = dict(max_new_tokens=c["new"], pad_token_id=0)
     if c["drafts"] == "adversarial":
-        proposer = AdversarialProposer({tuple(p): p + r for p, r in zip(prompts, refs, strict=True)}, c["seed"])
+        proposer = AdversarialProposer(
+            {tuple(p): p + r for p, r in zip(prompts, refs, strict=True)}, c["seed"]
+        )
         out = suffixspec.generate(model, prompts, proposer=proposer, **kw)
     else:
         cache = suffixspec.SuffixCache()

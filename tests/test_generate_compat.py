@@ -31,7 +31,9 @@ def prompts_of(lengths, seed=0):
 
 
 def plain(model, prompt, new=NEW):
-    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)[0, len(prompt) :].tolist()
+    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)[
+        0, len(prompt) :
+    ].tolist()
 
 
 def test_the_kv_cache_goes_under_the_forward_signatures_own_name():

@@ -30,7 +30,9 @@ def prompts_of(lengths, seed=0):
 
 
 def plain(model, prompt, new=NEW):
-    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)[0, len(prompt) :].tolist()
+    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)[
+        0, len(prompt) :
+    ].tolist()
 
 
 def snapshot(cache):
@@ -168,7 +170,8 @@ def test_greedy_with_duplicate_siblings_is_exact():
 
 
 def test_duplicate_siblings_do_not_double_count_sampling_mass():
-    """Issue 9 item 3: with drafts [t, t] under the root, P(second token = t) must be exact."""
+    """Issue 9 item 3: with drafts [t, t] under the root, P(second token = t) must be exact (the
+    third token leaves the draft a depth to be verified at)."""
     model = llama()
     (prompt,) = prompts_of([6], seed=4)
     with torch.no_grad():  # exact distribution of the second token: sum over the first
@@ -184,7 +187,7 @@ def test_duplicate_siblings_do_not_double_count_sampling_mass():
     hits = 0
     for seed in range(rounds):
         out = suffixspec.generate(
-            model, [prompt] * batch, max_new_tokens=2, do_sample=True, seed=seed, proposer=proposer
+            model, [prompt] * batch, max_new_tokens=3, do_sample=True, seed=seed, proposer=proposer
         )
         hits += sum(g[1] == token for g in out.generated)
     n = batch * rounds

@@ -180,6 +180,7 @@ def test_incompatible_models(build, message):
 def test_hook_refuses_unsupported_stopping_criteria_and_outputs():
     ids = torch.tensor([PROMPT])
     hook = suffixspec.hf.generate
+
     class Never(transformers.StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
             return torch.zeros(input_ids.shape[0], dtype=torch.bool)

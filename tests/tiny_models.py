@@ -80,7 +80,9 @@ def _build(class_name: str, seed: int, overrides: dict[str, Any]) -> torch.nn.Mo
     model_type = causal_lm_classes()[class_name]
     config_cls = transformers.AutoConfig.for_model(model_type).__class__
     defaults = config_cls()
-    settable = [k for k in _SIZES if hasattr(defaults, k) and not isinstance(getattr(config_cls, k, None), property)]
+    settable = [
+        k for k in _SIZES if hasattr(defaults, k) and not isinstance(getattr(config_cls, k, None), property)
+    ]
     sizes = {k: _SIZES[k] for k in settable}
     sizes.update(_FIXUPS.get(model_type, {}))
     sizes.update(overrides)

@@ -47,7 +47,10 @@ def _check_model_kwargs(model_kwargs: dict[str, Any]) -> None:
     unknown = sorted(
         k
         for k, v in model_kwargs.items()
-        if k not in _PREPARED_KWARGS and k not in _CACHE_KWARGS and v is not None and not (k.startswith("output_") and not v)
+        if k not in _PREPARED_KWARGS
+        and k not in _CACHE_KWARGS
+        and v is not None
+        and not (k.startswith("output_") and not v)
     )
     if unknown:
         raise InvalidParameterError(f"model inputs {unknown} are not supported by suffixspec")

@@ -151,7 +151,8 @@ def generate_streamer() -> Any:
     does not forward it to a callable `custom_generate`."""
     frame = sys._getframe(1)
     while frame is not None and not (
-        frame.f_code.co_name == "generate" and frame.f_globals.get("__name__") == "transformers.generation.utils"
+        frame.f_code.co_name == "generate"
+        and frame.f_globals.get("__name__") == "transformers.generation.utils"
     ):
         frame = frame.f_back
     return None if frame is None else frame.f_locals.get("streamer")
