@@ -207,3 +207,52 @@ def test_greedy_generate_with_the_kernel_equals_model_generate(monkeypatch):
     assert report.checked_tokens == 3 * 48
     assert calls, "the kernel never ran"
     assert max(s.tokens_per_step for s in outputs[0].stats) > 1.5
+
+
+def test_threads_sharing_a_model_on_the_kernel_do_not_interfere():
+    """Two threads verify through the CUDA kernel on one model while a third decodes plainly:
+    the attention switch is shared per model, so each gets what it gets alone."""
+    import threading
+
+    model = tiny_llama_fp16()
+    gen = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(3, 256, (length,), generator=gen).tolist() for length in (30, 11, 52)]
+    kw = dict(max_new_tokens=32, attention="cuda", pad_token_id=0)
+    alone = suffixspec.generate(model, prompts, **kw).generated
+    plain = [
+        model.generate(torch.tensor([p], device="cuda"), max_new_tokens=32, do_sample=False) for p in prompts
+    ]
+    barrier = threading.Barrier(3)
+    results, errors = {"a": [], "b": [], "plain": []}, []
+
+    def speculative(key):
+        try:
+            barrier.wait()
+            for _ in range(3):
+                results[key].append(suffixspec.generate(model, prompts, **kw).generated)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def plain_decoding():
+        try:
+            barrier.wait()
+            for _ in range(3):
+                results["plain"].append(
+                    [
+                        model.generate(torch.tensor([p], device="cuda"), max_new_tokens=32, do_sample=False)
+                        for p in prompts
+                    ]
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=speculative, args=(k,)) for k in "ab"]
+    threads.append(threading.Thread(target=plain_decoding))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(run == alone for key in "ab" for run in results[key])
+    assert all(all(torch.equal(x, y) for x, y in zip(run, plain, strict=True)) for run in results["plain"])
+    assert model.config._attn_implementation == "sdpa"
