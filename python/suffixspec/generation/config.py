@@ -57,8 +57,6 @@ class DecodeConfig:
     pad_token_id: int
     # Seconds after which generation stops at the next step boundary (`max_time`), or None.
     max_time: float | None = None
-    # The pad id the caller set (not the EOS fallback): what padding in `input_ids` is marked by.
-    explicit_pad_token_id: int | None = None
 
 
 # Settings `model.generate` honours that suffixspec does not implement, and why (refused rather
@@ -164,5 +162,4 @@ def validate_decode_config(
         eos,
         pad_id,
         max_time=None if config.max_time is None else float(config.max_time),
-        explicit_pad_token_id=pad[0] if pad else None,
     )

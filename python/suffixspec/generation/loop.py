@@ -259,10 +259,11 @@ class SpeculativeLoop:
                 raise InvalidTreeError(
                     f"the proposer returned a {type(tree).__name__} for request {r.req_id!r}, not a TokenTree"
                 )
-            if len(tree) and int(np.asarray(tree.token_ids).max()) >= self.info.vocab_size:
+            top = int(np.asarray(tree.token_ids).max()) if len(tree) else -1
+            if top >= self.info.vocab_size:  # (negative ids are refused by TokenTree itself)
                 raise InvalidTokenError(
-                    f"the proposer drafted token id {int(np.asarray(tree.token_ids).max())} for request "
-                    f"{r.req_id!r}, outside the model's vocabulary [0, {self.info.vocab_size})"
+                    f"the proposer drafted token id {top} for request {r.req_id!r}, outside the "
+                    f"model's vocabulary [0, {self.info.vocab_size})"
                 )
             checked.append(merge_duplicate_siblings(tree))
         return checked
