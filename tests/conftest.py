@@ -23,3 +23,17 @@ except ImportError:
     torch = None
 if torch is not None:
     torch.set_num_threads(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="also run the tests marked slow (full sweeps)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (full sweeps; CI runs bounded samples of them) need `--full`."""
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="slow: a full sweep, run with --full")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

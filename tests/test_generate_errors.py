@@ -104,8 +104,9 @@ def test_bad_parameters(kwargs):
 
 
 def test_bad_eos_id():
+    # Ids beyond the vocabulary are tolerated as model.generate tolerates them (never emitted).
     with pytest.raises(InvalidTokenError):
-        suffixspec.generate(model(), PROMPT, max_new_tokens=4, eos_token_id=VOCAB + 3)
+        suffixspec.generate(model(), PROMPT, max_new_tokens=4, eos_token_id=-3)
 
 
 def test_streamer_needs_batch_size_one():
@@ -176,8 +177,14 @@ def test_incompatible_models(build, message):
 def test_hook_refuses_unsupported_stopping_criteria_and_outputs():
     ids = torch.tensor([PROMPT])
     hook = suffixspec.hf.generate
-    with pytest.raises(InvalidParameterError, match="MaxTimeCriteria"):
-        model().generate(ids, max_new_tokens=4, custom_generate=hook, max_time=10.0)
+
+    class Never(transformers.StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
+
+    criteria = transformers.StoppingCriteriaList([Never()])
+    with pytest.raises(InvalidParameterError, match="Never"):
+        model().generate(ids, max_new_tokens=4, custom_generate=hook, stopping_criteria=criteria)
     with pytest.raises(InvalidParameterError, match="output_scores"):
         model().generate(
             ids, max_new_tokens=4, custom_generate=hook, return_dict_in_generate=True, output_scores=True

@@ -338,11 +338,18 @@ def verification_inputs(prompt_lens: list[int], all_parents: list[list[int]], se
     )
 
 
+def kv_arg(model, cache):
+    """The KV cache under the model's own keyword (`cache` from transformers 5.24)."""
+    from suffixspec.generation.compat import inspect_model
+
+    return {inspect_model(model).cache_kwarg: cache}
+
+
 def prefill(model, ids, kv_valid):
     cache = transformers.DynamicCache()
     positions = (kv_valid.long().cumsum(1) - 1).clamp(min=0)
     with torch.no_grad():
-        model(input_ids=ids, attention_mask=kv_valid.long(), position_ids=positions, past_key_values=cache)
+        model(input_ids=ids, attention_mask=kv_valid.long(), position_ids=positions, **kv_arg(model, cache))
     return cache
 
 
@@ -353,14 +360,14 @@ def test_torch_mode_reproduces_the_models_own_tree_attention(attn, kv_heads):
     ids, kv_valid, tree_mask, step = verification_inputs([9, 5, 12], [[-1, 0, 0, 1, 2], [], [-1, -1, 1]])
     cache = prefill(model, ids, kv_valid)
     with torch.no_grad():
-        own = model(**step, past_key_values=copy.deepcopy(cache)).logits
+        own = model(**step, **kv_arg(model, copy.deepcopy(cache))).logits
         step_plan = kernels.plan(tree_mask=tree_mask, kv_valid=kv_valid)
         with kernels.attention_context(model, "torch") as backend:
             assert backend == "torch"
             assert model.config._attn_implementation == f"suffixspec_torch_{attn}"
-            tree = model(**step, past_key_values=copy.deepcopy(cache), suffixspec_plan=step_plan).logits
+            tree = model(**step, **kv_arg(model, copy.deepcopy(cache)), suffixspec_plan=step_plan).logits
             # Without a plan the model's own attention runs, bit for bit.
-            deferred = model(**step, past_key_values=copy.deepcopy(cache)).logits
+            deferred = model(**step, **kv_arg(model, copy.deepcopy(cache))).logits
     assert model.config._attn_implementation == attn
     torch.testing.assert_close(tree, own, atol=2e-5, rtol=1e-5)
     assert torch.equal(tree.argmax(-1), own.argmax(-1))
@@ -416,7 +423,7 @@ def test_cuda_mode_routes_planned_calls_to_the_kernel(monkeypatch):
         assert backend == "cuda"
         model(input_ids=ids[:, :2])  # no plan: the model's own attention
         assert not calls
-        model(**step, past_key_values=cache, suffixspec_plan=step_plan)
+        model(**step, **kv_arg(model, cache), suffixspec_plan=step_plan)
     assert calls == [step_plan] * model.config.num_hidden_layers
     # A model the kernel cannot serve: auto leaves it alone, cuda says why.
     model.float()

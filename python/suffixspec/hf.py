@@ -3,7 +3,7 @@
 transformers calls a callable ``custom_generate`` in place of its own decoding loop, after it has
 prepared the generation config, logits processors, stopping criteria, attention mask and cache.
 This hook runs the speculative loop of :func:`suffixspec.generate` with those. Keyword arguments
-of ``model.generate`` that this signature adds (``suffix_cache``, ``max_spec_tokens``, ...) are
+of ``model.generate`` that this signature adds (``suffix_cache``, ``spec``, ...) are
 routed here by transformers.
 
     model.generate(input_ids, max_new_tokens=64, custom_generate=suffixspec.hf.generate,
@@ -12,7 +12,6 @@ routed here by transformers.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -22,31 +21,25 @@ from suffixspec.errors import InvalidParameterError
 
 # model_kwargs transformers prepares for every decoder-only model; the loop derives them itself.
 _PREPARED_KWARGS = frozenset(
-    {"attention_mask", "position_ids", "use_cache", "logits_to_keep", "past_key_values", "cache_position"}
+    {"attention_mask", "position_ids", "use_cache", "logits_to_keep", "cache_position"}
 )
-_UNSUPPORTED_OUTPUTS = ("output_scores", "output_logits", "output_attentions", "output_hidden_states")
-
-
-def _caller_streamer() -> Any:
-    """The streamer given to `model.generate`, which transformers 5 does not forward to a callable
-    `custom_generate` (it already streamed the prompt); read from the calling frame."""
-    frame = sys._getframe(2)
-    while frame is not None and not (
-        frame.f_code.co_name == "generate"
-        and frame.f_globals.get("__name__") == "transformers.generation.utils"
-    ):
-        frame = frame.f_back
-    return None if frame is None else frame.f_locals.get("streamer")
+# The prepared KV cache, under its name of each supported transformers version.
+_CACHE_KWARGS = ("past_key_values", "cache")
 
 
 def _check_stopping_criteria(stopping_criteria: Any) -> None:
-    from transformers.generation.stopping_criteria import EosTokenCriteria, MaxLengthCriteria
+    from transformers.generation.stopping_criteria import (
+        EosTokenCriteria,
+        MaxLengthCriteria,
+        MaxTimeCriteria,
+    )
 
+    # All three come from generation_config, which the loop honours itself.
     for criterion in stopping_criteria or ():
-        if not isinstance(criterion, (MaxLengthCriteria, EosTokenCriteria)):
+        if not isinstance(criterion, (MaxLengthCriteria, EosTokenCriteria, MaxTimeCriteria)):
             raise InvalidParameterError(
                 f"stopping criterion {type(criterion).__name__} is not supported by suffixspec "
-                "(only max length and EOS)"
+                "(only max length, max time and EOS)"
             )
 
 
@@ -54,13 +47,17 @@ def _check_model_kwargs(model_kwargs: dict[str, Any]) -> None:
     unknown = sorted(
         k
         for k, v in model_kwargs.items()
-        if k not in _PREPARED_KWARGS and v is not None and not (k.startswith("output_") and not v)
+        if k not in _PREPARED_KWARGS
+        and k not in _CACHE_KWARGS
+        and v is not None
+        and not (k.startswith("output_") and not v)
     )
     if unknown:
         raise InvalidParameterError(f"model inputs {unknown} are not supported by suffixspec")
-    cache = model_kwargs.get("past_key_values")
-    if cache is not None and cache.get_seq_length() > 0:
-        raise InvalidParameterError("a pre-filled past_key_values is not supported by suffixspec")
+    for name in _CACHE_KWARGS:
+        cache = model_kwargs.get(name)
+        if cache is not None and cache.get_seq_length() > 0:
+            raise InvalidParameterError(f"a pre-filled {name} is not supported by suffixspec")
 
 
 def generate(
@@ -91,16 +88,16 @@ def generate(
     from transformers.generation.utils import GenerateDecoderOnlyOutput
 
     from suffixspec.generation.api import _spec_config, run_generation
+    from suffixspec.generation.compat import generate_streamer
+    from suffixspec.generation.config import check_supported_settings
 
     if synced_gpus:
         raise InvalidParameterError("synced_gpus is not supported by suffixspec")
-    for name in _UNSUPPORTED_OUTPUTS:
-        if getattr(generation_config, name, False):
-            raise InvalidParameterError(f"{name}=True is not supported by suffixspec")
+    check_supported_settings(generation_config)
     _check_stopping_criteria(stopping_criteria)
     _check_model_kwargs(model_kwargs)
-    if streamer is None:
-        streamer = _caller_streamer()
+    if streamer is None:  # transformers does not forward it to a callable custom_generate
+        streamer = generate_streamer()
     spec = _spec_config(spec)
     output = run_generation(
         model,

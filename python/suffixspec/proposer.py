@@ -22,7 +22,16 @@ from suffixspec._native import TokenTree
 from suffixspec.cache import SuffixCache
 from suffixspec.config import SpecConfig
 
-__all__ = ["Proposer", "SuffixProposer", "TokenArray", "empty_tree", "fit_tree", "limit_depth"]
+__all__ = [
+    "Proposer",
+    "SuffixProposer",
+    "TokenArray",
+    "empty_tree",
+    "fit_tree",
+    "limit_depth",
+    "merge_duplicate_siblings",
+    "within_vocab",
+]
 
 TokenArray = npt.NDArray[np.int32]
 
@@ -33,16 +42,44 @@ def empty_tree() -> TokenTree:
     return TokenTree(_EMPTY, _EMPTY)
 
 
-def limit_depth(tree: TokenTree, max_depth: int) -> TokenTree:
-    """The nodes of `tree` at depth <= `max_depth` (a parent-closed subset, order kept)."""
-    depths = np.asarray(tree.depths)
-    keep = depths <= max_depth
+def _keep_nodes(tree: TokenTree, keep: np.ndarray) -> TokenTree:
+    """The nodes `keep` (a parent-closed boolean mask) of `tree`, order kept."""
     if keep.all():
         return tree
     new_index = np.cumsum(keep) - 1
     parents = np.asarray(tree.parents)[keep]
     parents = np.where(parents >= 0, new_index[np.maximum(parents, 0)], -1).astype(np.int32)
     return TokenTree(np.asarray(tree.token_ids)[keep], parents, np.asarray(tree.probs)[keep])
+
+
+def within_vocab(tree: TokenTree, vocab_size: int) -> TokenTree:
+    """`tree` without its nodes whose token is outside `[0, vocab_size)` and their subtrees: a
+    draft is only a guess, and a shared cache may hold another tokenizer's ids."""
+    ids = np.asarray(tree.token_ids)
+    if len(ids) == 0 or int(ids.max()) < vocab_size:
+        return tree
+    keep = ids < vocab_size
+    parents = np.asarray(tree.parents)
+    for i in range(len(ids)):  # parents come first: a dropped parent drops its subtree
+        if parents[i] >= 0 and not keep[parents[i]]:
+            keep[i] = False
+    return _keep_nodes(tree, keep)
+
+
+def merge_duplicate_siblings(tree: TokenTree) -> TokenTree:
+    """`tree` with siblings of equal token merged (their subtrees united): verification tries each
+    child once, so a repeated sibling would count its token's probability twice when sampling."""
+    if len(tree) < 2:
+        return tree
+    pairs = np.stack([np.asarray(tree.parents, np.int64), np.asarray(tree.token_ids, np.int64)])
+    if np.unique(pairs, axis=1).shape[1] == len(tree):
+        return tree
+    return TokenTree.merge([tree])
+
+
+def limit_depth(tree: TokenTree, max_depth: int) -> TokenTree:
+    """The nodes of `tree` at depth <= `max_depth` (a parent-closed subset, order kept)."""
+    return _keep_nodes(tree, np.asarray(tree.depths) <= max_depth)
 
 
 def fit_tree(tree: TokenTree, budget: int, max_depth: int) -> TokenTree:
@@ -76,20 +113,24 @@ class Proposer(Protocol):
         ...
 
     def finish(self, req_id: Hashable) -> None:
-        """The request is done (also called when generation is aborted)."""
+        """The request is done (also called when generation is aborted, unless the proposer has
+        an `abort(req_ids)` method: then that is called instead, with every request of the
+        failed call, finished ones included, so that it can undo what the call did)."""
 
 
 class SuffixProposer:
     """Drafts from a :class:`suffixspec.SuffixCache`: the request's own prompt and output plus every
     finished response cached before (so later requests of the process speculate from them), one
     native call per step for the whole batch. Drafts whose context match is shorter than
-    `spec.min_match_len` are not proposed."""
+    `spec.min_match_len` are not proposed, nor draft nodes outside `[0, vocab_size)` (when
+    given): the cache may be shared with other models."""
 
     _ids = itertools.count()
 
-    def __init__(self, cache: SuffixCache, spec: SpecConfig):
+    def __init__(self, cache: SuffixCache, spec: SpecConfig, vocab_size: int | None = None):
         self.cache = cache
         self.spec = spec
+        self.vocab_size = vocab_size
         # The cache matches suffixes of at most max_depth tokens: pass only that tail.
         self.context_len = int(getattr(cache, "max_depth", spec.max_depth))
 
@@ -125,10 +166,20 @@ class SuffixProposer:
         for i, draft in zip(asked, drafts, strict=True):
             if len(draft) and draft.match_len >= spec.min_match_len:
                 trees[i] = TokenTree.from_draft(draft)
+                if self.vocab_size is not None:
+                    trees[i] = within_vocab(trees[i], self.vocab_size)
         return trees
 
     def finish(self, req_id: Hashable) -> None:
         self.cache.stop_request(req_id)
+
+    def abort(self, req_ids: Sequence[Hashable]) -> None:
+        """Undoes a failed call: its requests leave the cache, active or already cached."""
+        for req_id in req_ids:
+            if req_id in self.cache.active_requests:
+                self.cache.stop_request(req_id)
+            if req_id in self.cache.cached_requests:
+                self.cache.evict_cached_response(req_id)
 
     def memory_bytes(self) -> int:
         """Memory the cache holds, in bytes."""

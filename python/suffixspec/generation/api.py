@@ -19,7 +19,7 @@ from suffixspec.generation.config import (
     resolve_generation_config,
     validate_decode_config,
 )
-from suffixspec.generation.inputs import normalize_prompts, validate_prompts
+from suffixspec.generation.inputs import infer_attention_mask, normalize_prompts, validate_prompts
 from suffixspec.generation.logits import TargetScorer, build_processors, check_processors
 from suffixspec.generation.loop import SpeculativeLoop
 from suffixspec.generation.proposer import Proposer, SuffixProposer
@@ -95,6 +95,10 @@ def run_generation(
 ) -> GenerationOutput:
     """Shared by :func:`generate` and the transformers hook: validates everything, then runs."""
     info = inspect_model(model)
+    if attention_mask is None:
+        attention_mask = infer_attention_mask(
+            input_ids, generation_config.pad_token_id, generation_config.eos_token_id
+        )
     prompts = normalize_prompts(input_ids, attention_mask)
     padded_len = (
         input_ids.shape[-1]
@@ -120,7 +124,9 @@ def run_generation(
     if cache is not None and not isinstance(cache, SuffixCache):
         raise InvalidParameterError(f"cache must be a suffixspec.SuffixCache, got {type(cache).__name__}")
     if proposer is None:
-        proposer = SuffixProposer(cache if cache is not None else SuffixCache(**spec.cache_kwargs()), spec)
+        proposer = SuffixProposer(
+            cache if cache is not None else SuffixCache(**spec.cache_kwargs()), spec, info.vocab_size
+        )
     elif cache is not None:
         raise InvalidParameterError("pass either cache or proposer, not both")
     backend = AttentionBackend(model, attention)
@@ -164,6 +170,7 @@ def generate(
     top_p: float | None = None,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
+    max_time: float | None = None,
     spec: SpecConfig | None = None,
     attention_mask: Any = None,
     generation_config: GenerationConfig | None = None,
@@ -185,7 +192,13 @@ def generate(
             it, so reusing one cache across calls lets later requests speculate from earlier ones.
             `None` uses a fresh cache.
         do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id: as in `model.generate`;
-            unset values come from the model's `generation_config`.
+            unset values come from the model's `generation_config`. With `pad_token_id` set and
+            no `attention_mask`, padding in a `[B, L]` `input_ids` is inferred as
+            `model.generate` infers it.
+        max_time: seconds; generation stops at the first step boundary after it (each output is
+            then a prefix of the plain output). Settings of `generation_config` that suffixspec
+            does not implement (`stop_strings`, `output_scores`, `encoder_repetition_penalty`,
+            ...) raise :class:`~suffixspec.errors.InvalidParameterError`.
         spec: the drafting settings, a :class:`suffixspec.SpecConfig` (default: ``SpecConfig()``);
             its cache budgets size the fresh cache made when `cache` is None.
         generator, seed: randomness for sampling (a `torch.Generator`, or a seed for a new one).
@@ -210,6 +223,7 @@ def generate(
         top_p=top_p,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
+        max_time=max_time,
     )
     return run_generation(
         model,

@@ -11,6 +11,7 @@ from transformers import GenerationConfig
 
 from suffixspec.config import ATTENTION_MODES, SpecConfig, check_int, check_real
 from suffixspec.errors import InvalidParameterError, InvalidTokenError
+from suffixspec.generation.compat import prepare_generation_config
 
 __all__ = [
     "ATTENTION_MODES",
@@ -30,9 +31,33 @@ class DecodeConfig:
     do_sample: bool
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
+    # Seconds after which generation stops at the next step boundary (`max_time`), or None.
+    max_time: float | None = None
 
 
-def _token_list(value: Any, name: str) -> tuple[int, ...]:
+# Settings `model.generate` honours that suffixspec does not implement, and why (refused rather
+# than silently dropped).
+UNSUPPORTED_SETTINGS = {
+    "stop_strings": "stop strings need the tokenizer's view of the text; stop on eos_token_id instead",
+    "output_scores": "per-step scores are not returned by speculative verification",
+    "output_logits": "per-step logits are not returned by speculative verification",
+    "output_attentions": "attention weights are not returned by speculative verification",
+    "output_hidden_states": "hidden states are not returned by speculative verification",
+    "encoder_repetition_penalty": "it penalises by the encoder input, which suffixspec does not model",
+    "encoder_no_repeat_ngram_size": "it bans n-grams of the encoder input, which suffixspec does not model",
+}
+_NEUTRAL = {"encoder_repetition_penalty": (None, 1.0), "encoder_no_repeat_ngram_size": (None, 0)}
+
+
+def check_supported_settings(config: GenerationConfig) -> None:
+    """Refuses the settings of :data:`UNSUPPORTED_SETTINGS` that `config` sets."""
+    for name, why in UNSUPPORTED_SETTINGS.items():
+        value = getattr(config, name, None)
+        if value not in _NEUTRAL.get(name, (None, False)):
+            raise InvalidParameterError(f"{name}={value!r} is not supported by suffixspec: {why}")
+
+
+def token_list(value: Any, name: str) -> tuple[int, ...]:
     if value is None:
         return ()
     if isinstance(value, torch.Tensor):
@@ -53,13 +78,7 @@ def resolve_generation_config(
         check_int("max_new_tokens", overrides["max_new_tokens"], minimum=1)
     if "do_sample" in overrides and not isinstance(overrides["do_sample"], bool):
         raise InvalidParameterError(f"do_sample must be a bool, got {overrides['do_sample']!r}")
-    try:
-        config, unused = model._prepare_generation_config(generation_config, **overrides)
-    except ValueError as exc:
-        raise InvalidParameterError(str(exc)) from exc
-    if unused:
-        raise InvalidParameterError(f"unknown generation arguments: {sorted(unused)}")
-    return config
+    return prepare_generation_config(model, generation_config, **overrides)
 
 
 def validate_decode_config(
@@ -67,6 +86,9 @@ def validate_decode_config(
 ) -> DecodeConfig:
     """Checks sampling settings and special tokens; `max_new_tokens` must already be resolved."""
     check_int("max_new_tokens", max_new_tokens, minimum=1)
+    check_supported_settings(config)
+    if config.max_time is not None:
+        check_real("max_time", config.max_time, minimum=0.0)
     do_sample = bool(config.do_sample)
     if config.num_beams not in (None, 1):
         raise InvalidParameterError(f"beam search is not supported (num_beams={config.num_beams})")
@@ -79,12 +101,23 @@ def validate_decode_config(
             check_int("top_k", config.top_k, minimum=0)
         if config.top_p is not None:
             check_real("top_p", config.top_p, minimum=0.0, maximum=1.0, open_min=True)
-    eos = _token_list(config.eos_token_id, "eos_token_id")
-    pad = _token_list(config.pad_token_id, "pad_token_id")
+    eos = token_list(config.eos_token_id, "eos_token_id")
+    pad = token_list(config.pad_token_id, "pad_token_id")
     for name, ids in (("eos_token_id", eos), ("pad_token_id", pad)):
         for t in ids:
-            if not 0 <= t < vocab_size:
-                raise InvalidTokenError(f"{name} {t} is outside the vocabulary [0, {vocab_size})")
+            if t < 0:
+                raise InvalidTokenError(f"{name} {t} is negative")
     # Like `model.generate`: pad falls back to the first EOS id, then to 0 (only used as filler).
     pad_id = pad[0] if pad else (eos[0] if eos else 0)
-    return DecodeConfig(config, int(max_new_tokens), do_sample, eos, pad_id)
+    # Ids beyond the vocabulary are tolerated as `model.generate` tolerates them (GPT-2's default
+    # EOS 50256 with a small vocabulary): such an EOS can never be emitted, and the pad id only
+    # fills the output.
+    eos = tuple(t for t in eos if t < vocab_size)
+    return DecodeConfig(
+        config,
+        int(max_new_tokens),
+        do_sample,
+        eos,
+        pad_id,
+        max_time=None if config.max_time is None else float(config.max_time),
+    )

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from suffixspec.errors import DTypeError, InvalidParameterError, InvalidTokenError
+from suffixspec.generation.config import token_list
 
 
 def _as_array(value: Any, what: str) -> np.ndarray:
@@ -29,6 +30,32 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     raise DTypeError(f"{what} must be a tensor, an array or a list of token ids, got {type(value).__name__}")
 
 
+def _as_mask(value: Any) -> np.ndarray:
+    """An attention mask as `model.generate` accepts it (integer, bool or float 0/1) -> bool."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        value = value.float().numpy() if value.dtype.is_floating_point else value.numpy()
+    elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        raise DTypeError(f"attention_mask must hold 0/1 (int, bool or float), got {type(value).__name__}")
+    if value.dtype.kind != "b" and not np.isin(value, (0, 1)).all():
+        raise InvalidParameterError("attention_mask must hold only 0 and 1")
+    return value.astype(bool)
+
+
+def infer_attention_mask(input_ids: Any, pad_token_id: Any, eos_token_id: Any) -> np.ndarray | None:
+    """The mask `model.generate` infers for a `[B, L]` `input_ids` without one: padding wherever
+    it holds the pad id, if it holds it and the pad id is no EOS id; None otherwise."""
+    if not isinstance(input_ids, (torch.Tensor, np.ndarray)) or input_ids.ndim != 2:
+        return None
+    pads, eos = token_list(pad_token_id, "pad_token_id"), token_list(eos_token_id, "eos_token_id")
+    if not pads or pads[0] in eos:
+        return None
+    ids = _as_array(input_ids, "input_ids")
+    return ids != pads[0] if (ids == pads[0]).any() else None
+
+
 def _is_nested(value: Any) -> bool:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return value.ndim == 2
@@ -46,18 +73,18 @@ def normalize_prompts(input_ids: Any, attention_mask: Any = None) -> list[np.nda
         raise DTypeError(f"input_ids must be 1-D or 2-D, got shape {tuple(input_ids.shape)}")
     if not _is_nested(input_ids):
         if attention_mask is not None:
-            attention_mask = _as_array(attention_mask, "attention_mask").reshape(1, -1)
+            attention_mask = _as_mask(attention_mask).reshape(1, -1)
         input_ids = [input_ids]
     rows = [_as_array(row, "input_ids") for row in input_ids]
     if not rows:
         raise InvalidParameterError("input_ids holds no prompt")
     if attention_mask is not None:
-        mask = _as_array(attention_mask, "attention_mask")
+        mask = _as_mask(attention_mask)
         if mask.shape != (len(rows), rows[0].shape[0]) or any(r.shape != rows[0].shape for r in rows):
             raise InvalidParameterError(
                 f"attention_mask of shape {mask.shape} does not match input_ids of {len(rows)} rows"
             )
-        rows = [row[m.astype(bool)] for row, m in zip(rows, mask, strict=True)]
+        rows = [row[m] for row, m in zip(rows, mask, strict=True)]
     return rows
 
 

@@ -13,6 +13,7 @@ from transformers import GenerationConfig, LogitsProcessorList
 from transformers.generation import logits_process as lp
 
 from suffixspec.errors import InvalidParameterError
+from suffixspec.generation.compat import logits_processors
 
 # Processors whose output depends on the scores row alone (not on the context or its length).
 CONTEXT_FREE = (
@@ -44,17 +45,7 @@ def check_processors(processors: LogitsProcessorList) -> LogitsProcessorList:
 def build_processors(model: Any, config: GenerationConfig, prompt_len: int) -> LogitsProcessorList:
     """The processors `model.generate` would use for `config` (warpers only when sampling)."""
     device = next(model.parameters()).device
-    model._prepare_special_tokens(config, kwargs_has_attention_mask=True, device=device)
-    processors = model._get_logits_processor(
-        generation_config=config,
-        input_ids_seq_length=prompt_len,
-        encoder_input_ids=None,
-        prefix_allowed_tokens_fn=None,
-        logits_processor=LogitsProcessorList(),
-        device=device,
-        model_kwargs={},
-    )
-    return check_processors(processors)
+    return check_processors(logits_processors(model, config, prompt_len, device))
 
 
 class TargetScorer:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from suffixspec._native import TokenTree, build_tree_batch
-from suffixspec.errors import InvalidParameterError
+from suffixspec.errors import InvalidParameterError, InvalidTokenError, InvalidTreeError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.batch import Request, left_pad
 from suffixspec.generation.compat import ModelInfo
@@ -22,7 +22,7 @@ from suffixspec.generation.masks import block_mask
 from suffixspec.generation.stats import BatchStats
 from suffixspec.generation.streaming import StreamSink
 from suffixspec.generation.verify import accept_greedy, accept_sampling, sample_tokens
-from suffixspec.proposer import Proposer, empty_tree, fit_tree
+from suffixspec.proposer import Proposer, empty_tree, fit_tree, merge_duplicate_siblings
 
 _NO_NODES = np.zeros(0, dtype=np.int64)
 
@@ -116,7 +116,9 @@ class SpeculativeLoop:
 
     # -- phases ---------------------------------------------------------------------------------
     def _prefill(self, requests: list[Request]) -> TreeKVCache:
-        ids, mask = left_pad([r.context for r in requests], self.decode.pad_token_id)
+        # Padding is masked out; an in-vocabulary filler keeps the embedding lookup valid.
+        filler = self.decode.pad_token_id if self.decode.pad_token_id < self.info.vocab_size else 0
+        ids, mask = left_pad([r.context for r in requests], filler)
         ids_t = torch.from_numpy(ids).to(self.device)
         mask_t = torch.from_numpy(mask).to(self.device)
         # Positions as `model.generate` derives them from a padded mask.
@@ -128,8 +130,8 @@ class SpeculativeLoop:
             input_ids=ids_t,
             attention_mask=mask_t,
             position_ids=positions,
-            past_key_values=kv.cache,
             use_cache=True,
+            **{self.info.cache_kwarg: kv.cache},
             **extra,
         )
         first = self._next_tokens(out.logits[:, -1])
@@ -172,8 +174,8 @@ class SpeculativeLoop:
             input_ids=tokens,
             position_ids=positions,
             attention_mask=mask,
-            past_key_values=kv.cache,
             use_cache=True,
+            **{self.info.cache_kwarg: kv.cache},
             **self.backend.forward_kwargs(tree_mask, kv.valid),
         )
         self.batch.forward_passes += 1
@@ -205,9 +207,10 @@ class SpeculativeLoop:
                 self.sink.prompt(requests[0].context)
             with self.backend.active():
                 self._decode(requests)
+        except BaseException:
+            self._abort(requests)
+            raise
         finally:
-            for req_id in list(self._open):  # aborted: still hand over what was generated
-                self._finish(req_id)
             if self.sink is not None:
                 self.sink.end()
         self.batch.total_time_s = time.perf_counter() - start
@@ -215,6 +218,8 @@ class SpeculativeLoop:
 
     def _decode(self, requests: list[Request]) -> None:
         t0 = time.perf_counter()
+        max_time = self.decode.max_time
+        deadline = None if max_time is None else t0 + max_time
         kv = self._prefill(requests)
         prefill = time.perf_counter() - t0
         self.batch.forward_passes += 1
@@ -223,6 +228,12 @@ class SpeculativeLoop:
             r.stats.prefill_time_s = prefill
         active = self._retire(kv, list(requests))
         while active:
+            if deadline is not None and time.perf_counter() >= deadline:
+                # `max_time`: stop at this step boundary; every output is a prefix of plain output.
+                for r in active:
+                    r.done, r.stats.finish_reason = True, "time"
+                    self._finish(r.req_id)
+                return
             active = self._step(kv, active)
 
     def _step(self, kv: TreeKVCache, active: list[Request]) -> list[Request]:
@@ -233,6 +244,7 @@ class SpeculativeLoop:
         trees = self.proposer.propose(
             [r.req_id for r in active], [r.context for r in active], budgets, depths
         )
+        trees = self._checked_trees(trees, active)
         trees = [fit_tree(t, b, d) for t, b, d in zip(trees, budgets, depths, strict=True)]
         t1 = time.perf_counter()
         results = self._verify(kv, active, trees)
@@ -252,6 +264,38 @@ class SpeculativeLoop:
             r.stats.propose_time_s += propose
             r.stats.verify_time_s += verify
         return self._retire(kv, active)
+
+    def _abort(self, requests: list[Request]) -> None:
+        """A failed call: the proposer undoes it where it can (a failed `generate` leaves the
+        cache as it was), else the open requests are finished with what they generated."""
+        abort = getattr(self.proposer, "abort", None)
+        if callable(abort):
+            self._open.clear()
+            abort([r.req_id for r in requests])
+        else:
+            for req_id in list(self._open):
+                self._finish(req_id)
+
+    def _checked_trees(self, trees: Any, active: list[Request]) -> list[TokenTree]:
+        """The proposer's trees, checked (typed errors for malformed ones or ids outside the
+        vocabulary) and with duplicate siblings merged."""
+        if not isinstance(trees, (list, tuple)) or len(trees) != len(active):
+            got = f"{len(trees)} trees" if isinstance(trees, (list, tuple)) else type(trees).__name__
+            raise InvalidTreeError(f"the proposer returned {got} for {len(active)} requests")
+        checked = []
+        for r, tree in zip(active, trees, strict=True):
+            if not isinstance(tree, TokenTree):
+                raise InvalidTreeError(
+                    f"the proposer returned a {type(tree).__name__} for request {r.req_id!r}, not a TokenTree"
+                )
+            top = int(np.asarray(tree.token_ids).max()) if len(tree) else -1
+            if top >= self.info.vocab_size:  # (negative ids are refused by TokenTree itself)
+                raise InvalidTokenError(
+                    f"the proposer drafted token id {top} for request {r.req_id!r}, outside the "
+                    f"model's vocabulary [0, {self.info.vocab_size})"
+                )
+            checked.append(merge_duplicate_siblings(tree))
+        return checked
 
     def _finish(self, req_id: Any) -> None:
         del self._open[req_id]

@@ -22,7 +22,7 @@ class RequestStats:
     prefill_time_s: float = 0.0
     propose_time_s: float = 0.0
     verify_time_s: float = 0.0
-    finish_reason: str = ""
+    finish_reason: str = ""  # "eos", "length" or "time" (max_time)
 
     @property
     def accepted_tokens(self) -> int:

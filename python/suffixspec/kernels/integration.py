@@ -1,6 +1,7 @@
 """Plugs tree attention into transformers models through ``transformers.AttentionInterface``.
 
-Inside :func:`attention_context` the model's attention implementation is switched to a
+Inside :func:`attention_context` the model's attention implementation is switched (per model,
+shared by concurrent contexts, see ``suffixspec.generation.compat.attention_switched``) to a
 registered function that, when the forward call carries ``suffixspec_plan=<TreeAttentionPlan>``
 (the verification step), runs tree attention over the layer's full KV (the CUDA kernel or the
 torch reference); without the kwarg (prefill, plain decoding) it calls the model's original
@@ -40,16 +41,18 @@ def _model_facts(model: Any) -> tuple[str, torch.device, torch.dtype, int, str |
             f"{type(model).__name__} is not a transformers PreTrainedModel "
             "(no config / set_attn_implementation)"
         )
+    from suffixspec.generation.compat import original_attn_implementation
+
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    return config._attn_implementation, device, dtype, head_dim, _unsupported_attention(model, config, text)
+    original = original_attn_implementation(model)
+    return original, device, dtype, head_dim, _unsupported_attention(model, original, text)
 
 
-def _unsupported_attention(model: Any, config: Any, text: Any) -> str | None:
-    original = config._attn_implementation
+def _unsupported_attention(model: Any, original: str, text: Any) -> str | None:
     can_set = getattr(model, "_can_set_attn_implementation", None)
     if can_set is None or not can_set():
         return (
@@ -122,25 +125,17 @@ def attention_context(model: Any, mode: str = "auto") -> Iterator[str | None]:
     if backend is None:
         yield None
         return
-    original = model.config._attn_implementation
-    # Assigning the config attribute switches the config and its sub-configs (transformers'
-    # setter), which is all a validated model needs; set_attn_implementation() would also walk
-    # every module, milliseconds per verification step on a large model.
-    model.config._attn_implementation = _register(backend, original)
-    try:
+    from suffixspec.generation.compat import attention_switched
+
+    with attention_switched(model, lambda original: _register(backend, original)):
         yield backend
-    finally:
-        model.config._attn_implementation = original
 
 
 def _register(backend: str, original: str) -> str:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from suffixspec.generation.compat import register_attention
 
     name = f"suffixspec_{backend}_{original}"
-    AttentionInterface.register(name, _make_attention(backend, original))
-    if original in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[original])
+    register_attention(name, _make_attention(backend, original), mask_like=original)
     return name
 
 
@@ -150,9 +145,9 @@ def _original_attention(original: str, module: torch.nn.Module) -> Callable[...,
         if eager is None:
             from transformers.models.llama.modeling_llama import eager_attention_forward as eager
         return eager
-    from transformers import AttentionInterface
+    from suffixspec.generation.compat import attention_function
 
-    return AttentionInterface._global_mapping[original]
+    return attention_function(original)
 
 
 def _make_attention(backend: str, original: str) -> Callable[..., Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -111,7 +112,21 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _check_out_dir(out: Path) -> None:
+    """Checked before the replay runs, not after: a directory that exists or can be created."""
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidParameterError(f"--out {out}: cannot create the directory ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"--out {out}: the directory is not writable")
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.out:
+        _check_out_dir(args.out)
     params = _params(args)
     verify_cost = VerifyCost.parse(args.verify_cost, args.decode_ms)
     methods = available_methods(args.methods.split(",") if args.methods else None)
@@ -141,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     for workload, rec in recommendations.items():
         print(_recommendation_line(workload, args.sweep_method, rec))
     if args.out:
-        _write_outputs(args, params, verify_cost, methods, rows, sweeps, recommendations)
+        return _write_outputs(args, params, verify_cost, methods, rows, sweeps, recommendations)
     return 0
 
 
@@ -163,9 +178,7 @@ def _write_outputs(
     rows: list[dict[str, Any]],
     sweeps: dict[str, list[dict[str, Any]]],
     recommendations: dict[str, dict[str, Any]],
-) -> None:
-    from suffixspec.replay.plots import plot_sweep, plot_tokens_per_step
-
+) -> int:
     settings = {
         "traces": [str(t) for t in args.traces],
         "tokenizer": str(args.tokenizer) if args.tokenizer else None,
@@ -178,7 +191,20 @@ def _write_outputs(
     }
     payload = {"settings": settings, "results": rows, "sweeps": sweeps, "recommendations": recommendations}
     written = [write_json(args.out / "report.json", payload)]
-    written.append(plot_tokens_per_step(rows, args.out / "tokens_per_step.png"))
-    if sweeps:
-        written.append(plot_sweep(sweeps, args.out / "sweep.png"))
+    try:
+        from suffixspec.replay.plots import plot_sweep, plot_tokens_per_step
+
+        written.append(plot_tokens_per_step(rows, args.out / "tokens_per_step.png"))
+        if sweeps:
+            written.append(plot_sweep(sweeps, args.out / "sweep.png"))
+    except ModuleNotFoundError as e:
+        if (e.name or "").partition(".")[0] != "matplotlib":
+            raise
+        print(f"wrote {written[0]}")  # the report stays; only the plots are missing
+        print(
+            f"suffixspec replay: error: the plots need {e.name}: pip install 'suffixspec[replay]'",
+            file=sys.stderr,
+        )
+        return 2
     print("wrote " + ", ".join(str(p) for p in written))
+    return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,7 @@ def tokenize_trace(
         if cache_file.is_file():
             try:
                 return _load(cache_file, trace.name)
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                 pass  # a damaged cache file: tokenize again and overwrite it
     tokenized = _tokenize(trace, tokenizer)
     if cache_file is not None:

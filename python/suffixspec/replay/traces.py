@@ -124,6 +124,10 @@ def _objects(path: Path, lines: Any) -> Iterator[tuple[int, dict[str, Any]]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise TraceFormatError(f"{path}:{line_no}: invalid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise TraceFormatError(f"{path}:{line_no}: JSON nested too deeply") from None
+        except ValueError as e:  # e.g. an integer beyond Python's digit limit
+            raise TraceFormatError(f"{path}:{line_no}: invalid JSON ({e})") from None
         if not isinstance(obj, dict):
             raise TraceFormatError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
         yield line_no, obj
