@@ -59,7 +59,11 @@ def test_ulp_units():
 def test_float32_is_exact(seed, tree):
     model = tiny_llama(torch.float32, seed)
     report = check_greedy_exactness(
-        model, prompts_of(seed), speculative(model, spec=suffixspec.SpecConfig(use_tree_spec=tree)), NEW, pad_token_id=0
+        model,
+        prompts_of(seed),
+        speculative(model, spec=suffixspec.SpecConfig(use_tree_spec=tree)),
+        NEW,
+        pad_token_id=0,
     )
     assert report.departures == []
     assert report.checked_tokens == 3 * NEW
@@ -70,7 +74,11 @@ def test_float32_is_exact(seed, tree):
 def test_bfloat16_departs_only_at_near_ties(seed, tree):
     model = tiny_llama(torch.bfloat16, seed)
     report = check_greedy_exactness(
-        model, prompts_of(seed), speculative(model, spec=suffixspec.SpecConfig(use_tree_spec=tree)), NEW, pad_token_id=0
+        model,
+        prompts_of(seed),
+        speculative(model, spec=suffixspec.SpecConfig(use_tree_spec=tree)),
+        NEW,
+        pad_token_id=0,
     )
     report.assert_ok()
     assert report.checked_tokens == 3 * NEW
