@@ -95,6 +95,12 @@ def test_prompt_plus_new_tokens_beyond_the_maximum():
         dict(do_sample=True, seed="x"),
         dict(streamer=object()),
         dict(cache="not a cache"),
+        # issue 9 item 10: these raised builtins (TypeError, ValueError, AttributeError)
+        dict(eos_token_id=1.0),
+        dict(pad_token_id=1.0),
+        dict(pad_token_id=[1]),
+        dict(do_sample=True, seed=2**70),
+        dict(generation_config={"max_new_tokens": 3}),
     ],
 )
 def test_bad_parameters(kwargs):

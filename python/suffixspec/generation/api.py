@@ -55,6 +55,8 @@ def _make_generator(generator: torch.Generator | None, seed: int | None, device:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidParameterError(f"seed must be an int, got {seed!r}")
+    if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed accepts
+        raise InvalidParameterError(f"seed must be in [-2**63, 2**64), got {seed}")
     return torch.Generator(device=device).manual_seed(seed)
 
 

@@ -62,7 +62,12 @@ def token_list(value: Any, name: str) -> tuple[int, ...]:
         return ()
     if isinstance(value, torch.Tensor):
         value = value.reshape(-1).tolist()
-    values = [value] if isinstance(value, Integral) else list(value)
+    if isinstance(value, Integral):
+        values = [value]
+    elif isinstance(value, (list, tuple)):
+        values = list(value)
+    else:
+        raise InvalidParameterError(f"{name} must be an integer token id or a list of them, got {value!r}")
     for v in values:
         if isinstance(v, bool) or not isinstance(v, Integral):
             raise InvalidParameterError(f"{name} must hold integer token ids, got {v!r}")
@@ -74,6 +79,17 @@ def resolve_generation_config(
 ) -> GenerationConfig:
     """The model's `generation_config` updated with the non-None `overrides`, as `model.generate` does."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if generation_config is not None and not isinstance(generation_config, GenerationConfig):
+        raise InvalidParameterError(
+            f"generation_config must be a transformers.GenerationConfig, got {type(generation_config).__name__}"
+        )
+    # Special-token ids are checked before transformers sees them (it raises builtins on bad types).
+    for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        if name in overrides:
+            token_list(overrides[name], name)
+    pad = overrides.get("pad_token_id")
+    if pad is not None and not isinstance(pad, Integral):  # model.generate takes one pad id only
+        raise InvalidParameterError(f"pad_token_id must be one integer token id, got {pad!r}")
     if "max_new_tokens" in overrides:
         check_int("max_new_tokens", overrides["max_new_tokens"], minimum=1)
     if "do_sample" in overrides and not isinstance(overrides["do_sample"], bool):
