@@ -29,6 +29,7 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     """Raises :class:`InvalidParameterError` unless ``value`` is an int (not a bool) in range."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise InvalidParameterError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
     if minimum is not None and value < minimum:
         raise InvalidParameterError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -41,13 +42,15 @@ def check_real(
     """Raises :class:`InvalidParameterError` unless ``value`` is a finite real (not a bool) in range."""
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise InvalidParameterError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
     if minimum is not None and (value <= minimum if open_min else value < minimum):
         raise InvalidParameterError(f"{name} must be {'>' if open_min else '>='} {minimum}, got {value}")
     if maximum is not None and value > maximum:
         raise InvalidParameterError(f"{name} must be <= {maximum}, got {value}")
 
 
-_D = SPEC_DEFAULTS
+# Typed views of the core's defaults (the dict's values are int, float or bool).
+_D: dict[str, Any] = dict(SPEC_DEFAULTS)
 
 
 @dataclass(frozen=True)

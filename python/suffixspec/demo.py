@@ -78,6 +78,11 @@ class DemoCase:
     build: Callable[[dict[str, str]], str]
 
 
+def _constant(text: str) -> Callable[[dict[str, str]], str]:
+    """A case builder that ignores earlier outputs."""
+    return lambda _done: text
+
+
 def builtin_cases(shipped: Sequence[dict[str, str]] = ()) -> list[DemoCase]:
     """Prompts where speculation has something to work with, in the order they run.
 
@@ -90,7 +95,7 @@ def builtin_cases(shipped: Sequence[dict[str, str]] = ()) -> list[DemoCase]:
       cache.
     """
     cases = [DemoCase("repetitive class", lambda _: _ACCESSORS)]
-    cases += [DemoCase(p["name"], lambda _, text=p["text"]: text) for p in shipped]
+    cases += [DemoCase(p["name"], _constant(p["text"])) for p in shipped]
     cases += [
         DemoCase("agent: task", lambda _: _AGENT_TASK),
         DemoCase("agent: edited retry", lambda _: _AGENT_TASK_EDITED),
@@ -113,7 +118,8 @@ def read_prompts(path: str | Path) -> list[DemoCase]:
     from suffixspec.errors import InvalidParameterError
 
     text = Path(path).read_text(encoding="utf-8")
-    chunks, current = [], []
+    chunks: list[str] = []
+    current: list[str] = []
     for line in text.splitlines(keepends=True):
         if line.strip() == "---":
             chunks.append("".join(current))
@@ -124,7 +130,7 @@ def read_prompts(path: str | Path) -> list[DemoCase]:
     prompts = [chunk.rstrip() for chunk in chunks if chunk.strip()]
     if not prompts:
         raise InvalidParameterError(f"{path}: no prompts (separate prompts with lines holding only '---')")
-    return [DemoCase(f"{Path(path).name} #{i + 1}", lambda _, p=p: p) for i, p in enumerate(prompts)]
+    return [DemoCase(f"{Path(path).name} #{i + 1}", _constant(p)) for i, p in enumerate(prompts)]
 
 
 # --- model ---------------------------------------------------------------------------------------

@@ -117,5 +117,5 @@ def generate(
     if on_output is not None:
         on_output(output)
     if generation_config.return_dict_in_generate:
-        return GenerateDecoderOnlyOutput(sequences=output.sequences)
+        return GenerateDecoderOnlyOutput(sequences=output.sequences)  # type: ignore[arg-type]
     return output.sequences

@@ -29,7 +29,8 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 import torch
 from transformers.cache_utils import get_layer_types_and_kwargs
@@ -101,7 +102,7 @@ def inspect_model(model: Any) -> ModelInfo:
             "load it with attn_implementation='sdpa' or 'eager'"
         )
     sliding = getattr(text_config, "sliding_window", None) if "sliding_attention" in layer_types else None
-    embeddings = model.get_input_embeddings()
+    embeddings: Any = cast(Any, model).get_input_embeddings()  # a Module method, not a submodule
     vocab = getattr(embeddings, "num_embeddings", None) or text_config.vocab_size
     weight = next(model.parameters())
     return ModelInfo(
@@ -112,7 +113,7 @@ def inspect_model(model: Any) -> ModelInfo:
         device=weight.device,
         dtype=weight.dtype,
         supports_logits_to_keep="logits_to_keep" in params,
-        cache_kwarg=cache_kwarg,
+        cache_kwarg=cache_kwarg or "past_key_values",
     )
 
 
@@ -149,7 +150,7 @@ def logits_processors(model: Any, config: Any, prompt_len: int, device: torch.de
 def generate_streamer() -> Any:
     """The streamer given to the `model.generate` call up the stack (None if none): transformers
     does not forward it to a callable `custom_generate`."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and not (
         frame.f_code.co_name == "generate"
         and frame.f_globals.get("__name__") == "transformers.generation.utils"

@@ -129,6 +129,7 @@ def validate_decode_config(
     # EOS 50256 with a small vocabulary): such an EOS can never be emitted, and the pad id only
     # fills the output.
     eos = tuple(t for t in eos if t < vocab_size)
+    assert max_new_tokens is not None  # checked above
     return DecodeConfig(
         config,
         int(max_new_tokens),

@@ -62,7 +62,7 @@ class TargetScorer:
         flat = scores.reshape(-1, scores.shape[-1])
         # Context-free processors ignore input_ids; a 1-token placeholder satisfies their signature.
         dummy = torch.zeros((flat.shape[0], 1), dtype=torch.long, device=flat.device)
-        return self.processors(dummy, flat).reshape(scores.shape)
+        return self.processors(dummy, flat).reshape(scores.shape)  # type: ignore[arg-type]
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.scores(logits), dim=-1)

@@ -152,9 +152,9 @@ class SpeculativeLoop:
         roots = [r.last_token for r in requests]
         prefix = [r.length - 1 for r in requests]
         if any(len(t) for t in trees):
-            tok, pos, tree_mask, _ = build_tree_batch(trees, prefix, roots)
+            tok, pos, mask, _ = build_tree_batch(trees, prefix, roots)
             tok_pos = torch.from_numpy(np.stack([tok, pos])).to(self.device, non_blocking=True)
-            tree_mask = torch.from_numpy(tree_mask).to(self.device, non_blocking=True)
+            tree_mask = torch.from_numpy(mask).to(self.device, non_blocking=True)
         else:  # no draft anywhere: a plain decode step
             tok_pos = torch.tensor([roots, prefix], dtype=torch.long)[:, :, None].to(self.device)
             tree_mask = torch.ones((len(requests), 1, 1), dtype=torch.bool, device=self.device)

@@ -25,6 +25,7 @@ def block_mask(
     allowed = {"full_attention": torch.cat([past, tree_mask], dim=-1)}
     if "sliding_attention" in info.layer_types:
         window = info.sliding_window
+        assert window is not None  # inspect_model sets it for models with sliding layers
         near_past = (positions[:, :, None] - kv_positions[:, None, :]) < window
         near_tree = (positions[:, :, None] - positions[:, None, :]) < window
         allowed["sliding_attention"] = torch.cat([past & near_past, tree_mask & near_tree], dim=-1)

@@ -48,7 +48,7 @@ def _model_facts(model: Any) -> tuple[str, torch.device, torch.dtype, int, str |
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
-    original = original_attn_implementation(model)
+    original = original_attn_implementation(model) or "eager"
     return original, device, dtype, head_dim, _unsupported_attention(model, original, text)
 
 
@@ -141,9 +141,13 @@ def _register(backend: str, original: str) -> str:
 
 def _original_attention(original: str, module: torch.nn.Module) -> Callable[..., Any]:
     if original == "eager":  # each modeling file defines its own eager function
-        eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+        eager: Callable[..., Any] | None = getattr(
+            sys.modules.get(type(module).__module__), "eager_attention_forward", None
+        )
         if eager is None:
-            from transformers.models.llama.modeling_llama import eager_attention_forward as eager
+            from transformers.models.llama.modeling_llama import eager_attention_forward
+
+            eager = eager_attention_forward
         return eager
     from suffixspec.generation.compat import attention_function
 

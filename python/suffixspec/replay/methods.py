@@ -133,7 +133,7 @@ class PromptLookupProposer:
         trees = []
         for context in contexts:
             ids = self._torch.from_numpy(np.asarray(context, dtype=np.int64))[None]
-            candidates, _ = self._generator.get_candidates(ids)
+            candidates, _ = self._generator.get_candidates(ids)  # type: ignore[arg-type]
             draft = candidates[0, len(context) :].numpy().astype(np.int32)
             trees.append(TokenTree(draft, chain_parents(len(draft))) if len(draft) else empty_tree())
         return trees

@@ -32,6 +32,7 @@ class VerifyCost:
         ``table:0=1,16=1.08,64=1.4``; linear interpolation)."""
         kind, _, body = spec.partition(":")
         try:
+            points: tuple[tuple[float, float], ...]
             if kind == "linear":
                 slope = float(body)
                 points = ((0.0, 1.0), (1.0, 1.0 + slope))
