@@ -60,6 +60,7 @@ class SuffixCacheCore:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> Draft: ...
     def speculate_batch(
         self,
@@ -70,6 +71,7 @@ class SuffixCacheCore:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> list[Draft]:
         """All requests of one engine step in one call (GIL released, requests in parallel)."""
     def active_requests(self) -> list[int]: ...
@@ -100,6 +102,7 @@ class SuffixTree:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> Draft: ...
     def num_tokens(self) -> int: ...
     def num_nodes(self) -> int: ...

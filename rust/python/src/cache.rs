@@ -15,7 +15,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PySlice, PyTuple};
 use rayon::prelude::*;
 use suffixspec_cache::{
-    CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId, DEFAULT_MAX_CACHED_TOKENS,
+    CacheConfig, CacheError, Draft, Drafter, SpecParams, SuffixCache, SuffixTree, TokenId,
+    DEFAULT_MAX_CACHED_TOKENS,
 };
 
 use crate::arrays::extract_tokens;
@@ -137,6 +138,30 @@ impl FromPyObject<'_, '_> for Flag {
     }
 }
 
+/// A drafting algorithm by name: ``"arctic"`` (arctic-inference's drafts, the default) or
+/// ``"suffixspec"`` (drafts sized by expected acceptance; see ``Drafter`` in the core crate).
+#[derive(Debug, Clone, Copy)]
+struct DrafterName(Drafter);
+
+impl FromPyObject<'_, '_> for DrafterName {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> PyResult<Self> {
+        let Ok(name) = obj.extract::<&str>() else {
+            let type_name = obj.get_type().name()?.to_string();
+            return Err(dtype_error(obj.py(), format!("drafter must be a str, got {type_name}")));
+        };
+        match name {
+            "arctic" => Ok(DrafterName(Drafter::Arctic)),
+            "suffixspec" => Ok(DrafterName(Drafter::Suffixspec)),
+            other => Err(invalid_parameter(
+                obj.py(),
+                format!("unknown drafter {other:?}; known: \"arctic\", \"suffixspec\""),
+            )),
+        }
+    }
+}
+
 fn spec_params(
     py: Python<'_>,
     max_spec_tokens: Count,
@@ -144,6 +169,7 @@ fn spec_params(
     max_spec_offset: Real,
     min_token_prob: Real,
     use_tree_spec: Flag,
+    drafter: DrafterName,
 ) -> PyResult<SpecParams> {
     let params = SpecParams {
         max_spec_tokens: max_spec_tokens.0,
@@ -151,6 +177,7 @@ fn spec_params(
         max_spec_offset: max_spec_offset.0,
         min_token_prob: min_token_prob.0,
         use_tree_spec: use_tree_spec.0,
+        drafter: drafter.0,
     };
     params.validate().map_err(|err| cache_error(py, err))?;
     Ok(params)
@@ -472,9 +499,9 @@ impl PySuffixCacheCore {
     }
 
     /// Draft for active request ``req`` after ``context``.
-    #[pyo3(signature = (req, context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false)))]
+    #[pyo3(signature = (req, context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false), drafter = DrafterName(Drafter::Arctic)))]
     #[pyo3(
-        text_signature = "(self, req, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False)"
+        text_signature = "(self, req, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False, drafter='arctic')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn speculate(
@@ -487,6 +514,7 @@ impl PySuffixCacheCore {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
+        drafter: DrafterName,
     ) -> PyResult<PyDraft> {
         let context = context_tail(context, self.config.max_depth)?;
         let params = spec_params(
@@ -496,15 +524,16 @@ impl PySuffixCacheCore {
             max_spec_offset,
             min_token_prob,
             use_tree_spec,
+            drafter,
         )?;
         let draft = self.cache.read(py, |cache| cache.speculate(req.0, &context, &params))?;
         Ok(PyDraft::new(py, draft))
     }
 
     /// All requests of one engine step in one call (GIL released, requests in parallel).
-    #[pyo3(signature = (reqs, contexts, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false)))]
+    #[pyo3(signature = (reqs, contexts, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false), drafter = DrafterName(Drafter::Arctic)))]
     #[pyo3(
-        text_signature = "(self, reqs, contexts, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False)"
+        text_signature = "(self, reqs, contexts, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False, drafter='arctic')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn speculate_batch(
@@ -517,6 +546,7 @@ impl PySuffixCacheCore {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
+        drafter: DrafterName,
     ) -> PyResult<Vec<PyDraft>> {
         if reqs.len() != contexts.len() {
             return Err(invalid_parameter(
@@ -535,6 +565,7 @@ impl PySuffixCacheCore {
             max_spec_offset,
             min_token_prob,
             use_tree_spec,
+            drafter,
         )?;
         let drafts = self.cache.read(py, |cache| {
             reqs.par_iter()
@@ -630,9 +661,9 @@ impl PySuffixTree {
     }
 
     /// Draft after ``context`` from this tree alone.
-    #[pyo3(signature = (context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false)))]
+    #[pyo3(signature = (context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false), drafter = DrafterName(Drafter::Arctic)))]
     #[pyo3(
-        text_signature = "(self, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False)"
+        text_signature = "(self, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False, drafter='arctic')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn speculate(
@@ -644,6 +675,7 @@ impl PySuffixTree {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
+        drafter: DrafterName,
     ) -> PyResult<PyDraft> {
         let context = context_tail(context, self.max_depth)?;
         let params = spec_params(
@@ -653,6 +685,7 @@ impl PySuffixTree {
             max_spec_offset,
             min_token_prob,
             use_tree_spec,
+            drafter,
         )?;
         let draft = self.tree.read(py, |tree| tree.speculate(&context, &params))?;
         Ok(PyDraft::new(py, draft))

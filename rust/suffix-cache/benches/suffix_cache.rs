@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use suffixspec_cache::{SpecParams, SuffixTree, TokenId};
+use suffixspec_cache::{Drafter, SpecParams, SuffixTree, TokenId};
 
 const DEPTH: usize = 64;
 const VOCAB: u64 = 32_000;
@@ -133,6 +133,7 @@ fn speculate(c: &mut Criterion) {
                 max_spec_offset: 0.0,
                 min_token_prob: 0.1,
                 use_tree_spec: tree_mode,
+                drafter: Drafter::Arctic,
             };
             let mode = if tree_mode { "tree" } else { "path" };
             group.throughput(Throughput::Elements(contexts.len() as u64));

@@ -16,6 +16,7 @@
 
 mod cache;
 mod error;
+mod expected;
 mod params;
 mod speculate;
 mod tree;
@@ -47,6 +48,10 @@ pub type RequestId = u64;
 /// draft of `k` tokens scores at most `k`, lengths whose token budget cannot beat the best
 /// score so far are skipped (early stopping). Across the two trees of a request, the local
 /// (prompt) tree wins ties.
+///
+/// All of the above is [`Drafter::Arctic`], the default; [`Drafter::Suffixspec`] sizes and
+/// chooses drafts differently (see there) within the same `max_spec_tokens`, `max_depth` and
+/// `min_token_prob` bounds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpecParams {
     pub max_spec_tokens: usize,
@@ -54,6 +59,28 @@ pub struct SpecParams {
     pub max_spec_offset: f64,
     pub min_token_prob: f64,
     pub use_tree_spec: bool,
+    pub drafter: Drafter,
+}
+
+/// The drafting algorithm of a speculation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drafter {
+    /// arctic-inference's drafts, exactly as specified on [`SpecParams`] (the drop-in default).
+    #[default]
+    Arctic,
+    /// Drafts chosen by expected accepted tokens per verified token. Two estimates replace
+    /// arctic's: (1) a continuation's frequency leaves out the occurrence that is the context
+    /// itself (the request's own sequence ends with the context, and that occurrence has no
+    /// continuation yet), so a span seen once before drafts with probability 1, not 1/2;
+    /// (2) the chance that a copy goes on for `j` more tokens after a match of `m` tokens is
+    /// modelled as `(m / (m + j))^3`, so each node's probability is its frequency times that
+    /// survival, and a node is drafted only while that exceeds a node cost (0.3 tokens): long
+    /// matches draft long (up to `max_spec_tokens`), short uncertain ones draft little.
+    /// `max_spec_factor` and `max_spec_offset` are not used; `min_token_prob` still bounds the
+    /// frequency. The draft with the highest expected gain (sum over nodes of probability
+    /// minus node cost) over match lengths and over the two trees wins, ties to the longer
+    /// match and to the local tree.
+    Suffixspec,
 }
 
 /// A speculated token tree. `parents[i]` is the index of node i's parent in this draft, or

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{naive_draft, substring_counts};
-use suffixspec_cache::{CacheConfig, Draft, SpecParams, SuffixCache, SuffixTree, TokenId};
+use suffixspec_cache::{CacheConfig, Draft, Drafter, SpecParams, SuffixCache, SuffixTree, TokenId};
 
 fn params(max_spec_tokens: usize, use_tree_spec: bool) -> SpecParams {
     SpecParams {
@@ -12,6 +12,7 @@ fn params(max_spec_tokens: usize, use_tree_spec: bool) -> SpecParams {
         max_spec_offset: 0.0,
         min_token_prob: 0.1,
         use_tree_spec,
+        drafter: Drafter::Arctic,
     }
 }
 
