@@ -1,5 +1,6 @@
-"""Draft proposers replayed side by side: suffixspec (path and tree mode), arctic-inference's
-suffix cache, and prompt lookup (transformers' n-gram candidate generator).
+"""Draft proposers replayed side by side: suffixspec (path and tree mode; its own drafter and
+arctic-identical drafts), arctic-inference's suffix cache, and prompt lookup (transformers'
+n-gram candidate generator).
 
 A new method plugs in by implementing :class:`Proposer` and registering a factory in
 :data:`METHODS`.
@@ -95,13 +96,17 @@ class SpecParams:
 
 class SuffixCacheProposer:
     """Drives a cache with arctic-inference's API (``suffixspec.SuffixCache`` or arctic's own):
-    prompts go in at ``start``, emitted tokens into the global cache as they are produced."""
+    prompts go in at ``start``, emitted tokens into the global cache as they are produced.
+    ``drafter`` is passed on to suffixspec's cache (``None``: arctic's, which has no choice)."""
 
-    def __init__(self, name: str, cache: Any, params: SpecParams, tree: bool) -> None:
+    def __init__(
+        self, name: str, cache: Any, params: SpecParams, tree: bool, drafter: str | None = None
+    ) -> None:
         self.name = name
         self.cache = cache
         self.params = params
         self.tree = tree
+        self._drafter = {} if drafter is None else {"drafter": drafter}
 
     def start(self, req_id: int, prompt: TokenArray) -> None:
         self.cache.start_request(req_id, prompt)
@@ -116,6 +121,7 @@ class SuffixCacheProposer:
             max_spec_offset=p.max_spec_offset,
             min_token_prob=p.min_token_prob,
             use_tree_spec=self.tree,
+            **self._drafter,
         )
         if self.tree and len(draft.token_ids) > p.tree_budget:
             from suffixspec import TokenTree
@@ -178,10 +184,10 @@ class PromptLookupProposer:
         return 0  # nothing beyond the context the server holds anyway
 
 
-def _suffixspec(name: str, params: SpecParams, tree: bool) -> Proposer:
+def _suffixspec(name: str, params: SpecParams, tree: bool, drafter: str) -> Proposer:
     from suffixspec import SuffixCache
 
-    return SuffixCacheProposer(name, SuffixCache(max_depth=params.max_depth), params, tree)
+    return SuffixCacheProposer(name, SuffixCache(max_depth=params.max_depth), params, tree, drafter)
 
 
 def _arctic(name: str, params: SpecParams, tree: bool) -> Proposer:
@@ -206,10 +212,24 @@ class MethodSpec:
 #: Method name -> factory. The order is the order of report rows.
 METHODS: dict[str, MethodSpec] = {
     "suffixspec": MethodSpec(
-        lambda n, p: _suffixspec(n, p, tree=False), lambda: True, "suffixspec cache, path drafts"
+        lambda n, p: _suffixspec(n, p, tree=False, drafter="suffixspec"),
+        lambda: True,
+        "suffixspec cache, its own drafter (drafts sized by expected acceptance), path drafts",
     ),
     "suffixspec-tree": MethodSpec(
-        lambda n, p: _suffixspec(n, p, tree=True), lambda: True, "suffixspec cache, tree drafts (node budget)"
+        lambda n, p: _suffixspec(n, p, tree=True, drafter="suffixspec"),
+        lambda: True,
+        "suffixspec cache, its own drafter, tree drafts (node budget)",
+    ),
+    "suffixspec-arctic": MethodSpec(
+        lambda n, p: _suffixspec(n, p, tree=False, drafter="arctic"),
+        lambda: True,
+        "suffixspec cache drafting exactly like arctic-inference (SuffixCache's default), path drafts",
+    ),
+    "suffixspec-arctic-tree": MethodSpec(
+        lambda n, p: _suffixspec(n, p, tree=True, drafter="arctic"),
+        lambda: True,
+        "suffixspec cache drafting like arctic-inference, tree drafts (node budget)",
     ),
     "arctic": MethodSpec(
         lambda n, p: _arctic(n, p, tree=False),
@@ -229,7 +249,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 #: Methods replayed when none are named (those available).
-DEFAULT_METHODS = ("suffixspec", "suffixspec-tree", "arctic", "prompt-lookup")
+DEFAULT_METHODS = ("suffixspec", "suffixspec-arctic", "suffixspec-tree", "arctic", "prompt-lookup")
 
 
 def available_methods(names: Sequence[str] | None = None) -> list[str]:

@@ -13,8 +13,8 @@
 //!   it and the longer the match they follow: each step below the match is estimated as
 //!   `c / (n + EVIDENCE_PRIOR / m)` for a match of `m` tokens (a prior pseudo-occurrence that
 //!   continues differently, worth less after a longer match). A continuation seen once after
-//!   a 3-token match then decays fast (2/3 per token), one seen once after a 30-token match
-//!   slowly (0.95 per token), and one seen 50 times hardly at all. A node is worth verifying
+//!   a 3-token match then decays fast (0.6 per token), one seen once after a 30-token match
+//!   slowly (0.94 per token), and one seen 50 times hardly at all. A node is worth verifying
 //!   while its estimate exceeds [`NODE_COST`], so copies draft long (up to
 //!   `max_spec_tokens`) and guesses draft little, whatever `max_spec_factor` says.
 //!
@@ -32,10 +32,10 @@ use crate::{Draft, SpecParams, TokenId};
 
 /// Acceptance probability below which a draft node costs more to verify than it brings: the
 /// price of one verified node, in accepted tokens.
-pub(crate) const NODE_COST: f64 = 0.3;
+pub(crate) const NODE_COST: f64 = 0.2;
 
 /// Weight of the prior "continues differently" occurrence, per matched token.
-const EVIDENCE_PRIOR: f64 = 1.5;
+const EVIDENCE_PRIOR: f64 = 2.0;
 
 /// Estimated probability of a step below a match of `m` tokens that `child` of the `parent`
 /// occurrences took.

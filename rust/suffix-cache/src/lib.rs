@@ -68,18 +68,18 @@ pub enum Drafter {
     /// arctic-inference's drafts, exactly as specified on [`SpecParams`] (the drop-in default).
     #[default]
     Arctic,
-    /// Drafts chosen by expected accepted tokens per verified token. Two estimates replace
-    /// arctic's: (1) a continuation's frequency leaves out the occurrence that is the context
-    /// itself (the request's own sequence ends with the context, and that occurrence has no
-    /// continuation yet), so a span seen once before drafts with probability 1, not 1/2;
-    /// (2) the chance that a copy goes on for `j` more tokens after a match of `m` tokens is
-    /// modelled as `(m / (m + j))^3`, so each node's probability is its frequency times that
-    /// survival, and a node is drafted only while that exceeds a node cost (0.3 tokens): long
-    /// matches draft long (up to `max_spec_tokens`), short uncertain ones draft little.
-    /// `max_spec_factor` and `max_spec_offset` are not used; `min_token_prob` still bounds the
-    /// frequency. The draft with the highest expected gain (sum over nodes of probability
-    /// minus node cost) over match lengths and over the two trees wins, ties to the longer
-    /// match and to the local tree.
+    /// Drafts chosen by expected accepted tokens per verified node (details in the
+    /// `expected` module): (1) continuation frequencies leave out the occurrence that is the
+    /// context itself (the request's own sequence ends with the context, and that occurrence
+    /// has no continuation yet), so a span seen once before is not halved; (2) each step below
+    /// a match of `m` tokens is estimated as `count(child) / (count(parent) + 2 / m)`, so
+    /// continuations backed by few occurrences after short matches fade fast and those backed
+    /// by many, or following long matches, do not; (3) nodes are drafted while their estimate
+    /// exceeds a node cost of 0.2 accepted tokens (up to `max_spec_tokens` nodes, never deeper
+    /// than `max_depth`, frequencies at least `min_token_prob`); `max_spec_factor` and
+    /// `max_spec_offset` are not used. Probabilities are the estimates (non-increasing along
+    /// paths, in (0, 1]); the draft with the highest gain (score minus node cost per node)
+    /// over match lengths and the two trees wins, ties to the longer match and the local tree.
     Suffixspec,
 }
 
