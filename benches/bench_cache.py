@@ -6,6 +6,8 @@ step, speculate time per call (mean, p99), append time per token, and memory per
 both as each library reports it and as RSS growth of a fresh process that caches the same
 responses (the only measure arctic's memory can be compared on). Targets (not asserted):
 tokens/step >= arctic's; speculate <= 1/2 of arctic's; append >= 2x as fast; memory <= 1/2.
+"ours" is SuffixCache's default, arctic-identical drafts (method ``suffixspec-arctic``); the
+tokens per step of suffixspec's own drafter (``drafter="suffixspec"``) are shown beside them.
 
     ./dev bench bench_cache [--workloads DIR] [--only NAME,...] [--limit 300] [--agentic-limit 800]
 
@@ -40,7 +42,11 @@ DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
 PARAMS = SpecConfig(
     max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1, min_match_len=0
 )
-METHODS = ("suffixspec", "arctic")
+#: SuffixCache with its default (arctic-identical) drafts, arctic-inference, suffixspec's drafter.
+OURS, DRAFTER = "suffixspec-arctic", "suffixspec"
+METHODS = (OURS, "arctic", DRAFTER)
+#: Library of each method whose memory is measured.
+LIBRARY = {OURS: "suffixspec", "arctic": "arctic"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,8 +191,8 @@ def run_workload(path: Path, limit: int, tokenizer: Any, args: argparse.Namespac
     del proposers, results
     if not args.no_rss:
         with tempfile.TemporaryDirectory() as tmp:
-            for method in METHODS:
-                rss = measure_rss(method, trace.outputs, Path(tmp))
+            for method, lib in LIBRARY.items():
+                rss = measure_rss(lib, trace.outputs, Path(tmp))
                 row[method]["bytes_per_token_rss"] = rss["rss_bytes"] / trace.output_tokens
     return row
 
@@ -196,7 +202,7 @@ def run_workload(path: Path, limit: int, tokenizer: Any, args: argparse.Namespac
 
 def ratios(row: dict[str, Any]) -> dict[str, float]:
     """Each target as a ratio where >= 1 means met."""
-    ours, arctic = row["suffixspec"], row["arctic"]
+    ours, arctic = row[OURS], row["arctic"]
     out = {
         "tokens_per_step": ours["tokens_per_step"] / arctic["tokens_per_step"],
         "speculate": arctic["speculate_us_mean"] / ours["speculate_us_mean"] / 2,
@@ -210,7 +216,7 @@ def ratios(row: dict[str, Any]) -> dict[str, float]:
 
 
 def _pair(row: dict[str, Any], key: str, fmt: str) -> str:
-    ours, arctic = row["suffixspec"].get(key), row["arctic"].get(key)
+    ours, arctic = row[OURS].get(key), row["arctic"].get(key)
     return "-" if ours is None else f"{ours:{fmt}} / {arctic:{fmt}}"
 
 
@@ -247,6 +253,15 @@ def table(rows: list[dict[str, Any]]) -> str:
         cells = [_pair(r, key, fmt) for _, key, fmt in FIGURES]
         lines.append(
             f"| {r['workload']} | {r['requests']} | {r['output_tokens']} | " + " | ".join(cells) + " |"
+        )
+    lines += ["", f"suffixspec's own drafter ({DRAFTER}) beside them:", ""]
+    lines.append("| workload | tok/step drafter / ours / arctic | drafter / arctic | speculate us drafter |")
+    lines.append("|---|---|---|---|")
+    for r in rows:
+        d, o, a = (r[m]["tokens_per_step"] for m in (DRAFTER, OURS, "arctic"))
+        lines.append(
+            f"| {r['workload']} | {d:.3f} / {o:.3f} / {a:.3f} | {d / a:.4f} | "
+            f"{r[DRAFTER]['speculate_us_mean']:.1f} |"
         )
     lines += ["", "Targets, as ratios (>= 1.00 means met):", ""]
     lines.append("| workload | " + " | ".join(h for h, _ in TARGETS) + " |")

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_defaults_come_from_the_rust_core() -> None:
     """Every field's default is the core crate's constant of the same name, read through the bindings."""
     source = (ROOT / "rust" / "suffix-cache" / "src" / "defaults.rs").read_text()
-    constants = dict(re.findall(r"pub const ([A-Z_]+): \w+ = ([^;]+);", source))
+    constants = dict(re.findall(r"pub const ([A-Z_]+): [^=]+ = ([^;]+);", source))
     fields = {f.name: f.default for f in dataclasses.fields(SpecConfig)}
     assert set(fields) == set(SPEC_DEFAULTS)
     for name, default in fields.items():
         assert default == SPEC_DEFAULTS[name]
         literal = constants[name.upper()].replace("true", "True").replace("false", "False")
-        assert default == eval(literal, {"__builtins__": {}}), name  # integer/float/bool literals only
+        assert default == eval(literal, {"__builtins__": {}}), name  # int/float/bool/str literals only
 
 
 def test_one_settings_type_everywhere() -> None:
@@ -54,6 +54,8 @@ def test_one_settings_type_everywhere() -> None:
         {"max_cached_requests": -1},
         {"max_cached_tokens": None},
         {"use_tree_spec": 1},
+        {"drafter": "nope"},
+        {"drafter": None},
     ],
 )
 def test_bad_settings_raise_typed_errors(changes: dict[str, object]) -> None:
@@ -73,6 +75,7 @@ def test_replace_and_derived_arguments() -> None:
         "max_spec_offset": SPEC_DEFAULTS["max_spec_offset"],
         "min_token_prob": SPEC_DEFAULTS["min_token_prob"],
         "use_tree_spec": True,
+        "drafter": SPEC_DEFAULTS["drafter"],
     }
     cache = suffixspec.SuffixCache(**spec.cache_kwargs())
     assert cache.max_depth == spec.max_depth

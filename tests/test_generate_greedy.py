@@ -365,7 +365,8 @@ def test_suffix_proposer_drops_drafts_from_short_matches(min_match_len, expected
     from suffixspec.generation.config import SpecConfig
 
     cache = suffixspec.SuffixCache()
-    proposer = SuffixProposer(cache, SpecConfig(max_spec_factor=4.0, min_match_len=min_match_len))
+    spec = SpecConfig(max_spec_factor=4.0, min_match_len=min_match_len, drafter="arctic")
+    proposer = SuffixProposer(cache, spec)
     proposer.start("r", np.asarray([1, 2, 3, 9, 8], dtype=np.int32))
     # The context ends in "5 3": only its last token matches the prompt.
     (tree,) = proposer.propose(["r"], [np.asarray([7, 5, 3], dtype=np.int32)], [8], [8])

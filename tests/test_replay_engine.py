@@ -16,7 +16,13 @@ from suffixspec.replay.methods import Method, chain_parents, make_method
 from suffixspec.replay.tokenize import TokenizedTrace
 
 HAS_ARCTIC = importlib.util.find_spec("arctic_inference") is not None
-CACHES = ["suffixspec", pytest.param("arctic", marks=pytest.mark.skipif(not HAS_ARCTIC, reason="no arctic"))]
+# Caches drafting like arctic-inference (whose drafts these tests know in advance).
+CACHES = [
+    "suffixspec-arctic",
+    pytest.param("arctic", marks=pytest.mark.skipif(not HAS_ARCTIC, reason="no arctic")),
+]
+#: suffixspec's own drafter (drafts sized by expected acceptance, not by max_spec_factor).
+OWN = ["suffixspec", "suffixspec-tree"]
 
 # Draft length K; a spec factor this large never limits drafts below K.
 K = 4
@@ -114,7 +120,7 @@ def test_accepted_length_is_the_longest_matching_root_path(
     assert accepted_length(tokens, parents, np.array(truth, dtype=np.int64)) == best
 
 
-@pytest.mark.parametrize("method", [*CACHES, "prompt-lookup", "suffixspec-tree"])
+@pytest.mark.parametrize("method", [*CACHES, "prompt-lookup", "suffixspec-arctic-tree"])
 def test_output_repeating_its_prompt(method: str) -> None:
     # Prompt = output = 21 distinct tokens. Step 1: the last prompt token occurs nowhere else ->
     # no draft, 1 token. Then every step drafts the next K tokens of the prompt, all accepted, +1:
@@ -123,12 +129,24 @@ def test_output_repeating_its_prompt(method: str) -> None:
     assert tokens_per_step(make_trace([(seq, seq)]), method) == pytest.approx(21 / 5)
 
 
-@pytest.mark.parametrize("method", [*CACHES, "prompt-lookup", "suffixspec-tree"])
+@pytest.mark.parametrize("method", [*CACHES, *OWN, "prompt-lookup", "suffixspec-arctic-tree"])
 def test_output_sharing_nothing_gives_exactly_one_token_per_step(method: str) -> None:
     trace = make_trace(
         [(list(range(50)), list(range(100, 160))), (list(range(50, 70)), list(range(200, 230)))]
     )
     assert tokens_per_step(trace, method) == 1.0
+
+
+@pytest.mark.parametrize("method", OWN)
+def test_own_drafter_on_a_verbatim_repeat(method: str) -> None:
+    # A copy: every draft is accepted whole, and drafts grow with the match (1 token after a
+    # 1-token match, up to K), so it needs more steps than drafting K at once but far fewer
+    # than one per token.
+    seq = list(range(10, 31))
+    result = replay(make_trace([(seq, seq)]), make_method(method, PARAMS))
+    assert result.accepted.tolist() == result.drafted.tolist()
+    assert result.drafted[1] < K and result.drafted.max() == K
+    assert 1.0 < result.emitted.sum() / len(result.emitted) <= 21 / 5
 
 
 @pytest.mark.parametrize("method", CACHES)
@@ -159,12 +177,12 @@ def test_tree_mode_respects_the_node_budget() -> None:
             max_tree_nodes=budget,
             min_match_len=0,
         )
-        result = replay(trace, make_method("suffixspec-tree", params))
+        result = replay(trace, make_method("suffixspec-arctic-tree", params))
         assert result.drafted.max() == budget
     wide = SpecConfig(
         max_spec_tokens=64, max_spec_factor=100.0, min_token_prob=0.0, max_tree_nodes=64, min_match_len=0
     )
-    result = replay(trace, make_method("suffixspec-tree", wide))
+    result = replay(trace, make_method("suffixspec-arctic-tree", wide))
     # After "1", the tree holds all six branches: 5 105 205 1 (then 6, not 7) is accepted.
     assert result.drafted[1] > 6
     assert result.accepted[1] == 4

@@ -85,7 +85,7 @@ def repeat_trace() -> TokenizedTrace:
 
 def test_sweep_covers_the_grid_and_recommend_does_not_lose() -> None:
     base = SpecConfig(max_spec_tokens=4, max_spec_factor=1.0, min_match_len=0)
-    evaluate = Evaluator(repeat_trace(), "suffixspec", VerifyCost.parse("linear:0.05"))
+    evaluate = Evaluator(repeat_trace(), "suffixspec-arctic", VerifyCost.parse("linear:0.05"))
     records = sweep(evaluate, base)
     assert [(r["param"], r["value"]) for r in records] == [(k, v) for k, vs in SWEEP_GRID.items() for v in vs]
     factor = {r["value"]: r["summary"]["tokens_per_step"] for r in records if r["param"] == "max_spec_factor"}
@@ -115,7 +115,14 @@ def test_cli_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.CaptureF
     ids.write_text(json.dumps({"prompt": list(range(30)), "output": list(range(100, 140))}) + "\n")
     out = tmp_path / "out"
     argv = ["replay", str(text), str(ids), "--tokenizer", str(word_tokenizer_file(tmp_path))]
-    argv += ["--methods", "suffixspec,suffixspec-tree", "--max-spec-tokens", "4", "--max-spec-factor", "100"]
+    argv += [
+        "--methods",
+        "suffixspec-arctic,suffixspec-arctic-tree",
+        "--max-spec-tokens",
+        "4",
+        "--max-spec-factor",
+        "100",
+    ]
     argv += ["--min-match-len", "0"]  # arctic-inference's semantics, which the figures below assume
     argv += ["--out", str(out), "--sweep", "--recommend", "--no-progress", "--no-cache"]
     assert main(argv) == 0
@@ -124,10 +131,11 @@ def test_cli_writes_table_json_and_plots(tmp_path: Path, capsys: pytest.CaptureF
 
     report = json.loads((out / "report.json").read_text())
     rows = {(r["workload"], r["method"]): r for r in report["results"]}
-    assert set(rows) == {(w, m) for w in ("repeat", "disjoint") for m in ("suffixspec", "suffixspec-tree")}
+    methods = ("suffixspec-arctic", "suffixspec-arctic-tree")
+    assert set(rows) == {(w, m) for w in ("repeat", "disjoint") for m in methods}
     # The rendered prompt is "<|user|> w10 ... w30": the output repeats its last 21 tokens.
-    assert rows["repeat", "suffixspec"]["tokens_per_step"] == pytest.approx(21 / 5)
-    assert rows["disjoint", "suffixspec"]["tokens_per_step"] == 1.0
+    assert rows["repeat", "suffixspec-arctic"]["tokens_per_step"] == pytest.approx(21 / 5)
+    assert rows["disjoint", "suffixspec-arctic"]["tokens_per_step"] == 1.0
     assert report["settings"]["params"]["max_spec_tokens"] == 4
     assert len(report["sweeps"]["repeat"]) == sum(len(v) for v in SWEEP_GRID.values())
     assert set(report["recommendations"]) == {"repeat", "disjoint"}

@@ -34,7 +34,7 @@ __all__ = [
 
 __version__: str
 
-SPEC_DEFAULTS: dict[str, int | float | bool]
+SPEC_DEFAULTS: dict[str, int | float | bool | str]
 """The drafting defaults of the Rust core (``suffixspec_cache::defaults``), read by ``suffixspec.SpecConfig``."""
 MAX_DEPTH: int
 """Largest ``max_depth`` of a tree (ingestion costs ``max_depth`` steps per token)."""
@@ -105,6 +105,7 @@ class SuffixCacheCore:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> Draft: ...
     def speculate_batch(
         self,
@@ -115,6 +116,7 @@ class SuffixCacheCore:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> list[Draft]:
         """All requests of one engine step in one call (GIL released, requests in parallel)."""
     def active_requests(self) -> list[int]: ...
@@ -148,6 +150,7 @@ class SuffixTree:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> Draft: ...
     def num_tokens(self) -> int: ...
     def num_nodes(self) -> int: ...

@@ -360,6 +360,7 @@ class SuffixCache:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> Draft:
         """Drafts the likely continuation of ``context`` for an active request.
 
@@ -379,6 +380,10 @@ class SuffixCache:
             max_spec_offset: Draft tokens allowed on top of that (may be negative).
             min_token_prob: Probability floor of draft tokens, in ``[0, 1]``.
             use_tree_spec: Draft a tree (best-first over continuations) instead of one path.
+            drafter: ``"arctic"`` (the default: arctic-inference's drafts, as described above)
+                or ``"suffixspec"`` (drafts sized by expected acceptance, leaving the context's
+                own occurrence out of the frequencies; ``max_spec_factor`` and
+                ``max_spec_offset`` are not used). See ``benches/README.md``.
 
         Returns:
             A :class:`~suffixspec.Draft` (empty when nothing matches).
@@ -400,6 +405,7 @@ class SuffixCache:
                 max_spec_offset,
                 min_token_prob,
                 use_tree_spec,
+                drafter,
             )
         except UnknownRequestError:  # stopped (and maybe still cached), or stopped meanwhile
             raise UnknownRequestError(f"request {req_id!r} is not active") from None
@@ -413,6 +419,7 @@ class SuffixCache:
         max_spec_offset: float = 0.0,
         min_token_prob: float = 0.1,
         use_tree_spec: bool = False,
+        drafter: str = "arctic",
     ) -> list[Draft]:
         """:meth:`speculate` for every request of one engine step, in parallel in one native call.
 
@@ -435,6 +442,7 @@ class SuffixCache:
                 max_spec_offset,
                 min_token_prob,
                 use_tree_spec,
+                drafter,
             )
         except UnknownRequestError:  # one is stopped (or was stopped meanwhile): name it
             gone = next(

@@ -18,7 +18,10 @@ from typing import Any
 from suffixspec._native import SPEC_DEFAULTS
 from suffixspec.errors import InvalidParameterError
 
-__all__ = ["ATTENTION_MODES", "SpecConfig", "check_int", "check_real"]
+__all__ = ["ATTENTION_MODES", "DRAFTERS", "SpecConfig", "check_int", "check_real"]
+
+#: Drafting algorithms: suffixspec's (drafts sized by expected acceptance) and arctic-inference's.
+DRAFTERS = ("suffixspec", "arctic")
 
 #: Attention implementations of the verification step: "auto" (the CUDA tree-attention kernel
 #: where it runs, the model's own attention elsewhere), "cuda" (the kernel or an error), "torch".
@@ -66,6 +69,8 @@ class SpecConfig:
         use_tree_spec: draft trees (several continuations per step) instead of paths.
         max_tree_nodes: most nodes of a draft tree verified per request and step.
         min_match_len: suffixspec's decoding loop skips drafts matched on fewer context tokens.
+        drafter: "suffixspec" (drafts sized by expected acceptance; the default here) or "arctic"
+            (arctic-inference's drafts, the default of the drop-in ``SuffixCache.speculate``).
         max_cached_requests, max_cached_tokens: budgets of the cache's global tree of finished
             responses (oldest evicted first).
     """
@@ -78,6 +83,7 @@ class SpecConfig:
     use_tree_spec: bool = _D["use_tree_spec"]
     max_tree_nodes: int = _D["max_tree_nodes"]
     min_match_len: int = _D["min_match_len"]
+    drafter: str = _D["drafter"]
     max_cached_requests: int = _D["max_cached_requests"]
     max_cached_tokens: int = _D["max_cached_tokens"]
 
@@ -91,6 +97,8 @@ class SpecConfig:
         check_real("max_spec_factor", self.max_spec_factor, minimum=0.0)
         check_real("max_spec_offset", self.max_spec_offset)
         check_real("min_token_prob", self.min_token_prob, minimum=0.0, maximum=1.0)
+        if self.drafter not in DRAFTERS:
+            raise InvalidParameterError(f"drafter must be one of {DRAFTERS}, got {self.drafter!r}")
         if not isinstance(self.use_tree_spec, bool):
             raise InvalidParameterError(f"use_tree_spec must be a bool, got {self.use_tree_spec!r}")
 
@@ -114,6 +122,7 @@ class SpecConfig:
             "max_spec_offset": self.max_spec_offset,
             "min_token_prob": self.min_token_prob,
             "use_tree_spec": self.use_tree_spec,
+            "drafter": self.drafter,
         }
 
     def cache_kwargs(self) -> dict[str, Any]:

@@ -80,9 +80,8 @@ def resolve_generation_config(
     """The model's `generation_config` updated with the non-None `overrides`, as `model.generate` does."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if generation_config is not None and not isinstance(generation_config, GenerationConfig):
-        raise InvalidParameterError(
-            f"generation_config must be a transformers.GenerationConfig, got {type(generation_config).__name__}"
-        )
+        kind = type(generation_config).__name__
+        raise InvalidParameterError(f"generation_config must be a transformers.GenerationConfig, got {kind}")
     # Special-token ids are checked before transformers sees them (it raises builtins on bad types).
     for name in ("eos_token_id", "pad_token_id", "bos_token_id"):
         if name in overrides:

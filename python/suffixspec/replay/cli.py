@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         help=f"comma-separated, from: {', '.join(METHODS)} (default: those of "
-        "suffixspec, suffixspec-tree, arctic, prompt-lookup that are installed)",
+        "suffixspec, suffixspec-arctic, suffixspec-tree, arctic, prompt-lookup that are installed)",
     )
     g = parser.add_argument_group("speculation settings (shared by the methods)")
     g.add_argument("--max-depth", type=int, default=d.max_depth, help="suffix tree depth (%(default)s)")
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s = parser.add_argument_group("sweeps")
     s.add_argument("--sweep", action="store_true", help="sweep " + ", ".join(SWEEP_GRID) + " one at a time")
     s.add_argument("--recommend", action="store_true", help="search the settings with the best speedup")
-    s.add_argument("--sweep-method", default="suffixspec", help="method swept (default: %(default)s)")
+    s.add_argument("--sweep-method", default="suffixspec-arctic", help="method swept (default: %(default)s)")
     o = parser.add_argument_group("output")
     o.add_argument("--out", type=Path, help="directory for report.json and plots")
     o.add_argument("--no-progress", action="store_true", help="no progress bars")

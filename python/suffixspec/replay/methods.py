@@ -1,5 +1,6 @@
-"""Draft proposers replayed side by side: suffixspec (path and tree mode), arctic-inference's
-suffix cache, and prompt lookup (transformers' n-gram candidate generator).
+"""Draft proposers replayed side by side: suffixspec (path and tree mode; its own drafter and
+arctic-identical drafts), arctic-inference's suffix cache, and prompt lookup (transformers'
+n-gram candidate generator).
 
 Every method is a :class:`suffixspec.proposer.Proposer` (the one proposer interface, also used by
 ``suffixspec.generate`` and the engines) configured by a :class:`suffixspec.SpecConfig`. A new
@@ -84,9 +85,9 @@ class ArcticProposer:
             if budget <= 0 or not len(context):
                 trees.append(empty_tree())
                 continue
-            draft = self.cache.speculate(
-                req_id, context, **{**spec.speculate_kwargs(), "max_spec_tokens": budget}
-            )
+            kwargs = {**spec.speculate_kwargs(), "max_spec_tokens": budget}
+            del kwargs["drafter"]  # arctic's cache has one drafter: its own
+            draft = self.cache.speculate(req_id, context, **kwargs)
             if len(draft.token_ids) and draft.match_len >= spec.min_match_len:
                 trees.append(TokenTree(draft.token_ids, draft.parents, draft.probs))
             else:
@@ -145,10 +146,11 @@ class PromptLookupProposer:
         return 0  # nothing beyond the context the server holds anyway
 
 
-def _suffixspec(spec: SpecConfig, tree: bool) -> Proposer:
+def _suffixspec(spec: SpecConfig, tree: bool, drafter: str | None = None) -> Proposer:
+    """suffixspec's cache; ``drafter`` None keeps the settings' (suffixspec's own by default)."""
     from suffixspec import SuffixCache
 
-    spec = spec.replace(use_tree_spec=tree)
+    spec = spec.replace(use_tree_spec=tree, **({} if drafter is None else {"drafter": drafter}))
     return SuffixProposer(SuffixCache(**spec.cache_kwargs()), spec)
 
 
@@ -176,12 +178,24 @@ class MethodSpec:
 #: Method name -> factory. The order is the order of report rows.
 METHODS: dict[str, MethodSpec] = {
     "suffixspec": MethodSpec(
-        lambda spec, _: _suffixspec(spec, tree=False), lambda: True, "suffixspec cache, path drafts"
+        lambda spec, _: _suffixspec(spec, tree=False),
+        lambda: True,
+        "suffixspec cache, the settings' drafter (suffixspec's own by default), path drafts",
     ),
     "suffixspec-tree": MethodSpec(
         lambda spec, _: _suffixspec(spec, tree=True),
         lambda: True,
-        "suffixspec cache, tree drafts (node budget)",
+        "suffixspec cache, the settings' drafter, tree drafts (node budget)",
+    ),
+    "suffixspec-arctic": MethodSpec(
+        lambda spec, _: _suffixspec(spec, tree=False, drafter="arctic"),
+        lambda: True,
+        "suffixspec cache drafting exactly like arctic-inference (SuffixCache's default), path drafts",
+    ),
+    "suffixspec-arctic-tree": MethodSpec(
+        lambda spec, _: _suffixspec(spec, tree=True, drafter="arctic"),
+        lambda: True,
+        "suffixspec cache drafting like arctic-inference, tree drafts (node budget)",
     ),
     "arctic": MethodSpec(
         lambda spec, _: _arctic(spec, tree=False),
@@ -201,7 +215,7 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 #: Methods replayed when none are named (those available).
-DEFAULT_METHODS = ("suffixspec", "suffixspec-tree", "arctic", "prompt-lookup")
+DEFAULT_METHODS = ("suffixspec", "suffixspec-arctic", "suffixspec-tree", "arctic", "prompt-lookup")
 
 
 def available_methods(names: Sequence[str] | None = None) -> list[str]:

@@ -14,11 +14,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySlice};
 use rayon::prelude::*;
 use suffixspec_cache::{
-    CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId,
+    CacheConfig, CacheError, Draft, Drafter, SpecParams, SuffixCache, SuffixTree, TokenId,
     DEFAULT_MAX_CACHED_REQUESTS, DEFAULT_MAX_CACHED_TOKENS, MAX_DEPTH,
 };
 
-use crate::convert::{owned_tokens, tokens, type_name, Count, Flag, Handle, Real};
+use crate::convert::{owned_tokens, tokens, type_name, Count, DrafterName, Flag, Handle, Real};
 use crate::errors::{Error, Result};
 use crate::gil::without_gil;
 
@@ -38,6 +38,7 @@ fn spec_params(
     max_spec_offset: Real,
     min_token_prob: Real,
     use_tree_spec: Flag,
+    drafter: DrafterName,
 ) -> Result<SpecParams> {
     let params = SpecParams {
         max_spec_tokens: max_spec_tokens.0,
@@ -45,6 +46,7 @@ fn spec_params(
         max_spec_offset: max_spec_offset.0,
         min_token_prob: min_token_prob.0,
         use_tree_spec: use_tree_spec.0,
+        drafter: drafter.0,
     };
     params.validate()?;
     Ok(params)
@@ -356,9 +358,9 @@ impl PySuffixCacheCore {
     }
 
     /// Draft for active request ``req`` after ``context``.
-    #[pyo3(signature = (req, context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false)))]
+    #[pyo3(signature = (req, context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false), drafter = DrafterName(Drafter::Arctic)))]
     #[pyo3(
-        text_signature = "(self, req, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False)"
+        text_signature = "(self, req, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False, drafter='arctic')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn speculate(
@@ -371,18 +373,25 @@ impl PySuffixCacheCore {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
+        drafter: DrafterName,
     ) -> Result<PyDraft> {
         let context = context_tail(context, self.config.max_depth)?;
-        let params =
-            spec_params(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
+        let params = spec_params(
+            max_spec_tokens,
+            max_spec_factor,
+            max_spec_offset,
+            min_token_prob,
+            use_tree_spec,
+            drafter,
+        )?;
         let draft = self.cache.read(py, |cache| cache.speculate(req.0, &context, &params))?;
         Ok(PyDraft::new(py, draft))
     }
 
     /// All requests of one engine step in one call (GIL released, requests in parallel).
-    #[pyo3(signature = (reqs, contexts, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false)))]
+    #[pyo3(signature = (reqs, contexts, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false), drafter = DrafterName(Drafter::Arctic)))]
     #[pyo3(
-        text_signature = "(self, reqs, contexts, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False)"
+        text_signature = "(self, reqs, contexts, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False, drafter='arctic')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn speculate_batch(
@@ -395,6 +404,7 @@ impl PySuffixCacheCore {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
+        drafter: DrafterName,
     ) -> Result<Vec<PyDraft>> {
         let reqs =
             sequence(reqs, "reqs")?.iter().map(|req| req.extract::<Handle>()).collect::<Result<Vec<_>>>()?;
@@ -410,8 +420,14 @@ impl PySuffixCacheCore {
             .iter()
             .map(|context| context_tail(context, self.config.max_depth))
             .collect::<Result<Vec<_>>>()?;
-        let params =
-            spec_params(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
+        let params = spec_params(
+            max_spec_tokens,
+            max_spec_factor,
+            max_spec_offset,
+            min_token_prob,
+            use_tree_spec,
+            drafter,
+        )?;
         let drafts = self.cache.read(py, |cache| {
             reqs.par_iter()
                 .zip(contexts.par_iter())
@@ -511,9 +527,9 @@ impl PySuffixTree {
     }
 
     /// Draft after ``context`` from this tree alone.
-    #[pyo3(signature = (context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false)))]
+    #[pyo3(signature = (context, max_spec_tokens, max_spec_factor = Real(1.0), max_spec_offset = Real(0.0), min_token_prob = Real(0.1), use_tree_spec = Flag(false), drafter = DrafterName(Drafter::Arctic)))]
     #[pyo3(
-        text_signature = "(self, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False)"
+        text_signature = "(self, context, max_spec_tokens, max_spec_factor=1.0, max_spec_offset=0.0, min_token_prob=0.1, use_tree_spec=False, drafter='arctic')"
     )]
     #[allow(clippy::too_many_arguments)]
     fn speculate(
@@ -525,10 +541,17 @@ impl PySuffixTree {
         max_spec_offset: Real,
         min_token_prob: Real,
         use_tree_spec: Flag,
+        drafter: DrafterName,
     ) -> Result<PyDraft> {
         let context = context_tail(context, self.max_depth)?;
-        let params =
-            spec_params(max_spec_tokens, max_spec_factor, max_spec_offset, min_token_prob, use_tree_spec)?;
+        let params = spec_params(
+            max_spec_tokens,
+            max_spec_factor,
+            max_spec_offset,
+            min_token_prob,
+            use_tree_spec,
+            drafter,
+        )?;
         let draft = self.tree.read(py, |tree| tree.speculate(&context, &params))?;
         Ok(PyDraft::new(py, draft))
     }

@@ -21,7 +21,7 @@ use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyList, PyString, PyTuple, PyType};
-use suffixspec_cache::TokenId;
+use suffixspec_cache::{Drafter, TokenId};
 
 use crate::errors::{Error, Result};
 
@@ -152,6 +152,28 @@ impl FromPyObject<'_, '_> for Flag {
             return Err(Error::DType(format!("expected a bool, got {}", type_name(&obj))));
         }
         Ok(Flag(obj.is_truthy()?))
+    }
+}
+
+/// A drafting algorithm by name: `"arctic"` (arctic-inference's drafts) or `"suffixspec"` (drafts
+/// sized by expected acceptance; see `Drafter` in the core crate).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DrafterName(pub(crate) Drafter);
+
+impl FromPyObject<'_, '_> for DrafterName {
+    type Error = Error;
+
+    fn extract(obj: Borrowed<'_, '_, PyAny>) -> Result<Self> {
+        let Ok(name) = obj.extract::<&str>() else {
+            return Err(Error::DType(format!("drafter must be a str, got {}", type_name(&obj))));
+        };
+        match name {
+            "arctic" => Ok(DrafterName(Drafter::Arctic)),
+            "suffixspec" => Ok(DrafterName(Drafter::Suffixspec)),
+            other => {
+                Err(Error::Parameter(format!("unknown drafter {other:?}; known: \"arctic\", \"suffixspec\"")))
+            }
+        }
     }
 }
 

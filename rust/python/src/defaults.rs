@@ -13,6 +13,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dict.set_item("min_token_prob", d::MIN_TOKEN_PROB)?;
     dict.set_item("use_tree_spec", d::USE_TREE_SPEC)?;
     dict.set_item("max_tree_nodes", d::MAX_TREE_NODES)?;
+    dict.set_item("drafter", d::DRAFTER)?;
     dict.set_item("min_match_len", d::MIN_MATCH_LEN)?;
     dict.set_item("max_cached_requests", d::MAX_CACHED_REQUESTS)?;
     dict.set_item("max_cached_tokens", d::MAX_CACHED_TOKENS)?;

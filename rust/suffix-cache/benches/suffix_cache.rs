@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use suffixspec_cache::{SpecParams, SuffixTree, TokenId};
+use suffixspec_cache::{Drafter, SpecParams, SuffixTree, TokenId};
 
 const DEPTH: usize = 64;
 const VOCAB: u64 = 32_000;
@@ -126,15 +126,23 @@ fn speculate(c: &mut Criterion) {
         let mut contexts: Vec<&[TokenId]> = (1..64).map(|i| &seen[i * 16 - 16..i * 16]).collect();
         let unseen = stream(4096, 12345);
         contexts.extend((1..64).map(|i| &unseen[i * 64 - 64..i * 64]));
-        for tree_mode in [false, true] {
+        for (tree_mode, drafter) in
+            [false, true].into_iter().flat_map(|tree| [(tree, Drafter::Arctic), (tree, Drafter::Suffixspec)])
+        {
             let params = SpecParams {
                 max_spec_tokens: 32,
                 max_spec_factor: 1.0,
                 max_spec_offset: 0.0,
                 min_token_prob: 0.1,
                 use_tree_spec: tree_mode,
+                drafter,
             };
-            let mode = if tree_mode { "tree" } else { "path" };
+            let mode = match (tree_mode, drafter) {
+                (false, Drafter::Arctic) => "path",
+                (true, Drafter::Arctic) => "tree",
+                (false, Drafter::Suffixspec) => "path-suffixspec-drafter",
+                (true, Drafter::Suffixspec) => "tree-suffixspec-drafter",
+            };
             group.throughput(Throughput::Elements(contexts.len() as u64));
             group.bench_function(BenchmarkId::new(name, mode), |b| {
                 b.iter(|| {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use crate::tree::check_tokens;
-use crate::{CacheConfig, CacheError, CacheStats, Draft, RequestId, SpecParams, SuffixTree, TokenId};
+use crate::{
+    CacheConfig, CacheError, CacheStats, Draft, Drafter, RequestId, SpecParams, SuffixTree, TokenId,
+};
 
 /// Sequence id of the prompt + response inside a local tree.
 const LOCAL_SEQ: u64 = 0;
@@ -142,11 +144,15 @@ impl SuffixCache {
         params.validate()?;
         let request = self.active.get(&req).ok_or(CacheError::UnknownRequest(req))?;
         check_tokens(context)?;
-        let local = request.local.speculate(context, params)?;
+        let local = request.local.speculate_after(Some(LOCAL_SEQ), context, params)?;
         match &self.global {
             Some(global) => {
-                let shared = global.speculate(context, params)?;
-                Ok(if shared.score > local.score { shared } else { local })
+                let shared = global.speculate_after(Some(req), context, params)?;
+                let better = match params.drafter {
+                    Drafter::Arctic => shared.score > local.score,
+                    Drafter::Suffixspec => crate::expected::gain(&shared) > crate::expected::gain(&local),
+                };
+                Ok(if better { shared } else { local })
             }
             None => Ok(local),
         }

@@ -25,6 +25,12 @@ pub const MIN_TOKEN_PROB: f64 = 0.1;
 /// Path drafts by default (arctic-inference's default); trees are a setting.
 pub const USE_TREE_SPEC: bool = false;
 
+/// The drafter of suffixspec's own decoding paths (`generate`, the engine, the engine adapters,
+/// the replay's `suffixspec` methods): drafts sized by expected acceptance (`Drafter::Suffixspec`,
+/// measured in benches/README.md). `SuffixCache.speculate` keeps arctic-inference's drafts by
+/// default (`Drafter::Arctic`): it is the drop-in.
+pub const DRAFTER: &str = "suffixspec";
+
 /// Most nodes of a draft tree verified per request and step.
 pub const MAX_TREE_NODES: usize = 64;
 

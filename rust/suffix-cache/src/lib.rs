@@ -17,6 +17,7 @@
 mod cache;
 pub mod defaults;
 mod error;
+mod expected;
 mod params;
 mod speculate;
 mod tree;
@@ -48,6 +49,10 @@ pub type RequestId = u64;
 /// draft of `k` tokens scores at most `k`, lengths whose token budget cannot beat the best
 /// score so far are skipped (early stopping). Across the two trees of a request, the local
 /// (prompt) tree wins ties.
+///
+/// All of the above is [`Drafter::Arctic`], the default; [`Drafter::Suffixspec`] sizes and
+/// chooses drafts differently (see there) within the same `max_spec_tokens`, `max_depth` and
+/// `min_token_prob` bounds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpecParams {
     pub max_spec_tokens: usize,
@@ -55,6 +60,28 @@ pub struct SpecParams {
     pub max_spec_offset: f64,
     pub min_token_prob: f64,
     pub use_tree_spec: bool,
+    pub drafter: Drafter,
+}
+
+/// The drafting algorithm of a speculation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Drafter {
+    /// arctic-inference's drafts, exactly as specified on [`SpecParams`] (the drop-in default).
+    #[default]
+    Arctic,
+    /// Drafts chosen by expected accepted tokens per verified node (details in the
+    /// `expected` module): (1) continuation frequencies leave out the occurrence that is the
+    /// context itself (the request's own sequence ends with the context, and that occurrence
+    /// has no continuation yet), so a span seen once before is not halved; (2) each step below
+    /// a match of `m` tokens is estimated as `count(child) / (count(parent) + 2 / m)`, so
+    /// continuations backed by few occurrences after short matches fade fast and those backed
+    /// by many, or following long matches, do not; (3) nodes are drafted while their estimate
+    /// exceeds a node cost of 0.2 accepted tokens (up to `max_spec_tokens` nodes, never deeper
+    /// than `max_depth`, frequencies at least `min_token_prob`); `max_spec_factor` and
+    /// `max_spec_offset` are not used. Probabilities are the estimates (non-increasing along
+    /// paths, in (0, 1]); the draft with the highest gain (score minus node cost per node)
+    /// over match lengths and the two trees wins, ties to the longer match and the local tree.
+    Suffixspec,
 }
 
 impl Default for SpecParams {
@@ -65,6 +92,7 @@ impl Default for SpecParams {
             max_spec_offset: defaults::MAX_SPEC_OFFSET,
             min_token_prob: defaults::MIN_TOKEN_PROB,
             use_tree_spec: defaults::USE_TREE_SPEC,
+            drafter: Drafter::default(),
         }
     }
 }

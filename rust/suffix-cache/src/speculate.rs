@@ -5,15 +5,15 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use crate::tree::{Position, SuffixTree, NIL};
-use crate::{Draft, SpecParams, TokenId};
+use crate::{Draft, Drafter, SpecParams, TokenId};
 
 /// Per-thread buffers reused across calls, so that drafting allocates only the draft itself.
 #[derive(Debug, Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     /// Node matched by the context suffix of each length (None: not located yet).
     matched: Vec<Option<u32>>,
     /// Running score after each token of the path being evaluated.
-    scores: Vec<f64>,
+    pub(crate) scores: Vec<f64>,
 }
 
 thread_local! {
@@ -21,31 +21,47 @@ thread_local! {
 }
 
 /// Best draft over all match lengths (see [`SpecParams`]); `context` is already validated.
-pub(crate) fn best_draft(tree: &SuffixTree, context: &[TokenId], params: &SpecParams) -> Draft {
+/// `own` is the tree's sequence that the context is the continuation of, if any (the
+/// request's own prompt + response): only [`Drafter::Suffixspec`] uses it.
+pub(crate) fn best_draft(
+    tree: &SuffixTree,
+    context: &[TokenId],
+    params: &SpecParams,
+    own: Option<u64>,
+) -> Draft {
     let usable = context.len().min(tree.max_depth());
     let context = &context[context.len() - usable..];
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => draft_with(tree, context, params, &mut scratch),
-        Err(_) => draft_with(tree, context, params, &mut Scratch::default()),
+        Ok(mut scratch) => draft_with(tree, context, params, own, &mut scratch),
+        Err(_) => draft_with(tree, context, params, own, &mut Scratch::default()),
     })
 }
 
-fn draft_with(tree: &SuffixTree, context: &[TokenId], params: &SpecParams, scratch: &mut Scratch) -> Draft {
+fn draft_with(
+    tree: &SuffixTree,
+    context: &[TokenId],
+    params: &SpecParams,
+    own: Option<u64>,
+    scratch: &mut Scratch,
+) -> Draft {
     let Scratch { matched, scores } = scratch;
     matched.clear();
     matched.resize(context.len() + 1, None);
     let mut suffixes = Suffixes { tree, context, matched };
     let longest = suffixes.longest();
-    if params.use_tree_spec {
-        best_tree_draft(&mut suffixes, longest, params)
-    } else {
-        best_path_draft(&mut suffixes, longest, params, scores)
+    match (params.drafter, params.use_tree_spec) {
+        (Drafter::Arctic, true) => best_tree_draft(&mut suffixes, longest, params),
+        (Drafter::Arctic, false) => best_path_draft(&mut suffixes, longest, params, scores),
+        (Drafter::Suffixspec, tree_spec) => {
+            let own_suffix = own.map_or(0, |seq| tree.common_suffix(seq, context));
+            crate::expected::best_draft(&mut suffixes, longest, params, own_suffix, tree_spec)
+        }
     }
 }
 
 /// The suffixes of the context and where they end in the tree, located at most once each.
-struct Suffixes<'a> {
-    tree: &'a SuffixTree,
+pub(crate) struct Suffixes<'a> {
+    pub(crate) tree: &'a SuffixTree,
     context: &'a [TokenId],
     matched: &'a mut Vec<Option<u32>>,
 }
@@ -87,7 +103,7 @@ impl Suffixes<'_> {
 
     /// Where the suffix of `len` tokens ends; it must be no longer than the longest match,
     /// so its edges need no token comparisons.
-    fn position(&mut self, len: usize) -> Option<Position> {
+    pub(crate) fn position(&mut self, len: usize) -> Option<Position> {
         let node = match self.matched[len] {
             Some(node) => node,
             None => {
@@ -106,7 +122,7 @@ impl Suffixes<'_> {
     /// Shortest length in `floor..=len` whose suffix has the same count as that of `len`.
     /// Counts never increase with the length, so the lengths sharing a count form a range:
     /// gallop down to its end, then bisect.
-    fn same_count_from(&mut self, len: usize, floor: usize) -> usize {
+    pub(crate) fn same_count_from(&mut self, len: usize, floor: usize) -> usize {
         let count = self.count(len);
         let (mut same, mut differs, mut step) = (len, floor - 1, 1);
         while same > floor {
@@ -241,14 +257,14 @@ fn best_tree_draft(suffixes: &mut Suffixes<'_>, longest: usize, params: &SpecPar
 
 /// One step below a position: the child position, its token and its count.
 #[derive(Debug, Clone, Copy)]
-struct Step {
-    pos: Position,
-    token: TokenId,
-    count: u32,
+pub(crate) struct Step {
+    pub(crate) pos: Position,
+    pub(crate) token: TokenId,
+    pub(crate) count: u32,
 }
 
 /// Inside an edge the only continuation is the next label token (same count).
-fn edge_step(tree: &SuffixTree, pos: Position) -> Option<Step> {
+pub(crate) fn edge_step(tree: &SuffixTree, pos: Position) -> Option<Step> {
     let node = tree.node(pos.node);
     (pos.depth < node.depth).then(|| Step {
         pos: Position { node: pos.node, depth: pos.depth + 1 },
@@ -257,14 +273,14 @@ fn edge_step(tree: &SuffixTree, pos: Position) -> Option<Step> {
     })
 }
 
-fn child_step(tree: &SuffixTree, child: u32) -> Step {
+pub(crate) fn child_step(tree: &SuffixTree, child: u32) -> Step {
     let c = tree.node(child);
     let depth = tree.node(c.parent).depth + 1;
     Step { pos: Position { node: child, depth }, token: c.token, count: c.count }
 }
 
 #[inline]
-fn child_prob(parent_prob: f64, child_count: u32, parent_count: u32) -> f64 {
+pub(crate) fn child_prob(parent_prob: f64, child_count: u32, parent_count: u32) -> f64 {
     parent_prob * (f64::from(child_count) / f64::from(parent_count))
 }
 

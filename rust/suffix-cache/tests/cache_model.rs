@@ -4,7 +4,9 @@ mod common;
 
 use common::{naive_draft, spec_params, substring_counts};
 use proptest::prelude::*;
-use suffixspec_cache::{CacheConfig, CacheError, Draft, RequestId, SpecParams, SuffixCache, TokenId};
+use suffixspec_cache::{
+    CacheConfig, CacheError, Draft, Drafter, RequestId, SpecParams, SuffixCache, TokenId,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -206,6 +208,7 @@ fn rejects_bad_config_and_params() {
         max_spec_offset: 0.0,
         min_token_prob: 0.1,
         use_tree_spec: false,
+        drafter: Drafter::Arctic,
     };
     assert!(matches!(cache.speculate(7, &[1], &bad), Err(CacheError::InvalidParameter { .. })));
     assert_eq!(

@@ -4,7 +4,7 @@ mod common;
 
 use common::{naive_draft, substring_counts};
 use suffixspec_cache::{
-    CacheConfig, CacheError, Draft, SpecParams, SuffixCache, SuffixTree, TokenId,
+    CacheConfig, CacheError, Draft, Drafter, SpecParams, SuffixCache, SuffixTree, TokenId,
     DEFAULT_MAX_CACHED_REQUESTS, MAX_DEPTH,
 };
 
@@ -15,6 +15,7 @@ fn params(max_spec_tokens: usize, use_tree_spec: bool) -> SpecParams {
         max_spec_offset: 0.0,
         min_token_prob: 0.1,
         use_tree_spec,
+        drafter: Drafter::Arctic,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use common::{naive_draft, spec_params, substring_counts, Counts};
 use proptest::prelude::*;
-use suffixspec_cache::{CacheError, SpecParams, SuffixTree, TokenId};
+use suffixspec_cache::{CacheError, Drafter, SpecParams, SuffixTree, TokenId};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -147,6 +147,7 @@ fn speculate_rejects_bad_input() {
         max_spec_offset: 0.0,
         min_token_prob: 0.1,
         use_tree_spec: false,
+        drafter: Drafter::Arctic,
     };
     assert_eq!(tree.speculate(&[1, -7], &good), Err(CacheError::InvalidToken { index: 1, token: -7 }));
     for bad in [
@@ -177,6 +178,7 @@ fn deep_params() -> impl Strategy<Value = SpecParams> {
                 max_spec_offset,
                 min_token_prob,
                 use_tree_spec,
+                drafter: Drafter::Arctic,
             },
         )
 }

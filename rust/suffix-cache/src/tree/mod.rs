@@ -175,9 +175,28 @@ impl SuffixTree {
 
     /// Draft for `context` (see [`SpecParams`]); only the last `max_depth` tokens matter.
     pub fn speculate(&self, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
+        self.speculate_after(None, context, params)
+    }
+
+    /// Like [`Self::speculate`] when `context` continues sequence `own` of this tree (a
+    /// request's own prompt + response): [`crate::Drafter::Suffixspec`] then leaves the
+    /// context's own occurrence out of the continuation frequencies. Arctic drafts ignore it.
+    pub fn speculate_after(
+        &self,
+        own: Option<u64>,
+        context: &[TokenId],
+        params: &SpecParams,
+    ) -> Result<Draft, CacheError> {
         params.validate()?;
         check_tokens(context)?;
-        Ok(crate::speculate::best_draft(self, context, params))
+        Ok(crate::speculate::best_draft(self, context, params, own))
+    }
+
+    /// Length of the longest common suffix of sequence `seq` (0 when absent) and `context`.
+    pub(crate) fn common_suffix(&self, seq: u64, context: &[TokenId]) -> usize {
+        let Some(&slot) = self.seq_slots.get(&seq) else { return 0 };
+        let tokens = self.tokens(slot);
+        tokens.iter().rev().zip(context.iter().rev()).take_while(|(a, b)| a == b).count()
     }
 
     /// Tokens held (sum of sequence lengths).

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use proptest::prelude::*;
-use suffixspec_cache::{Draft, SpecParams, TokenId};
+use suffixspec_cache::{Draft, Drafter, SpecParams, TokenId};
 
 pub type Counts = HashMap<Vec<TokenId>, u64>;
 
@@ -176,6 +176,7 @@ pub fn spec_params() -> impl Strategy<Value = SpecParams> {
                 max_spec_offset,
                 min_token_prob,
                 use_tree_spec,
+                drafter: Drafter::Arctic,
             },
         )
 }

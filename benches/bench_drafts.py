@@ -1,0 +1,205 @@
+"""Drafters side by side on real traces, on two halves of each trace's sessions.
+
+suffixspec's own drafter (``drafter="suffixspec"``) against arctic-identical drafts
+(``drafter="arctic"``, SuffixCache's default, which reproduces arctic-inference's tokens per step
+within 0.5%: the stand-in for arctic here) and arctic-inference itself when it is installed
+(``./dev peers``), at the same verification budget: depth 64, at most 32 draft tokens,
+``max_spec_factor`` 1, ``min_token_prob`` 0.1, path mode (``--tree``: tree mode, drafts pruned to
+their 64 most probable nodes). Sessions (the traces' ``session``
+field) are split in two halves by a hash of their name: the drafter's constants were tuned on
+half 0 ("train") and half 1 ("test") shows whether they carry over.
+
+    ./dev bench bench_drafts [--workloads DIR] [--only NAME,...] [--limit 300] [--agentic-limit 800]
+        [--halves 0,1] [--tree] [--repeats 3] [--verify-cost 0.02] [--out bench-results]
+
+Per workload x half x method: tokens per step, drafted tokens per step, acceptance, the implied
+speedup ``tokens / sum(1 + cost * drafted)`` and speculate time per call (fastest of
+``--repeats``, mean). Ratios are the drafter over the arctic stand-in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suffixspec.replay.engine import replay_all
+from suffixspec.replay.methods import Proposer, SpecParams, make_proposer
+from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
+from suffixspec.replay.traces import read_trace
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
+PARAMS = SpecParams(max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1)
+#: Tree mode: the same, with a 64-node verification budget.
+TREE_PARAMS = PARAMS.with_(max_spec_tokens=64, tree_budget=64)
+#: The drafter under test first, then the arctic stand-in, then arctic-inference (if installed).
+METHODS = ("suffixspec", "suffixspec-arctic", "arctic")
+TREE_METHODS = ("suffixspec-tree", "suffixspec-arctic-tree", "arctic-tree")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workloads", type=Path, default=DEFAULT_WORKLOADS, help="directory of *.jsonl traces")
+    p.add_argument("--tokenizer", type=Path, help="default: WORKLOADS/tokenizers/llama3/tokenizer.json")
+    p.add_argument("--only", help="comma-separated workload names (file names without .jsonl)")
+    p.add_argument("--limit", type=int, default=300, help="requests read per single-turn workload")
+    p.add_argument("--agentic-limit", type=int, default=800, help="requests read per agentic_* workload")
+    p.add_argument("--halves", default="0,1", help="session halves to replay (0 = train, 1 = test)")
+    p.add_argument("--tree", action="store_true", help="tree drafts with a 64-node budget")
+    p.add_argument("--repeats", type=int, default=3, help="speculate calls per step; the fastest counts")
+    p.add_argument("--verify-cost", type=float, default=0.02, help="cost of one verified draft token")
+    p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the table is saved")
+    return p.parse_args(argv)
+
+
+def session_half(session: str | None, index: int) -> int:
+    """0 or 1, from a hash of the session name (requests without one: of their index)."""
+    key = session if session is not None else f"#{index}"
+    return zlib.crc32(key.encode()) % 2
+
+
+def half_of(trace: TokenizedTrace, sessions: list[str | None], half: int) -> TokenizedTrace:
+    """The requests of ``trace`` whose session falls in ``half``, with full prompts."""
+    keep = [i for i, s in enumerate(sessions) if session_half(s, i) == half]
+    prompts = list(trace.prompts())
+    return TokenizedTrace(
+        name=trace.name,
+        ids=tuple(trace.ids[i] for i in keep),
+        parents=np.full(len(keep), -1, dtype=np.int64),
+        prompt_deltas=tuple(prompts[i] for i in keep),
+        outputs=tuple(trace.outputs[i] for i in keep),
+    )
+
+
+class FastestOfRepeats:
+    """Each ``propose`` runs ``repeats`` times (it leaves the cache unchanged); the fastest counts."""
+
+    def __init__(self, inner: Proposer, repeats: int) -> None:
+        self.inner, self.repeats, self.name = inner, repeats, inner.name
+        self.fastest_ns: list[int] = []
+
+    def start(self, req_id: int, prompt: np.ndarray) -> None:
+        self.inner.start(req_id, prompt)
+
+    def propose(self, req_id: int, context: np.ndarray) -> Any:
+        best = None
+        for _ in range(self.repeats):
+            t0 = time.perf_counter_ns()
+            draft = self.inner.propose(req_id, context)
+            elapsed = time.perf_counter_ns() - t0
+            best = elapsed if best is None else min(best, elapsed)
+        self.fastest_ns.append(best)
+        return draft
+
+    def observe(self, req_id: int, tokens: np.ndarray) -> None:
+        self.inner.observe(req_id, tokens)
+
+    def stop(self, req_id: int) -> None:
+        self.inner.stop(req_id)
+
+    def memory_bytes(self) -> int:
+        return self.inner.memory_bytes()
+
+
+def run_half(trace: TokenizedTrace, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    params = TREE_PARAMS if args.tree else PARAMS
+    proposers = [FastestOfRepeats(make_proposer(m, params), args.repeats) for m in methods]
+    gc.collect()
+    gc.disable()
+    try:
+        results = replay_all(trace, proposers, progress=True)
+    finally:
+        gc.enable()
+    out: dict[str, Any] = {"requests": len(trace), "output_tokens": trace.output_tokens}
+    for method, result, proposer in zip(methods, results, proposers, strict=True):
+        steps, drafted = len(result.emitted), int(result.drafted.sum())
+        emitted, accepted = int(result.emitted.sum()), int(result.accepted.sum())
+        out[method] = {
+            "steps": steps,
+            "tokens_per_step": emitted / steps,
+            "drafted_per_step": drafted / steps,
+            "acceptance": accepted / max(drafted, 1),
+            "speedup": emitted / (steps + args.verify_cost * drafted),
+            "speculate_us_mean": float(np.mean(proposer.fastest_ns)) / 1e3,
+        }
+    return out
+
+
+def table(rows: list[dict[str, Any]], methods: list[str]) -> str:
+    ours, ref = methods[0], methods[1]
+    head = "| workload | half | reqs | method | tok/step | drafted/step | accept | speedup | speculate us |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for m in methods:
+            f = r[m]
+            lines.append(
+                f"| {r['workload']} | {r['half']} | {r['requests']} | {m} | {f['tokens_per_step']:.3f} | "
+                f"{f['drafted_per_step']:.2f} | {f['acceptance']:.1%} | {f['speedup']:.3f}x | "
+                f"{f['speculate_us_mean']:.1f} |"
+            )
+    lines += ["", f"Ratios {ours} / {ref}:", ""]
+    lines.append("| workload | half | tok/step | drafted/step | speedup | speculate time |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in rows:
+        a, b = r[ours], r[ref]
+        lines.append(
+            f"| {r['workload']} | {r['half']} | {a['tokens_per_step'] / b['tokens_per_step']:.4f} | "
+            f"{a['drafted_per_step'] / b['drafted_per_step']:.3f} | {a['speedup'] / b['speedup']:.4f} | "
+            f"{a['speculate_us_mean'] / b['speculate_us_mean']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tokenizer = load_tokenizer(args.tokenizer or args.workloads / "tokenizers" / "llama3" / "tokenizer.json")
+    paths = sorted(args.workloads.glob("*.jsonl"))
+    if args.only:
+        wanted = set(args.only.split(","))
+        paths = [p for p in paths if p.stem in wanted]
+    if not paths:
+        print(f"no workloads found in {args.workloads}", file=sys.stderr)
+        return 2
+    methods = list(TREE_METHODS if args.tree else METHODS)
+    if importlib.util.find_spec("arctic_inference") is None:
+        methods.pop()
+    halves = [int(h) for h in args.halves.split(",")]
+    rows = []
+    for path in paths:
+        limit = args.agentic_limit if path.stem.startswith("agentic") else args.limit
+        raw = read_trace(path, limit)
+        trace = tokenize_trace(raw, tokenizer, default_cache_dir())
+        sessions = [r.session for r in raw.records]
+        for half in halves:
+            t0 = time.perf_counter()
+            part = half_of(trace, sessions, half)
+            if part.output_tokens == 0:
+                print(f"{trace.name} half {half}: no requests", file=sys.stderr)
+                continue
+            row = {"workload": trace.name, "half": "train" if half == 0 else "test"}
+            row.update(run_half(part, methods, args))
+            rows.append(row)
+            print(f"{trace.name} half {half}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    text = table(rows, methods)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    params = TREE_PARAMS if args.tree else PARAMS
+    settings = {"params": params.__dict__, "limit": args.limit, "agentic_limit": args.agentic_limit}
+    stem = "bench_drafts_tree" if args.tree else "bench_drafts"
+    (args.out / f"{stem}.md").write_text(text + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+    print(f"saved {args.out / stem}.md and .json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+//! suffixspec's own drafter ([`Drafter::Suffixspec`](crate::Drafter::Suffixspec)): drafts
+//! sized and chosen by their expected accepted tokens per verified token.
+//!
+//! arctic scores a draft by the sum of its nodes' continuation frequencies and caps its length
+//! at `max_spec_factor` tokens per matched token. Two estimates lose tokens on repetitive
+//! (agentic) text, and are replaced here:
+//!
+//! * The request's own sequence ends with the context, so every suffix of the context occurs
+//!   there once more, with no continuation yet: a span seen once before gets frequency 1/2 in
+//!   the prompt tree (and 1 in the global tree, where the rest of the context may not be), so
+//!   the prompt tree loses ties it should win. Here that occurrence is left out.
+//! * A frequency of `c` out of `n` occurrences is trusted the more, the more occurrences back
+//!   it and the longer the match they follow: each step below the match is estimated as
+//!   `c / (n + EVIDENCE_PRIOR / m)` for a match of `m` tokens (a prior pseudo-occurrence that
+//!   continues differently, worth less after a longer match). A continuation seen once after
+//!   a 3-token match then decays fast (0.6 per token), one seen once after a 30-token match
+//!   slowly (0.94 per token), and one seen 50 times hardly at all. A node is worth verifying
+//!   while its estimate exceeds [`NODE_COST`], so copies draft long (up to
+//!   `max_spec_tokens`) and guesses draft little, whatever `max_spec_factor` says.
+//!
+//! Among match lengths (and the two trees of a request) the draft with the highest gain, the
+//! sum over its nodes of estimate minus node cost, wins; ties go to the longer match and to the
+//! prompt tree. Both constants were tuned on half of the sessions of each shared trace (one
+//! value for all traces) and reported on the other half (`benches/README.md`).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::speculate::{child_step, edge_step, Step, Suffixes};
+use crate::tree::{Position, SuffixTree, NIL};
+use crate::{Draft, SpecParams, TokenId};
+
+/// Acceptance probability below which a draft node costs more to verify than it brings: the
+/// price of one verified node, in accepted tokens.
+pub(crate) const NODE_COST: f64 = 0.2;
+
+/// Weight of the prior "continues differently" occurrence, per matched token.
+const EVIDENCE_PRIOR: f64 = 2.0;
+
+/// Estimated probability of a step below a match of `m` tokens that `child` of the `parent`
+/// occurrences took.
+#[inline]
+fn step_estimate(child: u32, parent: u32, m: usize) -> f64 {
+    f64::from(child) / (f64::from(parent) + EVIDENCE_PRIOR / m as f64)
+}
+
+/// What a draft brings net of its verification cost (comparable across trees).
+pub(crate) fn gain(draft: &Draft) -> f64 {
+    draft.score - NODE_COST * draft.token_ids.len() as f64
+}
+
+/// A range of match lengths sharing their occurrences: drafts start at `start` (the shortest
+/// length, which leaves the most depth), `longest` is the match length the estimates use,
+/// `base` the occurrences that can continue, `nodes` the most nodes and `depth` the deepest
+/// node allowed.
+#[derive(Debug, Clone, Copy)]
+struct Match {
+    start: Position,
+    longest: usize,
+    base: u32,
+    nodes: usize,
+    depth: usize,
+}
+
+/// Best draft (see the module docs); `own_suffix` = how many context tokens end the tree's
+/// own sequence (0 when none): suffixes that long or shorter occur there without continuation.
+pub(crate) fn best_draft(
+    suffixes: &mut Suffixes<'_>,
+    longest: usize,
+    params: &SpecParams,
+    own_suffix: usize,
+    tree_spec: bool,
+) -> Draft {
+    let tree = suffixes.tree;
+    let max_depth = tree.max_depth();
+    let mut best: Option<(Match, usize)> = None;
+    let mut best_draft = Draft::default();
+    let mut best_gain = 0.0;
+    let mut len = longest;
+    while len > 0 {
+        let shortest = suffixes.same_count_from(len, 1);
+        let Some(start) = suffixes.position(shortest) else { break };
+        // Lengths of one range have the same occurrences, so the own one is in all or none.
+        let own = u32::from(len <= own_suffix);
+        let base = tree.node(start.node).count.saturating_sub(own);
+        let depth = max_depth - shortest;
+        if base > 0 && params.max_spec_tokens > 0 && depth > 0 {
+            let m = Match { start, longest: len, base, nodes: params.max_spec_tokens, depth };
+            if tree_spec {
+                let draft = tree_draft(tree, m, params.min_token_prob);
+                let g = gain(&draft);
+                if !draft.token_ids.is_empty() && g > best_gain {
+                    best_gain = g;
+                    let deepest = deepest(&draft);
+                    best_draft = Draft { match_len: len.min(max_depth - deepest), ..draft };
+                }
+            } else {
+                let (tokens, g) = path_gain(tree, m, params.min_token_prob);
+                if tokens > 0 && g > best_gain {
+                    best_gain = g;
+                    best = Some((m, tokens));
+                }
+            }
+        }
+        len = shortest - 1;
+    }
+    match best {
+        Some((m, tokens)) => {
+            let mut draft = path_draft(tree, m, tokens, params.min_token_prob);
+            draft.match_len = m.longest.min(max_depth - tokens);
+            draft
+        }
+        None => best_draft,
+    }
+}
+
+/// Depth of the deepest node of a draft tree (parents come first).
+fn deepest(draft: &Draft) -> usize {
+    let mut depths: Vec<usize> = Vec::with_capacity(draft.parents.len());
+    for &parent in &draft.parents {
+        let depth = if parent < 0 { 1 } else { depths[parent as usize] + 1 };
+        depths.push(depth);
+    }
+    depths.into_iter().max().unwrap_or(0)
+}
+
+/// Greedy path below `m.start` (most frequent continuation, ties to the smallest token), at
+/// most `limit` tokens, while nodes are worth their cost and their frequency is at least
+/// `min_prob`: `visit` gets each token and its estimate. Returns the tokens walked and their
+/// gain.
+fn walk(
+    tree: &SuffixTree,
+    m: Match,
+    limit: usize,
+    min_prob: f64,
+    mut visit: impl FnMut(TokenId, f64),
+) -> (usize, f64) {
+    let (mut pos, mut count, mut freq, mut est) = (m.start, m.base, 1.0, 1.0);
+    let (mut walked, mut gain) = (0, 0.0);
+    while walked < limit.min(m.nodes).min(m.depth) {
+        let step = match edge_step(tree, pos) {
+            Some(step) => step,
+            None => match tree.node(pos.node).best_child {
+                NIL => break,
+                best => child_step(tree, best),
+            },
+        };
+        let next_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
+        let next_est = (est * step_estimate(step.count, count, m.longest)).min(1.0);
+        if next_freq < min_prob || next_est <= NODE_COST {
+            break;
+        }
+        visit(step.token, next_est);
+        walked += 1;
+        gain += next_est - NODE_COST;
+        (pos, count, freq, est) = (step.pos, step.count, next_freq, next_est);
+    }
+    (walked, gain)
+}
+
+fn path_gain(tree: &SuffixTree, m: Match, min_prob: f64) -> (usize, f64) {
+    walk(tree, m, usize::MAX, min_prob, |_, _| {})
+}
+
+fn path_draft(tree: &SuffixTree, m: Match, tokens: usize, min_prob: f64) -> Draft {
+    let mut draft = Draft {
+        token_ids: Vec::with_capacity(tokens),
+        parents: Vec::with_capacity(tokens),
+        probs: Vec::with_capacity(tokens),
+        ..Draft::default()
+    };
+    walk(tree, m, tokens, min_prob, |token, prob| {
+        draft.parents.push(draft.token_ids.len() as i32 - 1);
+        draft.token_ids.push(token);
+        draft.probs.push(prob);
+        draft.score += prob;
+    });
+    draft
+}
+
+/// Frontier entry of the best-first tree: highest estimate first, then first pushed.
+#[derive(Debug)]
+struct Candidate {
+    est: f64,
+    freq: f64,
+    order: u64,
+    step: Step,
+    depth: usize,
+    parent: i32,
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.est.total_cmp(&other.est).then_with(|| other.order.cmp(&self.order))
+    }
+}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+
+/// Best-first token tree below `m.start`: the frontier node with the highest estimate next,
+/// while nodes are worth their cost, at most `m.nodes` nodes and `m.depth` deep. A node's
+/// estimate is its parent's times a step estimate <= 1, so it never exceeds its parent's.
+fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64) -> Draft {
+    let mut draft = Draft::default();
+    let mut frontier = BinaryHeap::new();
+    let mut order = 0u64;
+    let mut children = Vec::new();
+    let mut expand = |frontier: &mut BinaryHeap<Candidate>,
+                      pos: Position,
+                      count: u32,
+                      freq: f64,
+                      est: f64,
+                      depth: usize,
+                      parent: i32| {
+        if depth >= m.depth {
+            return;
+        }
+        children.clear();
+        match edge_step(tree, pos) {
+            Some(step) => children.push(step),
+            None => children.extend(tree.children_of(pos.node).map(|c| child_step(tree, c))),
+        }
+        children.sort_unstable_by_key(|step| step.token);
+        for &step in &children {
+            let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
+            let child_est = (est * step_estimate(step.count, count, m.longest)).min(1.0);
+            if child_freq >= min_prob && child_est > NODE_COST {
+                frontier.push(Candidate {
+                    est: child_est,
+                    freq: child_freq,
+                    order,
+                    step,
+                    depth: depth + 1,
+                    parent,
+                });
+                order += 1;
+            }
+        }
+    };
+    expand(&mut frontier, m.start, m.base, 1.0, 1.0, 0, -1);
+    while draft.token_ids.len() < m.nodes {
+        let Some(c) = frontier.pop() else { break };
+        let index = draft.token_ids.len() as i32;
+        draft.parents.push(c.parent);
+        draft.token_ids.push(c.step.token);
+        draft.probs.push(c.est);
+        draft.score += c.est;
+        expand(&mut frontier, c.step.pos, c.step.count, c.freq, c.est, c.depth, index);
+    }
+    draft
+}
