@@ -1,0 +1,399 @@
+//! Which draft-tree nodes each decoding request verifies this step, one call for the whole
+//! batch: AdaServe's SLO-customized selection and the baselines.
+//!
+//! A draft tree comes in parents-first order (`parents[i]` is `-1` for a child of the root,
+//! else an earlier node) with each node's path probability (the suffix cache's estimate that
+//! the target accepts the path up to it). Every policy picks nodes through a *frontier* (nodes
+//! whose parent is already chosen), so every chosen set is parent-closed and every prefix of
+//! the pick order is parent-closed too (which lets the step-cost model cut it anywhere).
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// How a step spends its verify budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Plain decoding: no tree nodes.
+    NoSpeculation,
+    /// `draft_tokens` nodes per decoding request (the most probable, parent-closed), in
+    /// scheduling order while the verify budget lasts (vLLM-style uniform speculation).
+    Uniform { draft_tokens: u32 },
+    /// The globally most probable nodes of all trees, ignoring SLOs (SpecInfer-style).
+    ProbabilityGreedy,
+    /// AdaServe: first each SLO request's required expected accepted tokens, most urgent
+    /// first; then the globally most probable nodes.
+    #[default]
+    AdaServe,
+}
+
+impl Policy {
+    /// Whether the step-cost model may cut the verify budget (the probability-driven policies).
+    pub fn uses_cost_model(self) -> bool {
+        matches!(self, Policy::ProbabilityGreedy | Policy::AdaServe)
+    }
+}
+
+/// One decoding request's tree as selection sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub parents: &'a [i32],
+    pub probs: &'a [f64],
+    /// AdaServe's required expected accepted tokens this step (see [`required_tokens`]);
+    /// `None` for a best-effort request.
+    pub required: Option<f64>,
+    /// The most nodes this request may take (its context-length limit).
+    pub max_nodes: u32,
+}
+
+/// One chosen node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    pub request: u32,
+    pub node: u32,
+    pub prob: f64,
+}
+
+/// The chosen nodes in pick order; the first `slo_picks` serve SLO targets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Picks {
+    pub order: Vec<Pick>,
+    pub slo_picks: usize,
+}
+
+/// Chosen subtrees in compressed rows: request `r`'s nodes (ascending draft indices) are
+/// `nodes[offsets[r]..offsets[r + 1]]`, and `parents` gives each one's parent as a position in
+/// that same row (`-1` = root): a ready-to-verify tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChosenTrees {
+    pub offsets: Vec<usize>,
+    pub nodes: Vec<u32>,
+    pub parents: Vec<i32>,
+}
+
+impl ChosenTrees {
+    pub fn len_of(&self, request: usize) -> usize {
+        self.offsets[request + 1] - self.offsets[request]
+    }
+    pub fn nodes_of(&self, request: usize) -> &[u32] {
+        &self.nodes[self.offsets[request]..self.offsets[request + 1]]
+    }
+    pub fn parents_of(&self, request: usize) -> &[i32] {
+        &self.parents[self.offsets[request]..self.offsets[request + 1]]
+    }
+}
+
+/// Checks a draft tree; returns its depth (0 for an empty tree).
+pub fn validate_tree(parents: &[i32], probs: &[f64]) -> Result<u32, String> {
+    if parents.len() != probs.len() {
+        return Err(format!("{} parents but {} probabilities", parents.len(), probs.len()));
+    }
+    let mut depths: Vec<u32> = Vec::with_capacity(parents.len());
+    for (i, &p) in parents.iter().enumerate() {
+        let depth = match p {
+            -1 => 1,
+            p if p >= 0 && (p as usize) < i => depths[p as usize] + 1,
+            p => return Err(format!("node {i} has parent {p}: parents must be -1 or an earlier node")),
+        };
+        depths.push(depth);
+    }
+    if let Some(i) = probs.iter().position(|p| !(p.is_finite() && (0.0..=1.0).contains(p))) {
+        return Err(format!("node {i} has probability {}: must be finite and in [0, 1]", probs[i]));
+    }
+    Ok(depths.into_iter().max().unwrap_or(0))
+}
+
+/// AdaServe's required expected accepted tokens this step for a request with TPOT target
+/// `tpot` (seconds per token): `A = (now - first_token_at + step_time) / tpot - emitted`,
+/// capped at `depth + 1`. `emitted` counts the output tokens after the first one (TTFT is not
+/// part of TPOT).
+pub fn required_tokens(
+    now: f64,
+    first_token_at: f64,
+    step_time: f64,
+    tpot: f64,
+    emitted: u32,
+    depth: u32,
+) -> f64 {
+    ((now - first_token_at + step_time) / tpot - f64::from(emitted)).min(f64::from(depth) + 1.0)
+}
+
+/// A frontier entry: more probable first, then the earlier request, then the earlier node.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    prob: f64,
+    request: u32,
+    node: u32,
+}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.prob
+            .total_cmp(&other.prob)
+            .then_with(|| other.request.cmp(&self.request))
+            .then_with(|| other.node.cmp(&self.node))
+    }
+}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+
+const NONE: u32 = u32::MAX;
+
+/// First-child / next-sibling links of every tree, flat over all candidates.
+struct Links {
+    base: Vec<usize>,
+    root_head: Vec<u32>,
+    head: Vec<u32>,
+    next: Vec<u32>,
+}
+
+impl Links {
+    fn new(candidates: &[Candidate<'_>]) -> Self {
+        let mut base = Vec::with_capacity(candidates.len() + 1);
+        base.push(0);
+        for c in candidates {
+            base.push(base.last().copied().unwrap_or(0) + c.parents.len());
+        }
+        let total = base.last().copied().unwrap_or(0);
+        let (mut head, mut next) = (vec![NONE; total], vec![NONE; total]);
+        let mut root_head = vec![NONE; candidates.len()];
+        for (r, c) in candidates.iter().enumerate() {
+            // Backwards, so that sibling lists come out in ascending node order.
+            for (i, &p) in c.parents.iter().enumerate().rev() {
+                let slot = if p < 0 { &mut root_head[r] } else { &mut head[base[r] + p as usize] };
+                next[base[r] + i] = *slot;
+                *slot = i as u32;
+            }
+        }
+        Self { base, root_head, head, next }
+    }
+
+    /// Pushes the children of `parent` (`None` = the root) of request `r` onto `out`.
+    fn push_children(
+        &self,
+        candidates: &[Candidate<'_>],
+        r: usize,
+        parent: Option<u32>,
+        skip_zero: bool,
+        out: &mut impl Extend<Entry>,
+    ) {
+        let mut child = match parent {
+            None => self.root_head[r],
+            Some(p) => self.head[self.base[r] + p as usize],
+        };
+        let probs = candidates[r].probs;
+        while child != NONE {
+            let prob = probs[child as usize];
+            if !(skip_zero && prob <= 0.0) {
+                out.extend(std::iter::once(Entry { prob, request: r as u32, node: child }));
+            }
+            child = self.next[self.base[r] + child as usize];
+        }
+    }
+}
+
+/// Picks nodes for `candidates` (in scheduling order: earlier wins ties) under `budget` nodes.
+/// `admit(r)` is asked before each pick for request `r` (KV slots); once it says no, the
+/// request takes no more nodes. Probability-driven policies never pick zero-probability nodes.
+pub fn select(
+    policy: Policy,
+    candidates: &[Candidate<'_>],
+    budget: usize,
+    admit: &mut dyn FnMut(usize) -> bool,
+) -> Picks {
+    let mut picks = Picks::default();
+    if budget == 0 || candidates.is_empty() || policy == Policy::NoSpeculation {
+        return picks;
+    }
+    let links = Links::new(candidates);
+    let mut taken = vec![0u32; candidates.len()];
+    let mut blocked = vec![false; candidates.len()];
+    // Picks one node of request r if its limits allow; false when r can take no more.
+    let mut take = |picks: &mut Picks, e: Entry, taken: &mut [u32], blocked: &mut [bool]| -> bool {
+        let r = e.request as usize;
+        if blocked[r] || taken[r] >= candidates[r].max_nodes || !admit(r) {
+            blocked[r] = true;
+            return false;
+        }
+        taken[r] += 1;
+        picks.order.push(Pick { request: e.request, node: e.node, prob: e.prob });
+        true
+    };
+    let mut local: BinaryHeap<Entry> = BinaryHeap::new();
+
+    if let Policy::Uniform { draft_tokens } = policy {
+        for r in 0..candidates.len() {
+            local.clear();
+            links.push_children(candidates, r, None, false, &mut local);
+            for _ in 0..draft_tokens {
+                let Some(e) = local.pop() else { break };
+                if picks.order.len() >= budget || !take(&mut picks, e, &mut taken, &mut blocked) {
+                    break;
+                }
+                links.push_children(candidates, r, Some(e.node), false, &mut local);
+            }
+        }
+        return picks;
+    }
+
+    // The frontier handed to the global (throughput) phase.
+    let mut frontier: Vec<Entry> = Vec::new();
+    let mut seeded = vec![false; candidates.len()];
+    if policy == Policy::AdaServe {
+        let mut urgent: Vec<(usize, f64)> = candidates
+            .iter()
+            .enumerate()
+            .filter_map(|(r, c)| c.required.map(|a| (r, a)))
+            .filter(|&(r, a)| a > 1.0 && 1.0 + candidates[r].probs.iter().sum::<f64>() >= a)
+            .collect();
+        // Most urgent (largest requirement) first; the stable sort keeps scheduling order on ties.
+        urgent.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (r, required) in urgent {
+            local.clear();
+            links.push_children(candidates, r, None, true, &mut local);
+            let mut expected = 1.0;
+            while expected < required && picks.order.len() < budget {
+                let Some(e) = local.pop() else { break };
+                if !take(&mut picks, e, &mut taken, &mut blocked) {
+                    break;
+                }
+                expected += e.prob;
+                links.push_children(candidates, r, Some(e.node), true, &mut local);
+            }
+            frontier.extend(local.drain());
+            seeded[r] = true;
+        }
+        picks.slo_picks = picks.order.len();
+    }
+    for r in (0..candidates.len()).filter(|&r| !seeded[r]) {
+        links.push_children(candidates, r, None, true, &mut frontier);
+    }
+    let mut global = BinaryHeap::from(frontier);
+    while picks.order.len() < budget {
+        let Some(e) = global.pop() else { break };
+        if take(&mut picks, e, &mut taken, &mut blocked) {
+            links.push_children(candidates, e.request as usize, Some(e.node), true, &mut global);
+        }
+    }
+    picks
+}
+
+impl Picks {
+    /// The subtrees of the first `keep` picks (a parent-closed prefix), one row per candidate.
+    pub fn trees(&self, candidates: &[Candidate<'_>], keep: usize) -> ChosenTrees {
+        let kept = &self.order[..keep.min(self.order.len())];
+        let mut offsets = vec![0usize; candidates.len() + 1];
+        for p in kept {
+            offsets[p.request as usize + 1] += 1;
+        }
+        for r in 0..candidates.len() {
+            offsets[r + 1] += offsets[r];
+        }
+        let mut nodes = vec![0u32; kept.len()];
+        let mut fill = offsets.clone();
+        for p in kept {
+            nodes[fill[p.request as usize]] = p.node;
+            fill[p.request as usize] += 1;
+        }
+        let mut parents = vec![-1i32; kept.len()];
+        let mut position: Vec<i32> = Vec::new();
+        for (r, c) in candidates.iter().enumerate() {
+            let row = offsets[r]..offsets[r + 1];
+            if row.is_empty() {
+                continue;
+            }
+            nodes[row.clone()].sort_unstable();
+            position.clear();
+            position.resize(c.parents.len(), -1);
+            for (k, i) in row.enumerate() {
+                let node = nodes[i] as usize;
+                position[node] = k as i32;
+                let parent = c.parents[node];
+                // Parent-closed and ascending: a non-root parent already has its position.
+                parents[i] = if parent < 0 { -1 } else { position[parent as usize] };
+            }
+        }
+        ChosenTrees { offsets, nodes, parents }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(probs: &[f64]) -> Vec<i32> {
+        (0..probs.len() as i32).map(|i| i - 1).collect()
+    }
+
+    #[test]
+    fn adaserve_meets_the_urgent_target_before_throughput() {
+        // Request 0: best effort, very probable chain. Request 1: needs 2.5 expected tokens.
+        let (p0, p1) = ([0.99, 0.98, 0.97, 0.96], [0.8, 0.6, 0.4, 0.2]);
+        let (a0, a1) = (chain(&p0), chain(&p1));
+        let cands = [
+            Candidate { parents: &a0, probs: &p0, required: None, max_nodes: 64 },
+            Candidate { parents: &a1, probs: &p1, required: Some(2.5), max_nodes: 64 },
+        ];
+        let picks = select(Policy::AdaServe, &cands, 4, &mut |_| true);
+        assert_eq!(picks.slo_picks, 3);
+        let trees = picks.trees(&cands, 4);
+        assert_eq!(trees.nodes_of(1), &[0, 1, 2]);
+        assert_eq!(trees.parents_of(1), &[-1, 0, 1]);
+        assert_eq!(trees.nodes_of(0), &[0]);
+        // Probability-greedy spends everything on request 0 instead.
+        let greedy = select(Policy::ProbabilityGreedy, &cands, 4, &mut |_| true).trees(&cands, 4);
+        assert_eq!(greedy.nodes_of(0), &[0, 1, 2, 3]);
+        assert_eq!(greedy.len_of(1), 0);
+    }
+
+    #[test]
+    fn uniform_and_none() {
+        let probs = [0.5, 0.9, 0.4, 0.3];
+        let parents = [-1, -1, 1, 2];
+        let c = Candidate { parents: &parents, probs: &probs, required: None, max_nodes: 64 };
+        let cands = [c, c];
+        let picks = select(Policy::Uniform { draft_tokens: 2 }, &cands, 3, &mut |_| true);
+        let trees = picks.trees(&cands, 3);
+        // 0.9 first, then the better of its child (0.4) and the other root child (0.5).
+        assert_eq!(trees.nodes_of(0), &[0, 1]);
+        assert_eq!(trees.parents_of(0), &[-1, -1]);
+        assert_eq!(trees.nodes_of(1), &[1]);
+        assert!(select(Policy::NoSpeculation, &cands, 10, &mut |_| true).order.is_empty());
+    }
+
+    #[test]
+    fn admit_and_max_nodes_limit_a_request() {
+        let probs = [0.9, 0.8, 0.7];
+        let parents = [-1, 0, 1];
+        let cands = [
+            Candidate { parents: &parents, probs: &probs, required: None, max_nodes: 1 },
+            Candidate { parents: &parents, probs: &probs, required: None, max_nodes: 3 },
+        ];
+        let mut calls = 0;
+        let picks = select(Policy::ProbabilityGreedy, &cands, 10, &mut |r| {
+            calls += 1;
+            r == 0 || calls < 3
+        });
+        let trees = picks.trees(&cands, picks.order.len());
+        assert_eq!(trees.len_of(0), 1);
+        assert_eq!(trees.len_of(1), 1);
+    }
+
+    #[test]
+    fn validates_trees_and_computes_requirements() {
+        assert_eq!(validate_tree(&[-1, 0, 0, 2], &[1.0; 4]), Ok(3));
+        assert!(validate_tree(&[0], &[1.0]).is_err());
+        assert!(validate_tree(&[-1], &[1.5]).is_err());
+        assert!(validate_tree(&[-1], &[]).is_err());
+        // 0.1 s since the first token, 0.02 s step, 0.03 s per token, 2 emitted: 4 - 2 = 2.
+        assert!((required_tokens(1.1, 1.0, 0.02, 0.03, 2, 8) - 2.0).abs() < 1e-9);
+        assert_eq!(required_tokens(10.0, 0.0, 0.0, 0.01, 0, 3), 4.0);
+    }
+}
