@@ -33,14 +33,12 @@ pub struct StepPlan {
     pub step_time_estimate: f64,
     /// Tree nodes in the step.
     pub verify_tokens: usize,
-    tables: Vec<Vec<i32>>,
 }
 
 impl StepPlan {
     pub(crate) fn with_capacity(batch: usize) -> Self {
         let mut plan = Self::default();
         plan.request_ids.reserve(batch);
-        plan.tables.reserve(batch);
         plan
     }
 
@@ -53,7 +51,7 @@ impl StepPlan {
         self.slot_mapping.len()
     }
 
-    pub(crate) fn push(&mut self, id: u64, context: u32, chunk: u32, tree: u32, emits: bool, table: &[u32]) {
+    pub(crate) fn push(&mut self, id: u64, context: u32, chunk: u32, tree: u32, emits: bool) {
         // Counts fit int32: slot indices do (checked by the pool) and these never exceed them.
         self.request_ids.push(id);
         self.context_lens.push(context as i32);
@@ -61,17 +59,23 @@ impl StepPlan {
         self.chunk_lens.push(chunk as i32);
         self.tree_lens.push(tree as i32);
         self.emits.push(emits);
-        self.max_blocks = self.max_blocks.max(table.len());
-        self.tables.push(table.iter().map(|&b| b as i32).collect());
+    }
+
+    /// Fills `block_tables` from each row's table, zero padded to the widest.
+    pub(crate) fn set_block_tables<'t>(&mut self, tables: impl Iterator<Item = &'t [u32]> + Clone) {
+        self.max_blocks = tables.clone().map(<[u32]>::len).max().unwrap_or(0);
+        self.block_tables = vec![0; self.request_ids.len() * self.max_blocks];
+        if self.max_blocks > 0 {
+            for (row, table) in self.block_tables.chunks_mut(self.max_blocks).zip(tables) {
+                for (out, &block) in row.iter_mut().zip(table) {
+                    // Block ids fit int32 (the pool checked num_blocks * block_size).
+                    *out = block as i32;
+                }
+            }
+        }
     }
 
     pub(crate) fn finish(&mut self, trees: ChosenTrees, preempted: Vec<u64>, step_time: f64, verify: usize) {
-        let width = self.max_blocks;
-        self.block_tables = vec![0; self.tables.len() * width];
-        for (row, table) in self.block_tables.chunks_mut(width.max(1)).zip(&self.tables) {
-            row[..table.len()].copy_from_slice(table);
-        }
-        self.tables = Vec::new();
         self.trees = trees;
         self.preempted = preempted;
         self.step_time_estimate = step_time;

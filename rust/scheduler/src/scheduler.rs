@@ -76,6 +76,8 @@ pub struct SchedulerStats {
 /// One request of the step in flight.
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
+    /// Row of the request in the step's plan.
+    row: usize,
     chunk: u32,
     tree_len: u32,
     /// The step ends the request's known tokens, so it yields a new token.
@@ -90,7 +92,7 @@ struct Scheduled {
     prefill: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Scheduler {
     config: SchedulerConfig,
     pool: BlockPool,
@@ -237,14 +239,17 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Running order: more important first (priority, earlier deadline, earlier arrival).
-    fn running_rank(&self, a: u64, b: u64) -> std::cmp::Ordering {
-        let (ra, rb) = (&self.requests[&a], &self.requests[&b]);
-        rb.spec
-            .priority
-            .cmp(&ra.spec.priority)
-            .then_with(|| ra.deadline().total_cmp(&rb.deadline()))
-            .then_with(|| ra.seq.cmp(&rb.seq))
+    /// `ids` sorted most important first: priority, then earlier deadline, then earlier arrival.
+    fn by_rank(&self, ids: &[u64]) -> Vec<u64> {
+        let mut keyed: Vec<(i32, f64, u64, u64)> = ids
+            .iter()
+            .map(|&id| {
+                let r = &self.requests[&id];
+                (r.spec.priority, r.deadline(), r.seq, id)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        keyed.into_iter().map(|k| k.3).collect()
     }
 
     fn preempt(&mut self, id: u64) {
@@ -271,14 +276,14 @@ impl Scheduler {
         if !now.is_finite() {
             return Err(invalid("now", "must be finite"));
         }
-        let mut draft_of: FxHashMap<u64, (usize, u32)> = FxHashMap::default();
+        let mut draft_of: FxHashMap<u64, usize> = FxHashMap::default();
         for (i, d) in drafts.iter().enumerate() {
             if !self.requests.contains_key(&d.request) {
                 return Err(SchedulerError::UnknownRequest(d.request));
             }
-            let depth = validate_tree(d.parents, d.probs)
+            validate_tree(d.parents, d.probs)
                 .map_err(|reason| SchedulerError::InvalidTree { request: d.request, reason })?;
-            if draft_of.insert(d.request, (i, depth)).is_some() {
+            if draft_of.insert(d.request, i).is_some() {
                 return Err(SchedulerError::InvalidTree { request: d.request, reason: "two drafts".into() });
             }
         }
@@ -290,8 +295,7 @@ impl Scheduler {
         let mut preempted_now: Vec<u64> = Vec::new();
 
         // 1. Running requests, most important first; victims come from the unserved tail.
-        let mut order = self.running.clone();
-        order.sort_by(|&a, &b| self.running_rank(a, b));
+        let order = self.by_rank(&self.running);
         let (mut i, mut end) = (0, order.len());
         while i < end {
             let id = order[i];
@@ -350,13 +354,13 @@ impl Scheduler {
             if needed > self.pool.num_free() {
                 // Preempt strictly less important running requests, least important first,
                 // but only when that frees enough.
-                let mut victims: Vec<u64> = self
+                let lower: Vec<u64> = self
                     .running
                     .iter()
                     .copied()
                     .filter(|v| self.requests[v].spec.priority < priority)
                     .collect();
-                victims.sort_by(|&a, &b| self.running_rank(b, a));
+                let victims: Vec<u64> = self.by_rank(&lower).into_iter().rev().collect();
                 let reclaimable: u32 = victims.iter().map(|&v| self.pool.table(v).len() as u32).sum();
                 if self.pool.num_free() + reclaimable < needed {
                     break;
@@ -405,11 +409,11 @@ impl Scheduler {
             emitting += usize::from(emits);
             let decoding = !s.prefill && emits;
             let candidate = match draft_of.get(&s.id).filter(|_| decoding) {
-                Some(&(d, depth)) => {
+                Some(&d) => {
                     let required = match (state.spec.slo.tpot, state.first_token_at) {
-                        (Some(tpot), Some(t0)) if self.config.policy == Policy::AdaServe => Some(
-                            required_tokens(now, t0, step_time, tpot, state.outputs.saturating_sub(1), depth),
-                        ),
+                        (Some(tpot), Some(t0)) if self.config.policy == Policy::AdaServe => {
+                            Some(required_tokens(now, t0, step_time, tpot, state.outputs.saturating_sub(1)))
+                        }
                         _ => None,
                     };
                     // Room for the accepted nodes plus the bonus token within max_len.
@@ -448,10 +452,13 @@ impl Scheduler {
             let query = s.chunk + tree_len;
             self.pool.truncate(s.id, state.computed + query);
             let emits = s.chunk == state.pending();
-            plan.push(s.id, state.computed, s.chunk, tree_len, emits, self.pool.table(s.id));
+            plan.push(s.id, state.computed, s.chunk, tree_len, emits);
             self.pool.write_slot_mapping(s.id, state.computed, query, &mut plan.slot_mapping)?;
-            self.in_flight.insert(s.id, InFlight { chunk: s.chunk, tree_len, emits, committed: false });
+            self.in_flight
+                .insert(s.id, InFlight { row: r, chunk: s.chunk, tree_len, emits, committed: false });
         }
+        let pool = &self.pool;
+        plan.set_block_tables(scheduled.iter().map(|s| pool.table(s.id)));
         plan.finish(trees, preempted_now, step_time, keep);
         self.uncommitted = scheduled.len();
         self.last_verify = keep;
@@ -467,11 +474,12 @@ impl Scheduler {
         if !now.is_finite() {
             return Err(invalid("now", "must be finite"));
         }
-        for (k, &(id, accepted)) in results.iter().enumerate() {
+        let mut seen = vec![false; self.in_flight.values().map(|f| f.row + 1).max().unwrap_or(0)];
+        for &(id, accepted) in results {
             let f = self.in_flight.get(&id).filter(|f| !f.committed).ok_or_else(|| {
                 SchedulerError::StepOrder(format!("request {id} is not awaiting a commit in this step"))
             })?;
-            if results[..k].iter().any(|&(other, _)| other == id) {
+            if std::mem::replace(&mut seen[f.row], true) {
                 return Err(SchedulerError::StepOrder(format!("request {id} is committed twice")));
             }
             if accepted > f.tree_len {

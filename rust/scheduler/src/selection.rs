@@ -6,7 +6,7 @@
 //! the target accepts the path up to it). Every policy picks nodes through a *frontier* (nodes
 //! whose parent is already chosen), so every chosen set is parent-closed and every prefix of
 //! the pick order is parent-closed too (which lets the step-cost model cut it anywhere).
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 /// How a step spends its verify budget.
@@ -37,8 +37,8 @@ impl Policy {
 pub struct Candidate<'a> {
     pub parents: &'a [i32],
     pub probs: &'a [f64],
-    /// AdaServe's required expected accepted tokens this step (see [`required_tokens`]);
-    /// `None` for a best-effort request.
+    /// AdaServe's required expected accepted tokens this step (see [`required_tokens`];
+    /// capped at the tree's depth + 1 here); `None` for a best-effort request.
     pub required: Option<f64>,
     /// The most nodes this request may take (its context-length limit).
     pub max_nodes: u32,
@@ -81,80 +81,54 @@ impl ChosenTrees {
     }
 }
 
-/// Checks a draft tree; returns its depth (0 for an empty tree).
-pub fn validate_tree(parents: &[i32], probs: &[f64]) -> Result<u32, String> {
+/// Checks a draft tree: equal lengths, parents-first order, probabilities finite in `[0, 1]`.
+pub fn validate_tree(parents: &[i32], probs: &[f64]) -> Result<(), String> {
     if parents.len() != probs.len() {
         return Err(format!("{} parents but {} probabilities", parents.len(), probs.len()));
     }
-    let mut depths: Vec<u32> = Vec::with_capacity(parents.len());
-    for (i, &p) in parents.iter().enumerate() {
-        let depth = match p {
-            -1 => 1,
-            p if p >= 0 && (p as usize) < i => depths[p as usize] + 1,
-            p => return Err(format!("node {i} has parent {p}: parents must be -1 or an earlier node")),
-        };
-        depths.push(depth);
+    if let Some(i) = parents.iter().enumerate().position(|(i, &p)| p < -1 || (p >= 0 && p as usize >= i)) {
+        return Err(format!("node {i} has parent {}: parents must be -1 or an earlier node", parents[i]));
     }
     if let Some(i) = probs.iter().position(|p| !(p.is_finite() && (0.0..=1.0).contains(p))) {
         return Err(format!("node {i} has probability {}: must be finite and in [0, 1]", probs[i]));
     }
-    Ok(depths.into_iter().max().unwrap_or(0))
+    Ok(())
 }
 
 /// AdaServe's required expected accepted tokens this step for a request with TPOT target
-/// `tpot` (seconds per token): `A = (now - first_token_at + step_time) / tpot - emitted`,
-/// capped at `depth + 1`. `emitted` counts the output tokens after the first one (TTFT is not
-/// part of TPOT).
-pub fn required_tokens(
-    now: f64,
-    first_token_at: f64,
-    step_time: f64,
-    tpot: f64,
-    emitted: u32,
-    depth: u32,
-) -> f64 {
-    ((now - first_token_at + step_time) / tpot - f64::from(emitted)).min(f64::from(depth) + 1.0)
+/// `tpot` (seconds per token): `A = (now - first_token_at + step_time) / tpot - emitted`, where
+/// `emitted` counts the output tokens after the first one (TTFT is not part of TPOT).
+/// [`select`] caps it at the tree's depth + 1.
+pub fn required_tokens(now: f64, first_token_at: f64, step_time: f64, tpot: f64, emitted: u32) -> f64 {
+    (now - first_token_at + step_time) / tpot - f64::from(emitted)
 }
 
-/// A frontier entry: more probable first, then the earlier request, then the earlier node.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    prob: f64,
-    request: u32,
-    node: u32,
+/// Sort key of a node: ascending order = larger value first, then the earlier request, then
+/// the earlier node. Values are non-negative finite floats, whose bit patterns order like them.
+fn key(value: f64, request: u32, node: u32) -> u128 {
+    (u128::from(!value.to_bits()) << 64) | (u128::from(request) << 32) | u128::from(node)
 }
 
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.prob
-            .total_cmp(&other.prob)
-            .then_with(|| other.request.cmp(&self.request))
-            .then_with(|| other.node.cmp(&self.node))
-    }
+fn key_parts(key: u128) -> (usize, u32) {
+    (((key >> 32) as u32) as usize, key as u32)
 }
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Entry {}
 
 const NONE: u32 = u32::MAX;
 
-/// First-child / next-sibling links of every tree, flat over all candidates.
-struct Links {
+/// Per-node facts of every tree, flat over all candidates: child / sibling links, depths and
+/// each node's *value*: its path-min probability (the smallest probability from the root's
+/// child down to it). Values never grow along a path, so any order by value (ties by node
+/// index) lists parents before children; for path probabilities the value is the probability.
+struct Forest {
     base: Vec<usize>,
     root_head: Vec<u32>,
     head: Vec<u32>,
     next: Vec<u32>,
+    value: Vec<f64>,
+    max_depth: Vec<u32>,
 }
 
-impl Links {
+impl Forest {
     fn new(candidates: &[Candidate<'_>]) -> Self {
         let mut base = Vec::with_capacity(candidates.len() + 1);
         base.push(0);
@@ -164,125 +138,182 @@ impl Links {
         let total = base.last().copied().unwrap_or(0);
         let (mut head, mut next) = (vec![NONE; total], vec![NONE; total]);
         let mut root_head = vec![NONE; candidates.len()];
+        let mut value = vec![0.0; total];
+        let mut depth = vec![0u32; total];
+        let mut max_depth = vec![0u32; candidates.len()];
         for (r, c) in candidates.iter().enumerate() {
+            let b = base[r];
+            for (i, (&p, &prob)) in c.parents.iter().zip(c.probs).enumerate() {
+                // `> 0.0` also maps -0.0 to +0.0, which keeps the bit order of `key` right.
+                let prob = if prob > 0.0 { prob } else { 0.0 };
+                (value[b + i], depth[b + i]) = if p < 0 {
+                    (prob, 1)
+                } else {
+                    (prob.min(value[b + p as usize]), depth[b + p as usize] + 1)
+                };
+                max_depth[r] = max_depth[r].max(depth[b + i]);
+            }
             // Backwards, so that sibling lists come out in ascending node order.
             for (i, &p) in c.parents.iter().enumerate().rev() {
-                let slot = if p < 0 { &mut root_head[r] } else { &mut head[base[r] + p as usize] };
-                next[base[r] + i] = *slot;
+                let slot = if p < 0 { &mut root_head[r] } else { &mut head[b + p as usize] };
+                next[b + i] = *slot;
                 *slot = i as u32;
             }
         }
-        Self { base, root_head, head, next }
+        Self { base, root_head, head, next, value, max_depth }
     }
 
-    /// Pushes the children of `parent` (`None` = the root) of request `r` onto `out`.
+    fn value(&self, r: usize, node: u32) -> f64 {
+        self.value[self.base[r] + node as usize]
+    }
+
+    /// Pushes the keys of the children of `parent` (`None` = the root) of request `r`.
     fn push_children(
         &self,
-        candidates: &[Candidate<'_>],
         r: usize,
         parent: Option<u32>,
         skip_zero: bool,
-        out: &mut impl Extend<Entry>,
+        heap: &mut BinaryHeap<Reverse<u128>>,
     ) {
         let mut child = match parent {
             None => self.root_head[r],
             Some(p) => self.head[self.base[r] + p as usize],
         };
-        let probs = candidates[r].probs;
         while child != NONE {
-            let prob = probs[child as usize];
-            if !(skip_zero && prob <= 0.0) {
-                out.extend(std::iter::once(Entry { prob, request: r as u32, node: child }));
+            let value = self.value(r, child);
+            if !(skip_zero && value <= 0.0) {
+                heap.push(Reverse(key(value, r as u32, child)));
             }
             child = self.next[self.base[r] + child as usize];
         }
     }
 }
 
+/// The picks so far and each request's limits.
+struct Picker<'a, 'c> {
+    candidates: &'c [Candidate<'c>],
+    admit: &'a mut dyn FnMut(usize) -> bool,
+    picks: Picks,
+    taken: Vec<u32>,
+    blocked: Vec<bool>,
+}
+
+impl Picker<'_, '_> {
+    /// Picks node `node` of request `r` if its limits allow; false once `r` can take no more.
+    fn take(&mut self, r: usize, node: u32, value: f64) -> bool {
+        if self.blocked[r] || self.taken[r] >= self.candidates[r].max_nodes || !(self.admit)(r) {
+            self.blocked[r] = true;
+            return false;
+        }
+        self.taken[r] += 1;
+        self.picks.order.push(Pick { request: r as u32, node, prob: value });
+        true
+    }
+}
+
 /// Picks nodes for `candidates` (in scheduling order: earlier wins ties) under `budget` nodes.
 /// `admit(r)` is asked before each pick for request `r` (KV slots); once it says no, the
-/// request takes no more nodes. Probability-driven policies never pick zero-probability nodes.
+/// request takes no more nodes. Nodes are ranked by value (path-min probability, see the
+/// module docs); probability-driven policies never pick zero-value nodes. `Pick::prob` is the
+/// node's value: its expected contribution to the accepted tokens.
 pub fn select(
     policy: Policy,
     candidates: &[Candidate<'_>],
     budget: usize,
     admit: &mut dyn FnMut(usize) -> bool,
 ) -> Picks {
-    let mut picks = Picks::default();
     if budget == 0 || candidates.is_empty() || policy == Policy::NoSpeculation {
-        return picks;
+        return Picks::default();
     }
-    let links = Links::new(candidates);
-    let mut taken = vec![0u32; candidates.len()];
-    let mut blocked = vec![false; candidates.len()];
-    // Picks one node of request r if its limits allow; false when r can take no more.
-    let mut take = |picks: &mut Picks, e: Entry, taken: &mut [u32], blocked: &mut [bool]| -> bool {
-        let r = e.request as usize;
-        if blocked[r] || taken[r] >= candidates[r].max_nodes || !admit(r) {
-            blocked[r] = true;
-            return false;
-        }
-        taken[r] += 1;
-        picks.order.push(Pick { request: e.request, node: e.node, prob: e.prob });
-        true
+    let forest = Forest::new(candidates);
+    let mut picker = Picker {
+        candidates,
+        admit,
+        picks: Picks::default(),
+        taken: vec![0; candidates.len()],
+        blocked: vec![false; candidates.len()],
     };
-    let mut local: BinaryHeap<Entry> = BinaryHeap::new();
+    let mut local: BinaryHeap<Reverse<u128>> = BinaryHeap::new();
 
     if let Policy::Uniform { draft_tokens } = policy {
         for r in 0..candidates.len() {
             local.clear();
-            links.push_children(candidates, r, None, false, &mut local);
+            forest.push_children(r, None, false, &mut local);
             for _ in 0..draft_tokens {
-                let Some(e) = local.pop() else { break };
-                if picks.order.len() >= budget || !take(&mut picks, e, &mut taken, &mut blocked) {
+                let Some(Reverse(k)) = local.pop() else { break };
+                let node = key_parts(k).1;
+                if picker.picks.order.len() >= budget || !picker.take(r, node, forest.value(r, node)) {
                     break;
                 }
-                links.push_children(candidates, r, Some(e.node), false, &mut local);
+                forest.push_children(r, Some(node), false, &mut local);
             }
         }
-        return picks;
+        return picker.picks;
     }
 
-    // The frontier handed to the global (throughput) phase.
-    let mut frontier: Vec<Entry> = Vec::new();
-    let mut seeded = vec![false; candidates.len()];
+    let mut chosen = vec![false; forest.value.len()];
     if policy == Policy::AdaServe {
         let mut urgent: Vec<(usize, f64)> = candidates
             .iter()
             .enumerate()
-            .filter_map(|(r, c)| c.required.map(|a| (r, a)))
-            .filter(|&(r, a)| a > 1.0 && 1.0 + candidates[r].probs.iter().sum::<f64>() >= a)
+            .filter_map(|(r, c)| c.required.map(|a| (r, a.min(f64::from(forest.max_depth[r]) + 1.0))))
+            .filter(|&(r, a)| {
+                let reachable: f64 = forest.value[forest.base[r]..forest.base[r + 1]].iter().sum();
+                a > 1.0 && 1.0 + reachable >= a
+            })
             .collect();
         // Most urgent (largest requirement) first; the stable sort keeps scheduling order on ties.
         urgent.sort_by(|a, b| b.1.total_cmp(&a.1));
         for (r, required) in urgent {
             local.clear();
-            links.push_children(candidates, r, None, true, &mut local);
+            forest.push_children(r, None, true, &mut local);
             let mut expected = 1.0;
-            while expected < required && picks.order.len() < budget {
-                let Some(e) = local.pop() else { break };
-                if !take(&mut picks, e, &mut taken, &mut blocked) {
+            while expected < required && picker.picks.order.len() < budget {
+                let Some(Reverse(k)) = local.pop() else { break };
+                let node = key_parts(k).1;
+                let value = forest.value(r, node);
+                if !picker.take(r, node, value) {
                     break;
                 }
-                expected += e.prob;
-                links.push_children(candidates, r, Some(e.node), true, &mut local);
+                chosen[forest.base[r] + node as usize] = true;
+                expected += value;
+                forest.push_children(r, Some(node), true, &mut local);
             }
-            frontier.extend(local.drain());
-            seeded[r] = true;
         }
-        picks.slo_picks = picks.order.len();
+        picker.picks.slo_picks = picker.picks.order.len();
     }
-    for r in (0..candidates.len()).filter(|&r| !seeded[r]) {
-        links.push_children(candidates, r, None, true, &mut frontier);
-    }
-    let mut global = BinaryHeap::from(frontier);
-    while picks.order.len() < budget {
-        let Some(e) = global.pop() else { break };
-        if take(&mut picks, e, &mut taken, &mut blocked) {
-            links.push_children(candidates, e.request as usize, Some(e.node), true, &mut global);
+
+    // Throughput: the most valuable remaining nodes of all trees. Values never grow along a
+    // path, so this order lists parents first, and a request that stops taking nodes stops
+    // for its subtrees too: every prefix stays parent-closed. Only the top `budget` keys are
+    // sorted (partial selection), in rounds in case blocked requests skip some.
+    let mut keys: Vec<u128> = Vec::new();
+    for r in (0..candidates.len()).filter(|&r| !picker.blocked[r]) {
+        let b = forest.base[r];
+        for node in 0..candidates[r].parents.len() {
+            let value = forest.value[b + node];
+            if value > 0.0 && !chosen[b + node] {
+                keys.push(key(value, r as u32, node as u32));
+            }
         }
     }
-    picks
+    let mut rest: &mut [u128] = &mut keys;
+    while picker.picks.order.len() < budget && !rest.is_empty() {
+        let want = (budget - picker.picks.order.len()).min(rest.len());
+        if want < rest.len() {
+            rest.select_nth_unstable(want - 1);
+        }
+        let (head, tail) = rest.split_at_mut(want);
+        head.sort_unstable();
+        for &k in head.iter() {
+            let (r, node) = key_parts(k);
+            if !picker.blocked[r] {
+                picker.take(r, node, forest.value(r, node));
+            }
+        }
+        rest = tail;
+    }
+    picker.picks
 }
 
 impl Picks {
@@ -388,12 +419,11 @@ mod tests {
 
     #[test]
     fn validates_trees_and_computes_requirements() {
-        assert_eq!(validate_tree(&[-1, 0, 0, 2], &[1.0; 4]), Ok(3));
+        assert_eq!(validate_tree(&[-1, 0, 0, 2], &[1.0; 4]), Ok(()));
         assert!(validate_tree(&[0], &[1.0]).is_err());
         assert!(validate_tree(&[-1], &[1.5]).is_err());
         assert!(validate_tree(&[-1], &[]).is_err());
         // 0.1 s since the first token, 0.02 s step, 0.03 s per token, 2 emitted: 4 - 2 = 2.
-        assert!((required_tokens(1.1, 1.0, 0.02, 0.03, 2, 8) - 2.0).abs() < 1e-9);
-        assert_eq!(required_tokens(10.0, 0.0, 0.0, 0.01, 0, 3), 4.0);
+        assert!((required_tokens(1.1, 1.0, 0.02, 0.03, 2) - 2.0).abs() < 1e-9);
     }
 }

@@ -116,7 +116,17 @@ proptest! {
         trees in prop::collection::vec((tree(40), prop::option::of(0.5f64..12.0), 0u32..50), 1..12),
         budget in 0usize..200,
         policy in policy(),
+        scramble in prop::option::of(any::<u64>()),
     ) {
+        // Also trees whose probabilities grow along paths (not path probabilities).
+        let mut trees = trees;
+        if let Some(seed) = scramble {
+            for (k, ((_, probs), _, _)) in trees.iter_mut().enumerate() {
+                for (i, p) in probs.iter_mut().enumerate() {
+                    *p = ((seed >> ((i + k) % 48)) % 1000) as f64 / 999.0;
+                }
+            }
+        }
         let cands: Vec<Candidate<'_>> = trees
             .iter()
             .map(|((parents, probs), required, max_nodes)| Candidate {
@@ -131,7 +141,14 @@ proptest! {
         for p in &picks.order {
             per_request[p.request as usize] += 1;
             expected[p.request as usize] += p.prob;
-            prop_assert_eq!(p.prob, cands[p.request as usize].probs[p.node as usize]);
+            // A pick's value is its path-min probability.
+            let c = &cands[p.request as usize];
+            let (mut value, mut at) = (f64::INFINITY, p.node as i32);
+            while at >= 0 {
+                value = value.min(c.probs[at as usize]);
+                at = c.parents[at as usize];
+            }
+            prop_assert_eq!(p.prob, value);
             if policy.uses_cost_model() { prop_assert!(p.prob > 0.0, "zero-probability pick"); }
         }
         for (r, c) in cands.iter().enumerate() {
@@ -145,7 +162,23 @@ proptest! {
                 if picks.order.len() > picks.slo_picks {
                     for (r, c) in cands.iter().enumerate() {
                         let Some(required) = c.required else { continue };
-                        let reachable = 1.0 + c.probs.iter().sum::<f64>() >= required;
+                        // Capped at depth + 1: more tokens than that cannot come from one step.
+                        let mut depths = vec![0u32; c.parents.len()];
+                        for (i, &p) in c.parents.iter().enumerate() {
+                            depths[i] = if p < 0 { 1 } else { depths[p as usize] + 1 };
+                        }
+                        let required = required.min(f64::from(depths.iter().copied().max().unwrap_or(0)) + 1.0);
+                        let values: f64 = (0..c.parents.len())
+                            .map(|mut at| {
+                                let mut v = f64::INFINITY;
+                                while at != usize::MAX {
+                                    v = v.min(c.probs[at]);
+                                    at = if c.parents[at] < 0 { usize::MAX } else { c.parents[at] as usize };
+                                }
+                                v
+                            })
+                            .sum();
+                        let reachable = 1.0 + values >= required;
                         if reachable && (c.max_nodes as usize) >= c.parents.len() {
                             prop_assert!(expected[r] >= required - 1e-9,
                                 "request {} expects {} < required {}", r, expected[r], required);
