@@ -44,4 +44,6 @@ pub use plan::StepPlan;
 pub use pool::{BlockPool, BLOCK_SIZES, DEFAULT_BLOCK_SIZE};
 pub use request::{Phase, RequestSpec, RequestState, Slo};
 pub use scheduler::{Draft, Scheduler, SchedulerConfig, SchedulerStats};
-pub use selection::{required_tokens, select, validate_tree, Candidate, ChosenTrees, Pick, Picks, Policy};
+pub use selection::{
+    required_tokens, select, validate_tree, Candidate, ChosenTrees, Pick, Picks, Policy, Selector,
+};

@@ -21,7 +21,7 @@ use crate::error::{invalid, SchedulerError};
 use crate::plan::StepPlan;
 use crate::pool::{BlockPool, DEFAULT_BLOCK_SIZE};
 use crate::request::{Phase, RequestSpec, RequestState};
-use crate::selection::{required_tokens, select, validate_tree, Candidate, Policy};
+use crate::selection::{required_tokens, validate_tree, Candidate, Policy, Selector};
 
 /// Sizes and policies of a scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +106,7 @@ pub struct Scheduler {
     /// Verify tokens of the last step: the step-time estimate of the next one starts there.
     last_verify: usize,
     stats: SchedulerStats,
+    selector: Selector,
 }
 
 impl Scheduler {
@@ -135,6 +136,7 @@ impl Scheduler {
             next_seq: 0,
             last_verify: 0,
             stats: SchedulerStats::default(),
+            selector: Selector::default(),
         })
     }
 
@@ -427,14 +429,24 @@ impl Scheduler {
             candidates.push(candidate);
         }
         let verify_budget = (self.config.max_verify_tokens.min(budget)) as usize;
-        // Each pick reserves its slot right away; the surplus of picks cut below is released.
-        let mut slots: Vec<u32> = scheduled.iter().map(|s| self.requests[&s.id].computed + s.chunk).collect();
-        let ids: Vec<u64> = scheduled.iter().map(|s| s.id).collect();
-        let pool = &mut self.pool;
-        let picks = select(self.config.policy, &candidates, verify_budget, &mut |r| {
-            let ok = pool.reserve(ids[r], slots[r] + 1).is_ok();
-            slots[r] += u32::from(ok);
-            ok
+        // KV for tree nodes: first the spare slots of each request's last block, then free
+        // blocks, counted here and reserved once the cut below is known.
+        let block_size = self.pool.block_size();
+        let mut spare: Vec<u32> = scheduled
+            .iter()
+            .map(|s| self.pool.capacity(s.id) - (self.requests[&s.id].computed + s.chunk))
+            .collect();
+        let mut free_blocks = self.pool.num_free();
+        let picks = self.selector.select(self.config.policy, &candidates, verify_budget, &mut |r| {
+            if spare[r] == 0 {
+                if free_blocks == 0 {
+                    return false;
+                }
+                free_blocks -= 1;
+                spare[r] = block_size;
+            }
+            spare[r] -= 1;
+            true
         });
         let keep = if self.config.policy.uses_cost_model() {
             let gains: Vec<f64> = picks.order.iter().map(|p| p.prob).collect();
@@ -450,7 +462,8 @@ impl Scheduler {
             let state = &self.requests[&s.id];
             let tree_len = trees.len_of(r) as u32;
             let query = s.chunk + tree_len;
-            self.pool.truncate(s.id, state.computed + query);
+            // Cannot fail: selection counted these blocks against the free ones.
+            self.pool.reserve(s.id, state.computed + query)?;
             let emits = s.chunk == state.pending();
             plan.push(s.id, state.computed, s.chunk, tree_len, emits);
             self.pool.write_slot_mapping(s.id, state.computed, query, &mut plan.slot_mapping)?;

@@ -3,11 +3,14 @@
 //!
 //! A draft tree comes in parents-first order (`parents[i]` is `-1` for a child of the root,
 //! else an earlier node) with each node's path probability (the suffix cache's estimate that
-//! the target accepts the path up to it). Every policy picks nodes through a *frontier* (nodes
-//! whose parent is already chosen), so every chosen set is parent-closed and every prefix of
-//! the pick order is parent-closed too (which lets the step-cost model cut it anywhere).
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+//! the target accepts the path up to it). Nodes are ranked by *value*: the path-min
+//! probability (the smallest probability from the root's child down to the node), which is
+//! the probability itself for path probabilities. Values never grow along a path and a parent
+//! has a smaller index than its children, so in the order "larger value first, then earlier
+//! request, then earlier node" every parent precedes its children: taking nodes in that order
+//! (per request or globally) is exactly the greedy frontier walk, every chosen set is
+//! parent-closed, and so is every prefix of the pick order (which lets the step-cost model
+//! cut it anywhere).
 
 /// How a step spends its verify budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,10 +89,17 @@ pub fn validate_tree(parents: &[i32], probs: &[f64]) -> Result<(), String> {
     if parents.len() != probs.len() {
         return Err(format!("{} parents but {} probabilities", parents.len(), probs.len()));
     }
-    if let Some(i) = parents.iter().enumerate().position(|(i, &p)| p < -1 || (p >= 0 && p as usize >= i)) {
+    // One comparison per parent: `parent + 1` must be in `0..=i` (as u32, -2 and below wrap high).
+    let parents_ok =
+        parents.iter().enumerate().fold(true, |ok, (i, &p)| ok & ((p.wrapping_add(1) as u32 as usize) <= i));
+    if !parents_ok {
+        let i =
+            parents.iter().enumerate().position(|(i, &p)| p.wrapping_add(1) as u32 as usize > i).unwrap_or(0);
         return Err(format!("node {i} has parent {}: parents must be -1 or an earlier node", parents[i]));
     }
-    if let Some(i) = probs.iter().position(|p| !(p.is_finite() && (0.0..=1.0).contains(p))) {
+    // `contains` is false for NaN and infinities.
+    if !probs.iter().fold(true, |ok, p| ok & (0.0..=1.0).contains(p)) {
+        let i = probs.iter().position(|p| !(0.0..=1.0).contains(p)).unwrap_or(0);
         return Err(format!("node {i} has probability {}: must be finite and in [0, 1]", probs[i]));
     }
     Ok(())
@@ -113,80 +123,71 @@ fn key_parts(key: u128) -> (usize, u32) {
     (((key >> 32) as u32) as usize, key as u32)
 }
 
-const NONE: u32 = u32::MAX;
-
-/// Per-node facts of every tree, flat over all candidates: child / sibling links, depths and
-/// each node's *value*: its path-min probability (the smallest probability from the root's
-/// child down to it). Values never grow along a path, so any order by value (ties by node
-/// index) lists parents before children; for path probabilities the value is the probability.
-struct Forest {
+/// Each node's value, flat over all candidates (request `r` owns `base[r]..base[r + 1]`).
+#[derive(Debug, Clone, Default)]
+struct Values {
     base: Vec<usize>,
-    root_head: Vec<u32>,
-    head: Vec<u32>,
-    next: Vec<u32>,
     value: Vec<f64>,
-    max_depth: Vec<u32>,
 }
 
-impl Forest {
-    fn new(candidates: &[Candidate<'_>]) -> Self {
-        let mut base = Vec::with_capacity(candidates.len() + 1);
-        base.push(0);
+/// Clears `v` and fills it with `n` copies of `x`, keeping its allocation.
+fn refill<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
+    v.clear();
+    v.resize(n, x);
+}
+
+impl Values {
+    fn rebuild(&mut self, candidates: &[Candidate<'_>]) {
+        self.base.clear();
+        self.base.push(0);
         for c in candidates {
-            base.push(base.last().copied().unwrap_or(0) + c.parents.len());
+            self.base.push(self.base.last().copied().unwrap_or(0) + c.parents.len());
         }
-        let total = base.last().copied().unwrap_or(0);
-        let (mut head, mut next) = (vec![NONE; total], vec![NONE; total]);
-        let mut root_head = vec![NONE; candidates.len()];
-        let mut value = vec![0.0; total];
-        let mut depth = vec![0u32; total];
-        let mut max_depth = vec![0u32; candidates.len()];
+        refill(&mut self.value, self.base.last().copied().unwrap_or(0), 0.0);
         for (r, c) in candidates.iter().enumerate() {
-            let b = base[r];
-            for (i, (&p, &prob)) in c.parents.iter().zip(c.probs).enumerate() {
+            let values = &mut self.value[self.base[r]..self.base[r + 1]];
+            for i in 0..values.len() {
                 // `> 0.0` also maps -0.0 to +0.0, which keeps the bit order of `key` right.
-                let prob = if prob > 0.0 { prob } else { 0.0 };
-                (value[b + i], depth[b + i]) = if p < 0 {
-                    (prob, 1)
-                } else {
-                    (prob.min(value[b + p as usize]), depth[b + p as usize] + 1)
-                };
-                max_depth[r] = max_depth[r].max(depth[b + i]);
-            }
-            // Backwards, so that sibling lists come out in ascending node order.
-            for (i, &p) in c.parents.iter().enumerate().rev() {
-                let slot = if p < 0 { &mut root_head[r] } else { &mut head[b + p as usize] };
-                next[b + i] = *slot;
-                *slot = i as u32;
+                let prob = if c.probs[i] > 0.0 { c.probs[i] } else { 0.0 };
+                let p = c.parents[i];
+                values[i] = if p >= 0 && values[p as usize] < prob { values[p as usize] } else { prob };
             }
         }
-        Self { base, root_head, head, next, value, max_depth }
     }
 
-    fn value(&self, r: usize, node: u32) -> f64 {
-        self.value[self.base[r] + node as usize]
+    fn of(&self, r: usize) -> &[f64] {
+        &self.value[self.base[r]..self.base[r + 1]]
     }
 
-    /// Pushes the keys of the children of `parent` (`None` = the root) of request `r`.
-    fn push_children(
-        &self,
-        r: usize,
-        parent: Option<u32>,
-        skip_zero: bool,
-        heap: &mut BinaryHeap<Reverse<u128>>,
-    ) {
-        let mut child = match parent {
-            None => self.root_head[r],
-            Some(p) => self.head[self.base[r] + p as usize],
-        };
-        while child != NONE {
-            let value = self.value(r, child);
-            if !(skip_zero && value <= 0.0) {
-                heap.push(Reverse(key(value, r as u32, child)));
-            }
-            child = self.next[self.base[r] + child as usize];
+    /// The `k` first keys (in taking order) of request `r`'s nodes, skipping zero values when
+    /// `skip_zero`, sorted, in `out` (partial selection: linear in the tree size).
+    fn top_keys(&self, r: usize, k: usize, skip_zero: bool, out: &mut Vec<u128>) {
+        out.clear();
+        out.extend(
+            self.of(r)
+                .iter()
+                .enumerate()
+                .filter(|(_, &v)| !(skip_zero && v <= 0.0))
+                .map(|(node, &v)| key(v, r as u32, node as u32)),
+        );
+        if k == 0 {
+            out.clear();
+        } else if k < out.len() {
+            out.select_nth_unstable(k - 1);
+            out.truncate(k);
         }
+        out.sort_unstable();
     }
+}
+
+/// Depth of the deepest node of a parents-first tree.
+fn max_depth(parents: &[i32], scratch: &mut Vec<u32>) -> u32 {
+    scratch.clear();
+    for &p in parents {
+        let depth = if p < 0 { 1 } else { scratch[p as usize] + 1 };
+        scratch.push(depth);
+    }
+    scratch.iter().copied().max().unwrap_or(0)
 }
 
 /// The picks so far and each request's limits.
@@ -194,8 +195,8 @@ struct Picker<'a, 'c> {
     candidates: &'c [Candidate<'c>],
     admit: &'a mut dyn FnMut(usize) -> bool,
     picks: Picks,
-    taken: Vec<u32>,
-    blocked: Vec<bool>,
+    taken: &'a mut Vec<u32>,
+    blocked: &'a mut Vec<bool>,
 }
 
 impl Picker<'_, '_> {
@@ -211,109 +212,140 @@ impl Picker<'_, '_> {
     }
 }
 
-/// Picks nodes for `candidates` (in scheduling order: earlier wins ties) under `budget` nodes.
-/// `admit(r)` is asked before each pick for request `r` (KV slots); once it says no, the
-/// request takes no more nodes. Nodes are ranked by value (path-min probability, see the
-/// module docs); probability-driven policies never pick zero-value nodes. `Pick::prob` is the
-/// node's value: its expected contribution to the accepted tokens.
+/// Scratch buffers of [`select`], kept between steps so that a step allocates (and
+/// page-faults) nothing large.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    values: Values,
+    taken: Vec<u32>,
+    blocked: Vec<bool>,
+    chosen: Vec<bool>,
+    keys: Vec<u128>,
+    local: Vec<u128>,
+    depths: Vec<u32>,
+}
+
+/// [`Selector::select`] with fresh buffers.
 pub fn select(
     policy: Policy,
     candidates: &[Candidate<'_>],
     budget: usize,
     admit: &mut dyn FnMut(usize) -> bool,
 ) -> Picks {
-    if budget == 0 || candidates.is_empty() || policy == Policy::NoSpeculation {
-        return Picks::default();
-    }
-    let forest = Forest::new(candidates);
-    let mut picker = Picker {
-        candidates,
-        admit,
-        picks: Picks::default(),
-        taken: vec![0; candidates.len()],
-        blocked: vec![false; candidates.len()],
-    };
-    let mut local: BinaryHeap<Reverse<u128>> = BinaryHeap::new();
+    Selector::default().select(policy, candidates, budget, admit)
+}
 
-    if let Policy::Uniform { draft_tokens } = policy {
-        for r in 0..candidates.len() {
-            local.clear();
-            forest.push_children(r, None, false, &mut local);
-            for _ in 0..draft_tokens {
-                let Some(Reverse(k)) = local.pop() else { break };
-                let node = key_parts(k).1;
-                if picker.picks.order.len() >= budget || !picker.take(r, node, forest.value(r, node)) {
-                    break;
+impl Selector {
+    /// Picks nodes for `candidates` (in scheduling order: earlier wins ties) under `budget` nodes.
+    /// `admit(r)` is asked before each pick for request `r` (KV slots); once it says no, the
+    /// request takes no more nodes. Nodes are ranked by value (path-min probability, see the
+    /// module docs); probability-driven policies never pick zero-value nodes. `Pick::prob` is the
+    /// node's value: its expected contribution to the accepted tokens.
+    pub fn select(
+        &mut self,
+        policy: Policy,
+        candidates: &[Candidate<'_>],
+        budget: usize,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Picks {
+        if budget == 0 || candidates.is_empty() || policy == Policy::NoSpeculation {
+            return Picks::default();
+        }
+        let Self { values, taken, blocked, chosen, keys, local, depths } = self;
+        values.rebuild(candidates);
+        refill(taken, candidates.len(), 0);
+        refill(blocked, candidates.len(), false);
+        let mut picker = Picker { candidates, admit, picks: Picks::default(), taken, blocked };
+
+        if let Policy::Uniform { draft_tokens } = policy {
+            for r in 0..candidates.len() {
+                values.top_keys(r, draft_tokens as usize, false, local);
+                for &k in local.iter() {
+                    let node = key_parts(k).1;
+                    if picker.picks.order.len() >= budget
+                        || !picker.take(r, node, values.of(r)[node as usize])
+                    {
+                        break;
+                    }
                 }
-                forest.push_children(r, Some(node), false, &mut local);
             }
+            return picker.picks;
         }
-        return picker.picks;
-    }
 
-    let mut chosen = vec![false; forest.value.len()];
-    if policy == Policy::AdaServe {
-        let mut urgent: Vec<(usize, f64)> = candidates
-            .iter()
-            .enumerate()
-            .filter_map(|(r, c)| c.required.map(|a| (r, a.min(f64::from(forest.max_depth[r]) + 1.0))))
-            .filter(|&(r, a)| {
-                let reachable: f64 = forest.value[forest.base[r]..forest.base[r + 1]].iter().sum();
-                a > 1.0 && 1.0 + reachable >= a
-            })
-            .collect();
-        // Most urgent (largest requirement) first; the stable sort keeps scheduling order on ties.
-        urgent.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (r, required) in urgent {
-            local.clear();
-            forest.push_children(r, None, true, &mut local);
-            let mut expected = 1.0;
-            while expected < required && picker.picks.order.len() < budget {
-                let Some(Reverse(k)) = local.pop() else { break };
-                let node = key_parts(k).1;
-                let value = forest.value(r, node);
-                if !picker.take(r, node, value) {
-                    break;
+        refill(chosen, values.value.len(), false);
+        if policy == Policy::AdaServe {
+            let mut urgent: Vec<(usize, f64)> = Vec::new();
+            for (r, c) in candidates.iter().enumerate() {
+                let Some(required) = c.required else { continue };
+                if required <= 1.0 {
+                    continue; // the bonus token alone meets it
                 }
-                chosen[forest.base[r] + node as usize] = true;
-                expected += value;
-                forest.push_children(r, Some(node), true, &mut local);
+                let required = required.min(f64::from(max_depth(c.parents, depths)) + 1.0);
+                // Infeasible targets get no SLO nodes: they would only take budget from others.
+                if required > 1.0 && 1.0 + values.of(r).iter().sum::<f64>() >= required {
+                    urgent.push((r, required));
+                }
             }
+            // Most urgent (largest requirement) first; the stable sort keeps scheduling order on ties.
+            urgent.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (r, required) in urgent {
+                // Each node adds at most 1: about `required` nodes usually suffice; if not, all.
+                let guess = 2 * required.ceil() as usize + 2;
+                let mut expected = 1.0;
+                let mut used = 0;
+                for k in [guess, usize::MAX] {
+                    values.top_keys(r, k, true, local);
+                    for &key in &local[used..] {
+                        if expected >= required || picker.picks.order.len() >= budget {
+                            break;
+                        }
+                        let node = key_parts(key).1;
+                        let value = values.of(r)[node as usize];
+                        if !picker.take(r, node, value) {
+                            break;
+                        }
+                        chosen[values.base[r] + node as usize] = true;
+                        expected += value;
+                        used += 1;
+                    }
+                    if expected >= required || used < local.len() || picker.picks.order.len() >= budget {
+                        break;
+                    }
+                }
+            }
+            picker.picks.slo_picks = picker.picks.order.len();
         }
-        picker.picks.slo_picks = picker.picks.order.len();
-    }
 
-    // Throughput: the most valuable remaining nodes of all trees. Values never grow along a
-    // path, so this order lists parents first, and a request that stops taking nodes stops
-    // for its subtrees too: every prefix stays parent-closed. Only the top `budget` keys are
-    // sorted (partial selection), in rounds in case blocked requests skip some.
-    let mut keys: Vec<u128> = Vec::new();
-    for r in (0..candidates.len()).filter(|&r| !picker.blocked[r]) {
-        let b = forest.base[r];
-        for node in 0..candidates[r].parents.len() {
-            let value = forest.value[b + node];
-            if value > 0.0 && !chosen[b + node] {
-                keys.push(key(value, r as u32, node as u32));
+        // Throughput: the most valuable remaining nodes of all trees, in key order (parents
+        // first); a request that stops taking nodes stops for its subtrees too. Only the top
+        // `budget` keys are sorted (partial selection), in rounds in case blocked requests skip some.
+        keys.clear();
+        for r in (0..candidates.len()).filter(|&r| !picker.blocked[r]) {
+            let b = values.base[r];
+            for (node, &value) in values.of(r).iter().enumerate() {
+                if value > 0.0 && !chosen[b + node] {
+                    keys.push(key(value, r as u32, node as u32));
+                }
             }
         }
-    }
-    let mut rest: &mut [u128] = &mut keys;
-    while picker.picks.order.len() < budget && !rest.is_empty() {
-        let want = (budget - picker.picks.order.len()).min(rest.len());
-        if want < rest.len() {
-            rest.select_nth_unstable(want - 1);
-        }
-        let (head, tail) = rest.split_at_mut(want);
-        head.sort_unstable();
-        for &k in head.iter() {
-            let (r, node) = key_parts(k);
-            if !picker.blocked[r] {
-                picker.take(r, node, forest.value(r, node));
+        let mut rest: &mut [u128] = keys;
+        while picker.picks.order.len() < budget && !rest.is_empty() {
+            let want = (budget - picker.picks.order.len()).min(rest.len());
+            if want < rest.len() {
+                rest.select_nth_unstable(want - 1);
             }
+            let (head, tail) = rest.split_at_mut(want);
+            head.sort_unstable();
+            for &k in head.iter() {
+                let (r, node) = key_parts(k);
+                if !picker.blocked[r] {
+                    picker.take(r, node, values.of(r)[node as usize]);
+                }
+            }
+            rest = tail;
         }
-        rest = tail;
+        picker.picks
     }
-    picker.picks
 }
 
 impl Picks {
