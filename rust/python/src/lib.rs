@@ -9,6 +9,7 @@ mod cache;
 mod errors;
 mod gil;
 mod kernels;
+mod scheduler;
 mod tree;
 
 #[pymodule]
@@ -17,5 +18,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     tree::register(m)?;
     kernels::register(m)?;
+    scheduler::register(m)?;
     Ok(())
 }
