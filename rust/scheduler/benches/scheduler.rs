@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use suffixspec_scheduler::{
-    select, Candidate, Draft, Policy, RequestSpec, Scheduler, SchedulerConfig, Slo, StepCostModel,
+    Candidate, Draft, Policy, RequestSpec, Scheduler, SchedulerConfig, Selector, Slo, StepCostModel,
 };
 
 const REQUESTS: u64 = 256;
@@ -135,8 +135,9 @@ fn bench_selection(c: &mut Criterion) {
             max_nodes: 1000,
         })
         .collect();
+    let mut selector = Selector::default();
     c.bench_function("select_adaserve_256x64_budget_1024", |b| {
-        b.iter(|| select(Policy::AdaServe, black_box(&cands), 1024, &mut |_| true))
+        b.iter(|| selector.select(Policy::AdaServe, black_box(&cands), 1024, &mut |_| true))
     });
 }
 

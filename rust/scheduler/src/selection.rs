@@ -137,13 +137,17 @@ fn refill<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
 }
 
 impl Values {
-    fn rebuild(&mut self, candidates: &[Candidate<'_>]) {
+    /// Values of every node; with `keys`, also the keys of every positive-value node.
+    fn rebuild(&mut self, candidates: &[Candidate<'_>], mut keys: Option<&mut Vec<u128>>) {
         self.base.clear();
         self.base.push(0);
         for c in candidates {
             self.base.push(self.base.last().copied().unwrap_or(0) + c.parents.len());
         }
         refill(&mut self.value, self.base.last().copied().unwrap_or(0), 0.0);
+        if let Some(keys) = keys.as_deref_mut() {
+            keys.clear();
+        }
         for (r, c) in candidates.iter().enumerate() {
             let values = &mut self.value[self.base[r]..self.base[r + 1]];
             for i in 0..values.len() {
@@ -151,6 +155,10 @@ impl Values {
                 let prob = if c.probs[i] > 0.0 { c.probs[i] } else { 0.0 };
                 let p = c.parents[i];
                 values[i] = if p >= 0 && values[p as usize] < prob { values[p as usize] } else { prob };
+            }
+            if let Some(keys) = keys.as_deref_mut() {
+                let positive = values.iter().enumerate().filter(|(_, &v)| v > 0.0);
+                keys.extend(positive.map(|(node, &v)| key(v, r as u32, node as u32)));
             }
         }
     }
@@ -252,7 +260,8 @@ impl Selector {
             return Picks::default();
         }
         let Self { values, taken, blocked, chosen, keys, local, depths } = self;
-        values.rebuild(candidates);
+        let uniform = matches!(policy, Policy::Uniform { .. });
+        values.rebuild(candidates, if uniform { None } else { Some(keys) });
         refill(taken, candidates.len(), 0);
         refill(blocked, candidates.len(), false);
         let mut picker = Picker { candidates, admit, picks: Picks::default(), taken, blocked };
@@ -318,27 +327,22 @@ impl Selector {
 
         // Throughput: the most valuable remaining nodes of all trees, in key order (parents
         // first); a request that stops taking nodes stops for its subtrees too. Only the top
-        // `budget` keys are sorted (partial selection), in rounds in case blocked requests skip some.
-        keys.clear();
-        for r in (0..candidates.len()).filter(|&r| !picker.blocked[r]) {
-            let b = values.base[r];
-            for (node, &value) in values.of(r).iter().enumerate() {
-                if value > 0.0 && !chosen[b + node] {
-                    keys.push(key(value, r as u32, node as u32));
-                }
-            }
-        }
+        // keys are sorted (partial selection), in rounds in case blocked requests skip some.
         let mut rest: &mut [u128] = keys;
+        // `keys` holds every positive node, the SLO picks among them (skipped below).
         while picker.picks.order.len() < budget && !rest.is_empty() {
-            let want = (budget - picker.picks.order.len()).min(rest.len());
+            let want = (budget - picker.picks.order.len() + picker.picks.slo_picks).min(rest.len());
             if want < rest.len() {
                 rest.select_nth_unstable(want - 1);
             }
             let (head, tail) = rest.split_at_mut(want);
             head.sort_unstable();
             for &k in head.iter() {
+                if picker.picks.order.len() >= budget {
+                    break;
+                }
                 let (r, node) = key_parts(k);
-                if !picker.blocked[r] {
+                if !picker.blocked[r] && !chosen[values.base[r] + node as usize] {
                     picker.take(r, node, values.of(r)[node as usize]);
                 }
             }
