@@ -1,107 +1,26 @@
 //! One engine step of native work at 256 running requests with 64-node draft trees:
-//! `schedule` (queues, KV, AdaServe selection, plan arrays) plus `commit`. Target: <= 200 us.
+//! `schedule` (queues, KV, tree selection, plan arrays) plus `commit`. Target: <= 200 us.
+//! `cargo run --release -p suffixspec-scheduler --example step_cost` measures the same step
+//! as min / p10 / median over many steps (robust on a loaded machine).
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::{decoding_scheduler, drafts, step, POLICIES, REQUESTS};
 use criterion::{criterion_group, criterion_main, Criterion};
-use suffixspec_scheduler::{
-    Candidate, Draft, Policy, RequestSpec, Scheduler, SchedulerConfig, Selector, Slo, StepCostModel,
-};
-
-const REQUESTS: u64 = 256;
-const TREE: usize = 64;
-
-/// A deterministic bushy draft with path probabilities shrinking along paths.
-fn draft(seed: u64) -> (Vec<i32>, Vec<f64>) {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut next = move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
-    let (mut parents, mut probs) = (Vec::with_capacity(TREE), Vec::<f64>::with_capacity(TREE));
-    for i in 0..TREE {
-        let parent = if i == 0 || next() % 8 == 0 { -1 } else { (i - 1 - next() % i.min(4)) as i32 };
-        let base = if parent < 0 { 1.0 } else { probs[parent as usize] };
-        parents.push(parent);
-        probs.push(base * (0.5 + (next() % 50) as f64 / 100.0));
-    }
-    (parents, probs)
-}
-
-/// 256 decoding requests (60% tight TPOT, 20% middle, 20% none), past their first token.
-fn decoding_scheduler(policy: Policy) -> Scheduler {
-    let config = SchedulerConfig {
-        num_blocks: 65_536,
-        block_size: 16,
-        max_tokens_per_step: 8192,
-        max_prefill_tokens_per_step: 2048,
-        max_running: 512,
-        max_verify_tokens: 2048,
-        policy,
-        cost_model: StepCostModel::piecewise(&[(1, 0.012), (512, 0.015), (2048, 0.030), (8192, 0.100)])
-            .unwrap(),
-    };
-    let mut s = Scheduler::new(config).unwrap();
-    for id in 0..REQUESTS {
-        let tpot = match id % 5 {
-            0..=2 => Some(0.008),
-            3 => Some(0.030),
-            _ => None,
-        };
-        let spec = RequestSpec {
-            prompt_len: 500 + (id as u32 * 37) % 1500,
-            max_len: 8192,
-            priority: 0,
-            slo: Slo { tpot, ttft: None },
-            arrival: 0.0,
-        };
-        s.add_request(id, spec).unwrap();
-    }
-    let mut now = 0.0;
-    while s.decode_ready().len() < REQUESTS as usize {
-        let plan = s.schedule(now, &[]).unwrap();
-        let results: Vec<(u64, u32)> = plan.request_ids.iter().map(|&id| (id, 0)).collect();
-        s.commit(now, &results).unwrap();
-        now += 0.02;
-    }
-    s
-}
+use suffixspec_scheduler::{Candidate, Policy, Selector};
 
 /// Steady state: consecutive steps on one scheduler (its buffers warm, as in an engine),
 /// restarted from the prepared state every `RESTART` steps (untimed) so requests stay
-/// decoding with room to grow. Each timed step: `decode_ready`, `schedule` with 256 drafts,
-/// `commit` (up to 2 accepted nodes per request).
+/// decoding with room to grow.
 const RESTART: u64 = 100;
 
 fn bench_step(c: &mut Criterion) {
-    let trees: Vec<(Vec<i32>, Vec<f64>)> = (0..REQUESTS).map(draft).collect();
+    let trees = drafts();
     let mut group = c.benchmark_group("step_256x64");
-    for (name, policy) in [
-        ("adaserve", Policy::AdaServe),
-        ("greedy", Policy::ProbabilityGreedy),
-        ("uniform4", Policy::Uniform { draft_tokens: 4 }),
-        ("none", Policy::NoSpeculation),
-    ] {
+    for (name, policy) in POLICIES {
         let base = decoding_scheduler(policy);
-        let step = |s: &mut Scheduler, now: f64| {
-            let ids = s.decode_ready();
-            let drafts: Vec<Draft<'_>> = ids
-                .iter()
-                .map(|&request| {
-                    let (parents, probs) = &trees[request as usize];
-                    Draft { request, parents, probs }
-                })
-                .collect();
-            let plan = s.schedule(now, &drafts).unwrap();
-            let results: Vec<(u64, u32)> = plan
-                .request_ids
-                .iter()
-                .zip(&plan.tree_lens)
-                .map(|(&id, &t)| (id, (t as u32).min(2)))
-                .collect();
-            s.commit(now + 0.01, &results).unwrap();
-            black_box(plan.num_tokens());
-        };
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -109,11 +28,11 @@ fn bench_step(c: &mut Criterion) {
                 for i in 0..iters {
                     if i % RESTART == 0 {
                         s = base.clone();
-                        step(&mut s, now); // warms the buffers, untimed
+                        step(&mut s, &trees, now); // warms the buffers, untimed
                     }
                     now += 0.02;
                     let start = Instant::now();
-                    step(&mut s, now);
+                    step(&mut s, &trees, now);
                     total += start.elapsed();
                 }
                 total
@@ -124,7 +43,7 @@ fn bench_step(c: &mut Criterion) {
 }
 
 fn bench_selection(c: &mut Criterion) {
-    let trees: Vec<(Vec<i32>, Vec<f64>)> = (0..REQUESTS).map(draft).collect();
+    let trees = drafts();
     let cands: Vec<Candidate<'_>> = trees
         .iter()
         .enumerate()
@@ -135,6 +54,7 @@ fn bench_selection(c: &mut Criterion) {
             max_nodes: 1000,
         })
         .collect();
+    assert_eq!(cands.len(), REQUESTS as usize);
     let mut selector = Selector::default();
     c.bench_function("select_adaserve_256x64_budget_1024", |b| {
         b.iter(|| selector.select(Policy::AdaServe, black_box(&cands), 1024, &mut |_| true))
