@@ -185,6 +185,11 @@ def test_plan_arrays_and_adaserve_priorities() -> None:
     assert len(plan.slot_mapping) == plan.num_tokens == 8
     scheduler.commit(0.04, [2, 1], [5, 1])
     assert scheduler.request_state(2)["known"] == 8 + 1 + 6
+    scheduler.set_cost_model([(1, 0.01), (101, 0.02)])
+    assert scheduler.step_time(51) == pytest.approx(0.015)
+    assert 2 in scheduler
+    assert 7 not in scheduler
+    assert len(scheduler) == 2
     scheduler.set_policy("none")
     plan = scheduler.schedule(0.05, {1: tree, 2: tree})
     assert plan.tree_lens.tolist() == [0, 0]
