@@ -2,11 +2,12 @@
 //! call per engine step, one `commit` per step's results.
 //!
 //! Each step, in order:
-//! 1. **Running requests**, most important first (priority, then earliest deadline, then
-//!    FCFS): a decoding request feeds its one pending token (the tree root), a prefilling one
-//!    a chunk of its prompt (Sarathi-Serve chunked prefill, bounded by the per-step prefill
-//!    budget). When the pool has no block for one, the least important running request not
-//!    yet served this step is preempted (recompute), possibly the request itself.
+//! 1. **Running requests**, decoding ones first (Sarathi-Serve's stall-free batching: each
+//!    feeds its one pending token, the tree root), then prefilling ones with a chunk of their
+//!    prompt (chunked prefill, bounded by the per-step prefill budget); within each group most
+//!    important first (priority, then earliest deadline, then FCFS). When the pool has no
+//!    block for one, the least important running request not yet served this step is
+//!    preempted (recompute), possibly the request itself.
 //! 2. **Admission** of preempted, then waiting requests, by priority then FCFS, while the
 //!    token, prefill, KV and running-count budgets allow. The head of the queue is never
 //!    overtaken by an equal (bounded waiting); a more important request may preempt running
@@ -123,6 +124,16 @@ impl Scheduler {
         }
         if let Policy::Uniform { draft_tokens: 0 } = config.policy {
             return Err(invalid("draft_tokens", "uniform speculation needs at least 1 draft token"));
+        }
+        if config.max_running > config.max_tokens_per_step {
+            // Otherwise some running requests could wait forever for a decode token.
+            return Err(invalid(
+                "max_running",
+                format!(
+                    "must not exceed max_tokens_per_step ({}), got {}",
+                    config.max_tokens_per_step, config.max_running
+                ),
+            ));
         }
         Ok(Self {
             config,
@@ -296,17 +307,24 @@ impl Scheduler {
         let mut scheduled: Vec<Scheduled> = Vec::with_capacity(self.running.len());
         let mut preempted_now: Vec<u64> = Vec::new();
 
-        // 1. Running requests, most important first; victims come from the unserved tail.
-        let order = self.by_rank(&self.running);
-        let (mut i, mut end) = (0, order.len());
-        while i < end {
-            let id = order[i];
+        // 1. Running requests: decoding ones first (each needs one token; with max_running <=
+        // max_tokens_per_step none is ever left out), then prefilling ones, each group most
+        // important first. A victim is the least important request not yet served this step.
+        let ranked = self.by_rank(&self.running);
+        // (rank, id): decoding requests, then prefilling ones, each in rank order.
+        let mut order: Vec<(usize, u64)> = ranked.iter().copied().enumerate().collect();
+        order.sort_by_key(|&(rank, id)| (self.requests[&id].pending() > 1, rank));
+        let mut gone = vec![false; order.len()];
+        for i in 0..order.len() {
+            if gone[i] {
+                continue;
+            }
+            let id = order[i].1;
             let state = &self.requests[&id];
             let (pending, computed) = (state.pending(), state.computed);
             let prefill = pending > 1;
             let chunk = if prefill { pending.min(budget).min(prefill_left) } else { pending.min(budget) };
             if chunk == 0 {
-                i += 1;
                 continue;
             }
             loop {
@@ -316,14 +334,14 @@ impl Scheduler {
                     if prefill {
                         prefill_left -= chunk;
                     }
-                    i += 1;
                     break;
                 }
-                end -= 1;
-                let victim = order[end];
-                self.preempt(victim);
-                preempted_now.push(victim);
-                if victim == id {
+                // The least important (largest rank) of this request and those not served yet.
+                let k = (i..order.len()).filter(|&k| !gone[k]).max_by_key(|&k| order[k].0).unwrap_or(i);
+                gone[k] = true;
+                self.preempt(order[k].1);
+                preempted_now.push(order[k].1);
+                if k == i {
                     break;
                 }
             }

@@ -244,7 +244,7 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
             block_size,
             max_tokens_per_step: tokens,
             max_prefill_tokens_per_step: prefill,
-            max_running: running,
+            max_running: running.min(tokens),
             max_verify_tokens: verify,
             policy,
             cost_model: StepCostModel::linear(0.005, 0.0001).unwrap(),
@@ -295,6 +295,10 @@ proptest! {
             let drafts: Vec<Draft<'_>> = ready.iter().map(|&request| Draft { request, parents: &parents, probs: &probs }).collect();
             let plan = s.schedule(now, &drafts).unwrap();
 
+            // No decoding request is left out (max_running <= max_tokens_per_step).
+            for id in &ready {
+                prop_assert!(plan.request_ids.contains(id) || plan.preempted.contains(id), "{} starved", id);
+            }
             // Budgets.
             prop_assert!(plan.num_tokens() <= config.max_tokens_per_step as usize);
             prop_assert!(plan.verify_tokens <= config.max_verify_tokens as usize);

@@ -126,6 +126,11 @@ fn aborts_mid_step_free_blocks_and_release_the_commit() {
 
 #[test]
 fn bad_input_changes_nothing() {
+    let starving = SchedulerConfig { max_running: 65, ..config(16) };
+    assert!(matches!(
+        Scheduler::new(starving),
+        Err(SchedulerError::InvalidParameter { name: "max_running", .. })
+    ));
     let mut s = Scheduler::new(config(16)).unwrap();
     assert!(matches!(s.add_request(1, spec(0, 8, 0)), Err(SchedulerError::InvalidParameter { .. })));
     assert!(matches!(s.add_request(1, spec(8, 8, 0)), Err(SchedulerError::InvalidParameter { .. })));
