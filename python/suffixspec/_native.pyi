@@ -268,8 +268,9 @@ class Scheduler:
     (SLO-customized), ``"greedy"`` (most probable nodes), ``"uniform"`` (``draft_tokens`` per
     request) or ``"none"``). Times are seconds of the caller's clock; SLO targets are in ms.
     ``cost_points`` (``[(tokens, seconds), ...]``) is the step-cost model that sets the verify
-    budget. Each step: ``schedule(now, drafts)``, run the model, ``commit(now, ids, accepted)``
-    for every planned request, ``finish``/``abort`` ended ones."""
+    budget. ``max_running`` may not exceed ``max_tokens_per_step`` (every running request gets
+    its decode token each step). Each step: ``schedule(now, drafts)``, run the model,
+    ``commit(now, ids, accepted)`` for every planned request, ``finish``/``abort`` ended ones."""
 
     def __init__(
         self,
