@@ -113,14 +113,46 @@ pub fn required_tokens(now: f64, first_token_at: f64, step_time: f64, tpot: f64,
     (now - first_token_at + step_time) / tpot - f64::from(emitted)
 }
 
-/// Sort key of a node: ascending order = larger value first, then the earlier request, then
-/// the earlier node. Values are non-negative finite floats, whose bit patterns order like them.
-fn key(value: f64, request: u32, node: u32) -> u128 {
-    (u128::from(!value.to_bits()) << 64) | (u128::from(request) << 32) | u128::from(node)
+/// Sort keys of nodes: ascending order = larger value first, then the earlier request, then
+/// the earlier node; packed in a u64 (half the memory traffic of wider keys when sorting).
+/// The value part is the value as an f32 (values are in [0, 1]: 30 bits, and float bits of
+/// non-negative numbers order like the numbers), shortened only if the request and node
+/// fields need more than 34 bits. Rounding can only tie values, never invert them, so parents
+/// (value >= their children's, smaller index) still come first.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyCodec {
+    node_bits: u32,
+    request_bits: u32,
+    value_bits: u32,
 }
 
-fn key_parts(key: u128) -> (usize, u32) {
-    (((key >> 32) as u32) as usize, key as u32)
+/// Bits that hold `0..n`.
+fn bits_for(n: usize) -> u32 {
+    usize::BITS - n.saturating_sub(1).leading_zeros()
+}
+
+impl KeyCodec {
+    fn new(requests: usize, max_nodes: usize) -> Self {
+        let (request_bits, node_bits) = (bits_for(requests), bits_for(max_nodes));
+        Self { node_bits, request_bits, value_bits: 64u32.saturating_sub(request_bits + node_bits).min(30) }
+    }
+
+    fn key(self, value: f64, request: usize, node: usize) -> u64 {
+        let index = ((request as u64) << self.node_bits) | node as u64;
+        if self.value_bits == 0 {
+            return index;
+        }
+        // At most 0x3F80_0000 for 1.0: fits 30 bits.
+        let code = u64::from((value as f32).to_bits()) >> (30 - self.value_bits);
+        let inverted = !code & ((1u64 << self.value_bits) - 1);
+        (inverted << (self.request_bits + self.node_bits)) | index
+    }
+
+    fn parts(self, key: u64) -> (usize, u32) {
+        let node = key & ((1u64 << self.node_bits) - 1);
+        let request = (key >> self.node_bits) & ((1u64 << self.request_bits) - 1);
+        (request as usize, node as u32)
+    }
 }
 
 /// Each node's value, flat over all candidates (request `r` owns `base[r]..base[r + 1]`).
@@ -128,6 +160,7 @@ fn key_parts(key: u128) -> (usize, u32) {
 struct Values {
     base: Vec<usize>,
     value: Vec<f64>,
+    codec: KeyCodec,
 }
 
 /// Clears `v` and fills it with `n` copies of `x`, keeping its allocation.
@@ -138,12 +171,15 @@ fn refill<T: Clone>(v: &mut Vec<T>, n: usize, x: T) {
 
 impl Values {
     /// Values of every node; with `keys`, also the keys of every positive-value node.
-    fn rebuild(&mut self, candidates: &[Candidate<'_>], mut keys: Option<&mut Vec<u128>>) {
+    fn rebuild(&mut self, candidates: &[Candidate<'_>], mut keys: Option<&mut Vec<u64>>) {
         self.base.clear();
         self.base.push(0);
         for c in candidates {
             self.base.push(self.base.last().copied().unwrap_or(0) + c.parents.len());
         }
+        let largest = candidates.iter().map(|c| c.parents.len()).max().unwrap_or(0);
+        self.codec = KeyCodec::new(candidates.len(), largest);
+        let codec = self.codec;
         refill(&mut self.value, self.base.last().copied().unwrap_or(0), 0.0);
         if let Some(keys) = keys.as_deref_mut() {
             keys.clear();
@@ -158,7 +194,7 @@ impl Values {
             }
             if let Some(keys) = keys.as_deref_mut() {
                 let positive = values.iter().enumerate().filter(|(_, &v)| v > 0.0);
-                keys.extend(positive.map(|(node, &v)| key(v, r as u32, node as u32)));
+                keys.extend(positive.map(|(node, &v)| codec.key(v, r, node)));
             }
         }
     }
@@ -169,14 +205,14 @@ impl Values {
 
     /// The `k` first keys (in taking order) of request `r`'s nodes, skipping zero values when
     /// `skip_zero`, sorted, in `out` (partial selection: linear in the tree size).
-    fn top_keys(&self, r: usize, k: usize, skip_zero: bool, out: &mut Vec<u128>) {
+    fn top_keys(&self, r: usize, k: usize, skip_zero: bool, out: &mut Vec<u64>) {
         out.clear();
         out.extend(
             self.of(r)
                 .iter()
                 .enumerate()
                 .filter(|(_, &v)| !(skip_zero && v <= 0.0))
-                .map(|(node, &v)| key(v, r as u32, node as u32)),
+                .map(|(node, &v)| self.codec.key(v, r, node)),
         );
         if k == 0 {
             out.clear();
@@ -228,8 +264,8 @@ pub struct Selector {
     taken: Vec<u32>,
     blocked: Vec<bool>,
     chosen: Vec<bool>,
-    keys: Vec<u128>,
-    local: Vec<u128>,
+    keys: Vec<u64>,
+    local: Vec<u64>,
     depths: Vec<u32>,
 }
 
@@ -270,7 +306,7 @@ impl Selector {
             for r in 0..candidates.len() {
                 values.top_keys(r, draft_tokens as usize, false, local);
                 for &k in local.iter() {
-                    let node = key_parts(k).1;
+                    let node = values.codec.parts(k).1;
                     if picker.picks.order.len() >= budget
                         || !picker.take(r, node, values.of(r)[node as usize])
                     {
@@ -308,7 +344,7 @@ impl Selector {
                         if expected >= required || picker.picks.order.len() >= budget {
                             break;
                         }
-                        let node = key_parts(key).1;
+                        let node = values.codec.parts(key).1;
                         let value = values.of(r)[node as usize];
                         if !picker.take(r, node, value) {
                             break;
@@ -328,7 +364,7 @@ impl Selector {
         // Throughput: the most valuable remaining nodes of all trees, in key order (parents
         // first); a request that stops taking nodes stops for its subtrees too. Only the top
         // keys are sorted (partial selection), in rounds in case blocked requests skip some.
-        let mut rest: &mut [u128] = keys;
+        let mut rest: &mut [u64] = keys;
         // `keys` holds every positive node, the SLO picks among them (skipped below).
         while picker.picks.order.len() < budget && !rest.is_empty() {
             let want = (budget - picker.picks.order.len() + picker.picks.slo_picks).min(rest.len());
@@ -341,7 +377,7 @@ impl Selector {
                 if picker.picks.order.len() >= budget {
                     break;
                 }
-                let (r, node) = key_parts(k);
+                let (r, node) = values.codec.parts(k);
                 if !picker.blocked[r] && !chosen[values.base[r] + node as usize] {
                     picker.take(r, node, values.of(r)[node as usize]);
                 }
