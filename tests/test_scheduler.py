@@ -183,7 +183,11 @@ def test_plan_arrays_and_adaserve_priorities() -> None:
     assert plan.tree_parents.tolist() == [-1, 0, 1, 2, 3, -1]
     assert plan.query_lens.tolist() == [6, 2]
     assert len(plan.slot_mapping) == plan.num_tokens == 8
-    scheduler.commit(0.04, [2, 1], [5, 1])
+    with pytest.raises(suffixspec.InvalidParameterError, match="accepted must be >= 0"):
+        scheduler.commit(0.04, plan.request_ids, np.array([5, -1], dtype=np.int32))
+    with pytest.raises(suffixspec.InvalidParameterError, match="2 request ids but 1"):
+        scheduler.commit(0.04, plan.request_ids, [5])
+    scheduler.commit(0.04, plan.request_ids, np.array([5, 1], dtype=np.int64))
     assert scheduler.request_state(2)["known"] == 8 + 1 + 6
     scheduler.set_cost_model([(1, 0.01), (101, 0.02)])
     assert scheduler.step_time(51) == pytest.approx(0.015)

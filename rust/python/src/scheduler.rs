@@ -174,6 +174,36 @@ where
         .collect()
 }
 
+/// Request ids from any iterable of ints; `plan.request_ids` (uint64) is read directly.
+fn request_ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    if let Ok(array) = obj.cast::<PyArray1<u64>>() {
+        return Ok(array.readonly().as_array().to_vec());
+    }
+    let items: Vec<Bound<'_, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
+    items.iter().map(request_id).collect()
+}
+
+/// Counts from any iterable of ints; int32 / int64 arrays are read directly.
+fn counts_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
+    let py = obj.py();
+    let checked = |values: Vec<i64>| -> PyResult<Vec<u32>> {
+        values
+            .into_iter()
+            .map(|v| {
+                u32::try_from(v).map_err(|_| invalid_parameter(py, format!("{what} must be >= 0, got {v}")))
+            })
+            .collect()
+    };
+    if let Ok(array) = obj.cast::<PyArray1<i32>>() {
+        return checked(array.readonly().as_array().iter().map(|&v| i64::from(v)).collect());
+    }
+    if let Ok(array) = obj.cast::<PyArray1<i64>>() {
+        return checked(array.readonly().as_array().to_vec());
+    }
+    let items: Vec<Bound<'_, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
+    items.iter().map(|c| count(c, what)).collect()
+}
+
 /// Runs `f` on the locked core with the GIL released; a panic becomes `RuntimeError`.
 fn locked<T: Send, R: Send>(
     py: Python<'_>,
@@ -509,10 +539,8 @@ impl PyScheduler {
         accepted: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let now = real(now, "now")?;
-        let ids: Vec<Bound<'_, PyAny>> = request_ids.try_iter()?.collect::<PyResult<_>>()?;
-        let ids: Vec<u64> = ids.iter().map(request_id).collect::<PyResult<_>>()?;
-        let counts: Vec<Bound<'_, PyAny>> = accepted.try_iter()?.collect::<PyResult<_>>()?;
-        let counts: Vec<u32> = counts.iter().map(|c| count(c, "accepted")).collect::<PyResult<_>>()?;
+        let ids = request_ids_of(request_ids)?;
+        let counts = counts_of(accepted, "accepted")?;
         if ids.len() != counts.len() {
             return Err(invalid_parameter(
                 py,
