@@ -157,6 +157,10 @@ where
 {
     let py = obj.py();
     if let Ok(array) = obj.cast::<PyArray1<T>>() {
+        // A contiguous array is copied without numpy's borrow bookkeeping.
+        if let Ok(values) = array.to_vec() {
+            return Ok(values);
+        }
         return Ok(array.readonly().as_array().to_vec());
     }
     let items: Vec<Bound<'py, PyAny>> = obj
@@ -177,7 +181,7 @@ where
 /// Request ids from any iterable of ints; `plan.request_ids` (uint64) is read directly.
 fn request_ids_of(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     if let Ok(array) = obj.cast::<PyArray1<u64>>() {
-        return Ok(array.readonly().as_array().to_vec());
+        return Ok(array.to_vec().unwrap_or_else(|_| array.readonly().as_array().to_vec()));
     }
     let items: Vec<Bound<'_, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
     items.iter().map(request_id).collect()
@@ -195,10 +199,11 @@ fn counts_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
             .collect()
     };
     if let Ok(array) = obj.cast::<PyArray1<i32>>() {
-        return checked(array.readonly().as_array().iter().map(|&v| i64::from(v)).collect());
+        let values = array.to_vec().unwrap_or_else(|_| array.readonly().as_array().to_vec());
+        return checked(values.into_iter().map(i64::from).collect());
     }
     if let Ok(array) = obj.cast::<PyArray1<i64>>() {
-        return checked(array.readonly().as_array().to_vec());
+        return checked(array.to_vec().unwrap_or_else(|_| array.readonly().as_array().to_vec()));
     }
     let items: Vec<Bound<'_, PyAny>> = obj.try_iter()?.collect::<PyResult<_>>()?;
     items.iter().map(|c| count(c, what)).collect()
