@@ -53,12 +53,12 @@ pub fn decoding_scheduler(policy: Policy) -> Scheduler {
         };
         s.add_request(id, spec).unwrap();
     }
-    let mut now = 0.0;
+    // Prefill everything at t = 0: every first token at t = 0, so that a step at `now`
+    // (see `step`) asks the tight class for (now + step time) / 8 ms - tokens so far.
     while s.decode_ready().len() < REQUESTS as usize {
-        let plan = s.schedule(now, &[]).unwrap();
+        let plan = s.schedule(0.0, &[]).unwrap();
         let results: Vec<(u64, u32)> = plan.request_ids.iter().map(|&id| (id, 0)).collect();
-        s.commit(now, &results).unwrap();
-        now += 0.02;
+        s.commit(0.0, &results).unwrap();
     }
     s
 }
@@ -68,9 +68,15 @@ pub fn drafts() -> Vec<(Vec<i32>, Vec<f64>)> {
     (0..REQUESTS).map(draft).collect()
 }
 
-/// One engine step: `decode_ready`, `schedule` with a draft per decode-ready request, `commit`
-/// with up to 2 accepted nodes per request. Returns the step's verify tokens.
-pub fn step(s: &mut Scheduler, trees: &[(Vec<i32>, Vec<f64>)], now: f64) -> usize {
+/// Seconds between steps: the tight class (8 ms TPOT) then owes about 2.5 tokens per step, a
+/// requirement the drafts can meet, so AdaServe's SLO phase runs every step.
+pub const STEP_SECONDS: f64 = 0.02;
+
+/// Step `k` (from 1) after `decoding_scheduler`: `decode_ready`, `schedule` with a draft per
+/// decode-ready request at `k * STEP_SECONDS`, `commit` with up to 2 accepted nodes per
+/// request. Returns the step's verify tokens.
+pub fn step(s: &mut Scheduler, trees: &[(Vec<i32>, Vec<f64>)], k: u64) -> usize {
+    let now = k as f64 * STEP_SECONDS;
     let ids = s.decode_ready();
     let drafts: Vec<Draft<'_>> = ids
         .iter()
@@ -82,7 +88,7 @@ pub fn step(s: &mut Scheduler, trees: &[(Vec<i32>, Vec<f64>)], now: f64) -> usiz
     let plan = s.schedule(now, &drafts).unwrap();
     let results: Vec<(u64, u32)> =
         plan.request_ids.iter().zip(&plan.tree_lens).map(|(&id, &t)| (id, (t as u32).min(2))).collect();
-    s.commit(now + 0.01, &results).unwrap();
+    s.commit(now + STEP_SECONDS / 2.0, &results).unwrap();
     black_box(plan.num_tokens());
     plan.verify_tokens
 }
