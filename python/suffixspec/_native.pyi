@@ -8,7 +8,7 @@ refused wherever an integer is expected. Arrays returned are numpy arrays owned 
 copy back). Errors are instances of ``suffixspec.errors`` classes.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeAlias, final
 
 import numpy as np
@@ -21,7 +21,10 @@ __all__ = [
     "DEFAULT_MAX_CACHED_TOKENS",
     "MAX_DEPTH",
     "SPEC_DEFAULTS",
+    "BlockPool",
     "Draft",
+    "Scheduler",
+    "StepPlan",
     "SuffixCacheCore",
     "SuffixTree",
     "TokenTree",
@@ -242,3 +245,150 @@ def cuda_source(name: str) -> str:
     """Text of a ``.cu`` file of ``cuda/`` embedded in the native module."""
 
 def cuda_source_names() -> list[str]: ...
+
+# --- Serving scheduler (rust/scheduler; layout of docs/paged_kv.md) ---
+
+@final
+class BlockPool:
+    """The paged KV pool alone: ``num_blocks`` blocks of ``block_size`` slots (8, 16, 32 or 64),
+    a free list and one int32 block table per request. Slot ``s`` of a request is flat slot
+    ``table[s // block_size] * block_size + s % block_size``."""
+
+    def __new__(cls, num_blocks: int, block_size: int | None = None) -> BlockPool:
+        """``block_size`` None: 16."""
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def num_free(self) -> int: ...
+    @property
+    def num_used(self) -> int: ...
+    def reserve(self, request: int, num_slots: int) -> bool:
+        """Grows the request's table to hold ``num_slots`` slots; False (and no change) when the
+        pool lacks blocks."""
+    def truncate(self, request: int, num_slots: int) -> None:
+        """Frees the blocks past the first ``num_slots`` slots."""
+    def release(self, request: int) -> int:
+        """Frees every block of the request; returns how many."""
+    def block_table(self, request: int) -> npt.NDArray[np.int32]: ...
+    def slot_mapping(self, request: int, start: int, count: int) -> npt.NDArray[np.int32]:
+        """Flat slots of ``start .. start + count``; beyond the reserved slots:
+        ``InvalidParameterError``."""
+    def check_integrity(self) -> None: ...
+
+@final
+class StepPlan:
+    """One step's work, row ``b`` = request ``request_ids[b]``: it feeds ``chunk_lens[b]`` known
+    tokens from index ``context_lens[b]`` (a prefill chunk, or the one pending token that roots
+    its tree), then ``tree_lens[b]`` draft nodes: ``tree_nodes[tree_offsets[b]:tree_offsets[b+1]]``
+    (ascending indices into its draft; ``tree_parents`` renumbered within that row, -1 = root).
+    Their K/V goes to ``slot_mapping`` (``query_lens[b] = chunk_lens[b] + tree_lens[b]`` entries
+    per row); ``block_tables`` is ``[B, max_blocks]``, 0-padded. ``emits[b]``: the step feeds the
+    request's last known token, so it yields new tokens (then commit ``accepted`` for it)."""
+
+    def __len__(self) -> int: ...
+    @property
+    def request_ids(self) -> npt.NDArray[np.uint64]: ...
+    @property
+    def context_lens(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def query_lens(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def chunk_lens(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def tree_lens(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def emits(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def block_tables(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def slot_mapping(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def tree_offsets(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def tree_nodes(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def tree_parents(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def preempted(self) -> list[int]:
+        """Requests preempted this step: their K/V is gone and they will recompute."""
+    @property
+    def step_time_estimate(self) -> float: ...
+    @property
+    def verify_tokens(self) -> int: ...
+    @property
+    def num_tokens(self) -> int: ...
+
+@final
+class Scheduler:
+    """Continuous batching over a paged KV pool: waiting / running / preempted queues, chunked
+    prefill, preemption by recompute, and per-step tree selection (``policy``: ``"adaserve"``
+    (SLO-customized), ``"greedy"`` (most probable nodes), ``"uniform"`` (``draft_tokens`` per
+    request) or ``"none"``). Times are seconds of the caller's clock; SLO targets are in ms.
+    ``cost_points`` (``[(tokens, seconds), ...]``) is the step-cost model that sets the verify
+    budget. ``max_running`` may not exceed ``max_tokens_per_step`` (every running request gets
+    its decode token each step). Each step: ``schedule(now, drafts)``, run the model,
+    ``commit(now, ids, accepted)`` for every planned request, ``finish``/``abort`` ended ones."""
+
+    def __new__(
+        cls,
+        *,
+        num_blocks: int,
+        block_size: int | None = None,  # default 16
+        max_tokens_per_step: int | None = None,  # default 2048
+        max_prefill_tokens_per_step: int | None = None,  # default 512
+        max_running: int | None = None,  # default 256
+        max_verify_tokens: int | None = None,  # default 1024
+        policy: str = "adaserve",
+        draft_tokens: int | None = None,  # default 4
+        cost_points: Sequence[tuple[int, float]] | None = None,
+    ) -> Scheduler: ...
+    def add_request(
+        self,
+        request: int,
+        prompt_len: int,
+        max_len: int,
+        now: float,
+        *,
+        priority: int | None = None,
+        tpot_ms: float | None = None,
+        ttft_ms: float | None = None,
+    ) -> None:
+        """``max_len`` (prompt + output tokens) must exceed ``prompt_len`` and fit the pool;
+        larger ``priority`` is more important."""
+    def schedule(self, now: float, drafts: Mapping[int, Any] | None = None) -> StepPlan:
+        """Plans a step; ``drafts`` maps decode-ready request ids to objects with ``parents``
+        and ``probs`` (``Draft``, ``TokenTree``). Before every planned request of the previous
+        step is committed (or ended): ``InvalidParameterError``."""
+    def commit(self, now: float, request_ids: Iterable[int], accepted: Iterable[int]) -> None:
+        """``accepted[i]`` tree nodes of ``request_ids[i]`` were accepted; an emitting request
+        gains ``accepted + 1`` tokens. All or nothing."""
+    def finish(self, request: int) -> None: ...
+    def abort(self, request: int) -> None: ...
+    def decode_ready(self) -> list[int]:
+        """Running requests whose next step decodes: the ones to draft for."""
+    def set_policy(self, policy: str, draft_tokens: int | None = None) -> None: ...
+    def set_cost_model(self, cost_points: Sequence[tuple[int, float]]) -> None: ...
+    def step_time(self, tokens: int) -> float: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def num_free_blocks(self) -> int: ...
+    @property
+    def step_in_flight(self) -> bool: ...
+    @property
+    def waiting(self) -> list[int]: ...
+    @property
+    def running(self) -> list[int]: ...
+    @property
+    def preempted(self) -> list[int]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, request: object, /) -> bool: ...
+    def request_state(self, request: int) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, int]: ...
+    def check_integrity(self) -> None: ...

@@ -9,6 +9,7 @@
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use suffixspec_cache::CacheError;
+use suffixspec_scheduler::SchedulerError;
 use suffixspec_tree::TreeError;
 
 pyo3::import_exception!(suffixspec.errors, DTypeError);
@@ -42,6 +43,7 @@ pub(crate) enum Error {
     Py(PyErr),
     Cache(CacheError),
     Tree(TreeError),
+    Scheduler(SchedulerError),
     /// A value of the wrong type, dtype or shape.
     DType(String),
     /// A token id outside `0..=i32::MAX` (the message names the value and its index).
@@ -63,6 +65,12 @@ impl From<PyErr> for Error {
 impl From<CacheError> for Error {
     fn from(err: CacheError) -> Self {
         Error::Cache(err)
+    }
+}
+
+impl From<SchedulerError> for Error {
+    fn from(err: SchedulerError) -> Self {
+        Error::Scheduler(err)
     }
 }
 
@@ -97,6 +105,17 @@ impl From<Error> for PyErr {
                     TreeError::NodeOutOfRange { .. } | TreeError::InvalidParameter { .. } => {
                         InvalidParameterError::new_err(message)
                     }
+                }
+            }
+            Error::Scheduler(err) => {
+                let message = err.to_string();
+                match err {
+                    SchedulerError::UnknownRequest(_) => UnknownRequestError::new_err(message),
+                    SchedulerError::DuplicateRequest(_) => DuplicateRequestError::new_err(message),
+                    SchedulerError::InvalidTree { .. } => InvalidTreeError::new_err(message),
+                    SchedulerError::InvalidParameter { .. }
+                    | SchedulerError::OutOfBlocks { .. }
+                    | SchedulerError::StepOrder(_) => InvalidParameterError::new_err(message),
                 }
             }
             Error::DType(message) => DTypeError::new_err(message),

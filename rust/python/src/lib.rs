@@ -10,6 +10,7 @@ mod defaults;
 mod errors;
 mod gil;
 mod kernels;
+mod scheduler;
 mod tree;
 
 #[pymodule]
@@ -20,5 +21,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     defaults::register(m)?;
     tree::register(m)?;
     kernels::register(m)?;
+    scheduler::register(m)?;
     Ok(())
 }

@@ -1,0 +1,576 @@
+//! The continuous-batching scheduler: waiting / running / preempted queues, one `schedule`
+//! call per engine step, one `commit` per step's results.
+//!
+//! Each step, in order:
+//! 1. **Running requests**, decoding ones first (Sarathi-Serve's stall-free batching: each
+//!    feeds its one pending token, the tree root), then prefilling ones with a chunk of their
+//!    prompt (chunked prefill, bounded by the per-step prefill budget); within each group most
+//!    important first (priority, then earliest deadline, then FCFS). When the pool has no
+//!    block for one, the least important running request not yet served this step is
+//!    preempted (recompute), possibly the request itself.
+//! 2. **Admission** of preempted, then waiting requests, by priority then FCFS, while the
+//!    token, prefill, KV and running-count budgets allow. The head of the queue is never
+//!    overtaken by an equal (bounded waiting); a more important request may preempt running
+//!    requests of strictly lower priority.
+//! 3. **Tree selection** for the decoding requests the engine drafted for ([`select`]), under
+//!    the remaining token budget, the verify budget and free KV blocks; the step-cost model
+//!    then cuts the throughput part of the pick order where expected tokens per second peak.
+use rustc_hash::FxHashMap;
+
+use crate::cost::{best_budget, StepCostModel};
+use crate::error::{invalid, SchedulerError};
+use crate::plan::StepPlan;
+use crate::pool::{BlockPool, DEFAULT_BLOCK_SIZE};
+use crate::request::{Phase, RequestSpec, RequestState};
+use crate::selection::{required_tokens, validate_tree, Candidate, Policy, Selector};
+
+/// Sizes and policies of a scheduler.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    pub num_blocks: u32,
+    pub block_size: u32,
+    /// Tokens fed per step: prefill chunks + tree roots + tree nodes.
+    pub max_tokens_per_step: u32,
+    /// Prefill-chunk tokens per step (Sarathi-Serve's chunk size); the rest of the token
+    /// budget stays free for decoding and verification.
+    pub max_prefill_tokens_per_step: u32,
+    /// Requests holding KV at once.
+    pub max_running: u32,
+    /// Tree nodes (besides roots) verified per step at most.
+    pub max_verify_tokens: u32,
+    pub policy: Policy,
+    pub cost_model: StepCostModel,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            num_blocks: 4096,
+            block_size: DEFAULT_BLOCK_SIZE,
+            max_tokens_per_step: 2048,
+            max_prefill_tokens_per_step: 512,
+            max_running: 256,
+            max_verify_tokens: 1024,
+            policy: Policy::default(),
+            cost_model: StepCostModel::default(),
+        }
+    }
+}
+
+/// A draft tree for one request: parents-first `parents` and path probabilities `probs`.
+#[derive(Debug, Clone, Copy)]
+pub struct Draft<'a> {
+    pub request: u64,
+    pub parents: &'a [i32],
+    pub probs: &'a [f64],
+}
+
+/// Counters over the scheduler's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchedulerStats {
+    pub steps: u64,
+    pub preemptions: u64,
+    pub finished: u64,
+    pub aborted: u64,
+}
+
+/// One request of the step in flight.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    /// Row of the request in the step's plan.
+    row: usize,
+    chunk: u32,
+    tree_len: u32,
+    /// The step ends the request's known tokens, so it yields a new token.
+    emits: bool,
+    committed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scheduled {
+    id: u64,
+    chunk: u32,
+    prefill: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    pool: BlockPool,
+    requests: FxHashMap<u64, RequestState>,
+    waiting: Vec<u64>,
+    running: Vec<u64>,
+    preempted: Vec<u64>,
+    in_flight: FxHashMap<u64, InFlight>,
+    uncommitted: usize,
+    next_seq: u64,
+    /// Verify tokens of the last step: the step-time estimate of the next one starts there.
+    last_verify: usize,
+    stats: SchedulerStats,
+    selector: Selector,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Result<Self, SchedulerError> {
+        let pool = BlockPool::new(config.num_blocks, config.block_size)?;
+        for (name, value) in [
+            ("max_tokens_per_step", config.max_tokens_per_step),
+            ("max_prefill_tokens_per_step", config.max_prefill_tokens_per_step),
+            ("max_running", config.max_running),
+        ] {
+            if value == 0 {
+                return Err(invalid(name, "must be at least 1"));
+            }
+        }
+        if let Policy::Uniform { draft_tokens: 0 } = config.policy {
+            return Err(invalid("draft_tokens", "uniform speculation needs at least 1 draft token"));
+        }
+        if config.max_running > config.max_tokens_per_step {
+            // Otherwise some running requests could wait forever for a decode token.
+            return Err(invalid(
+                "max_running",
+                format!(
+                    "must not exceed max_tokens_per_step ({}), got {}",
+                    config.max_tokens_per_step, config.max_running
+                ),
+            ));
+        }
+        Ok(Self {
+            config,
+            pool,
+            requests: FxHashMap::default(),
+            waiting: Vec::new(),
+            running: Vec::new(),
+            preempted: Vec::new(),
+            in_flight: FxHashMap::default(),
+            uncommitted: 0,
+            next_seq: 0,
+            last_verify: 0,
+            stats: SchedulerStats::default(),
+            selector: Selector::default(),
+        })
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+    pub fn pool(&self) -> &BlockPool {
+        &self.pool
+    }
+    pub fn stats(&self) -> SchedulerStats {
+        self.stats
+    }
+    pub fn request(&self, id: u64) -> Option<&RequestState> {
+        self.requests.get(&id)
+    }
+    pub fn waiting(&self) -> &[u64] {
+        &self.waiting
+    }
+    pub fn running(&self) -> &[u64] {
+        &self.running
+    }
+    pub fn preempted(&self) -> &[u64] {
+        &self.preempted
+    }
+    pub fn num_requests(&self) -> usize {
+        self.requests.len()
+    }
+    /// Whether a scheduled step still waits for `commit` of some request.
+    pub fn step_in_flight(&self) -> bool {
+        self.uncommitted > 0
+    }
+
+    /// Running requests whose next step is a decode step (one pending token): the ones
+    /// worth drafting for before `schedule`.
+    pub fn decode_ready(&self) -> Vec<u64> {
+        self.running.iter().copied().filter(|id| self.requests[id].pending() == 1).collect()
+    }
+
+    /// Changes the policy (baselines are selectable per run).
+    pub fn set_policy(&mut self, policy: Policy) -> Result<(), SchedulerError> {
+        if let Policy::Uniform { draft_tokens: 0 } = policy {
+            return Err(invalid("draft_tokens", "uniform speculation needs at least 1 draft token"));
+        }
+        self.config.policy = policy;
+        Ok(())
+    }
+
+    pub fn set_cost_model(&mut self, model: StepCostModel) {
+        self.config.cost_model = model;
+    }
+
+    pub fn add_request(&mut self, id: u64, spec: RequestSpec) -> Result<(), SchedulerError> {
+        spec.validate()?;
+        if self.requests.contains_key(&id) {
+            return Err(SchedulerError::DuplicateRequest(id));
+        }
+        if self.pool.blocks_for(spec.max_len) > self.pool.num_blocks() {
+            return Err(invalid(
+                "max_len",
+                format!(
+                    "{} tokens need {} KV blocks, the pool has {}",
+                    spec.max_len,
+                    self.pool.blocks_for(spec.max_len),
+                    self.pool.num_blocks()
+                ),
+            ));
+        }
+        self.requests.insert(id, RequestState::new(spec, self.next_seq));
+        self.next_seq += 1;
+        self.waiting.push(id);
+        Ok(())
+    }
+
+    /// Ends a request normally (stop token, length); frees its blocks.
+    pub fn finish(&mut self, id: u64) -> Result<(), SchedulerError> {
+        self.remove(id)?;
+        self.stats.finished += 1;
+        Ok(())
+    }
+
+    /// Ends a request at any time (also mid-step); frees its blocks.
+    pub fn abort(&mut self, id: u64) -> Result<(), SchedulerError> {
+        self.remove(id)?;
+        self.stats.aborted += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, id: u64) -> Result<(), SchedulerError> {
+        let state = self.requests.remove(&id).ok_or(SchedulerError::UnknownRequest(id))?;
+        let queue = match state.phase {
+            Phase::Waiting => &mut self.waiting,
+            Phase::Running => &mut self.running,
+            Phase::Preempted => &mut self.preempted,
+        };
+        queue.retain(|&r| r != id);
+        self.pool.release(id);
+        if let Some(f) = self.in_flight.remove(&id) {
+            if !f.committed {
+                self.uncommitted -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ids` sorted most important first: priority, then earlier deadline, then earlier arrival.
+    fn by_rank(&self, ids: &[u64]) -> Vec<u64> {
+        let mut keyed: Vec<(i32, f64, u64, u64)> = ids
+            .iter()
+            .map(|&id| {
+                let r = &self.requests[&id];
+                (r.spec.priority, r.deadline(), r.seq, id)
+            })
+            .collect();
+        keyed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        keyed.into_iter().map(|k| k.3).collect()
+    }
+
+    fn preempt(&mut self, id: u64) {
+        self.pool.release(id);
+        self.running.retain(|&r| r != id);
+        self.preempted.push(id);
+        let state = self.requests.get_mut(&id).expect("running requests are live");
+        state.phase = Phase::Preempted;
+        state.computed = 0;
+        state.preemptions += 1;
+        self.stats.preemptions += 1;
+    }
+
+    /// Plans one step. `drafts` are draft trees of decoding requests (others are ignored);
+    /// `now` is the engine's clock in seconds. Every planned request must be committed (or
+    /// finished / aborted) before the next call.
+    pub fn schedule(&mut self, now: f64, drafts: &[Draft<'_>]) -> Result<StepPlan, SchedulerError> {
+        if self.uncommitted > 0 {
+            return Err(SchedulerError::StepOrder(format!(
+                "{} request(s) of the previous step are not committed: commit, finish or abort them first",
+                self.uncommitted
+            )));
+        }
+        if !now.is_finite() {
+            return Err(invalid("now", "must be finite"));
+        }
+        let mut draft_of: FxHashMap<u64, usize> = FxHashMap::default();
+        for (i, d) in drafts.iter().enumerate() {
+            if !self.requests.contains_key(&d.request) {
+                return Err(SchedulerError::UnknownRequest(d.request));
+            }
+            validate_tree(d.parents, d.probs)
+                .map_err(|reason| SchedulerError::InvalidTree { request: d.request, reason })?;
+            if draft_of.insert(d.request, i).is_some() {
+                return Err(SchedulerError::InvalidTree { request: d.request, reason: "two drafts".into() });
+            }
+        }
+        self.in_flight.clear();
+
+        let mut budget = self.config.max_tokens_per_step;
+        let mut prefill_left = self.config.max_prefill_tokens_per_step;
+        let mut scheduled: Vec<Scheduled> = Vec::with_capacity(self.running.len());
+        let mut preempted_now: Vec<u64> = Vec::new();
+
+        // 1. Running requests: decoding ones first (each needs one token; with max_running <=
+        // max_tokens_per_step none is ever left out), then prefilling ones, each group most
+        // important first. A victim is the least important request not yet served this step.
+        let ranked = self.by_rank(&self.running);
+        // (rank, id): decoding requests, then prefilling ones, each in rank order.
+        let mut order: Vec<(usize, u64)> = ranked.iter().copied().enumerate().collect();
+        order.sort_by_key(|&(rank, id)| (self.requests[&id].pending() > 1, rank));
+        let mut gone = vec![false; order.len()];
+        for i in 0..order.len() {
+            if gone[i] {
+                continue;
+            }
+            let id = order[i].1;
+            let state = &self.requests[&id];
+            let (pending, computed) = (state.pending(), state.computed);
+            let prefill = pending > 1;
+            let chunk = if prefill { pending.min(budget).min(prefill_left) } else { pending.min(budget) };
+            if chunk == 0 {
+                continue;
+            }
+            loop {
+                if self.pool.reserve(id, computed + chunk).is_ok() {
+                    scheduled.push(Scheduled { id, chunk, prefill });
+                    budget -= chunk;
+                    if prefill {
+                        prefill_left -= chunk;
+                    }
+                    break;
+                }
+                // The least important (largest rank) of this request and those not served yet.
+                let k = (i..order.len()).filter(|&k| !gone[k]).max_by_key(|&k| order[k].0).unwrap_or(i);
+                gone[k] = true;
+                self.preempt(order[k].1);
+                preempted_now.push(order[k].1);
+                if k == i {
+                    break;
+                }
+            }
+        }
+
+        // 2. Admission: preempted and waiting requests by priority, then FCFS.
+        let mut queue: Vec<u64> = self
+            .preempted
+            .iter()
+            .chain(&self.waiting)
+            .copied()
+            .filter(|id| !preempted_now.contains(id))
+            .collect();
+        queue.sort_by_key(|id| {
+            let r = &self.requests[id];
+            (std::cmp::Reverse(r.spec.priority), r.seq)
+        });
+        for id in queue {
+            if self.running.len() >= self.config.max_running as usize || budget == 0 {
+                break;
+            }
+            let state = &self.requests[&id];
+            let (pending, priority) = (state.pending(), state.spec.priority);
+            let prefill = pending > 1;
+            let chunk = if prefill { pending.min(budget).min(prefill_left) } else { 1 };
+            if chunk == 0 {
+                break;
+            }
+            let needed = self.pool.blocks_needed(id, chunk);
+            if needed > self.pool.num_free() {
+                // Preempt strictly less important running requests, least important first,
+                // but only when that frees enough.
+                let lower: Vec<u64> = self
+                    .running
+                    .iter()
+                    .copied()
+                    .filter(|v| self.requests[v].spec.priority < priority)
+                    .collect();
+                let victims: Vec<u64> = self.by_rank(&lower).into_iter().rev().collect();
+                let reclaimable: u32 = victims.iter().map(|&v| self.pool.table(v).len() as u32).sum();
+                if self.pool.num_free() + reclaimable < needed {
+                    break;
+                }
+                for victim in victims {
+                    if self.pool.num_free() >= needed {
+                        break;
+                    }
+                    if let Some(k) = scheduled.iter().position(|s| s.id == victim) {
+                        let s = scheduled.remove(k);
+                        budget += s.chunk;
+                        if s.prefill {
+                            prefill_left += s.chunk;
+                        }
+                    }
+                    self.preempt(victim);
+                    preempted_now.push(victim);
+                }
+            }
+            // Chunk sizes may have grown back through refunds; the budgets still bound them.
+            if self.pool.reserve(id, chunk).is_err() {
+                break;
+            }
+            budget -= chunk;
+            if prefill {
+                prefill_left -= chunk;
+            }
+            let state = self.requests.get_mut(&id).expect("queued requests are live");
+            let queue = if state.phase == Phase::Waiting { &mut self.waiting } else { &mut self.preempted };
+            queue.retain(|&r| r != id);
+            state.phase = Phase::Running;
+            self.running.push(id);
+            scheduled.push(Scheduled { id, chunk, prefill });
+        }
+
+        // 3. Trees for decoding requests with drafts.
+        let base_tokens: usize = scheduled.iter().map(|s| s.chunk as usize).sum();
+        let step_time = self.config.cost_model.step_time(base_tokens + self.last_verify);
+        let empty_parents: &[i32] = &[];
+        let empty_probs: &[f64] = &[];
+        let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(scheduled.len());
+        let mut emitting = 0usize;
+        for s in &scheduled {
+            let state = &self.requests[&s.id];
+            let emits = s.chunk == state.pending();
+            emitting += usize::from(emits);
+            let decoding = !s.prefill && emits;
+            let candidate = match draft_of.get(&s.id).filter(|_| decoding) {
+                Some(&d) => {
+                    let required = match (state.spec.slo.tpot, state.first_token_at) {
+                        (Some(tpot), Some(t0)) if self.config.policy == Policy::AdaServe => {
+                            Some(required_tokens(now, t0, step_time, tpot, state.outputs.saturating_sub(1)))
+                        }
+                        _ => None,
+                    };
+                    // Room for the accepted nodes plus the bonus token within max_len.
+                    let max_nodes = state.spec.max_len.saturating_sub(state.computed + s.chunk + 1);
+                    Candidate { parents: drafts[d].parents, probs: drafts[d].probs, required, max_nodes }
+                }
+                None => {
+                    Candidate { parents: empty_parents, probs: empty_probs, required: None, max_nodes: 0 }
+                }
+            };
+            candidates.push(candidate);
+        }
+        let verify_budget = (self.config.max_verify_tokens.min(budget)) as usize;
+        // KV for tree nodes: first the spare slots of each request's last block, then free
+        // blocks, counted here and reserved once the cut below is known.
+        let block_size = self.pool.block_size();
+        let mut spare: Vec<u32> = scheduled
+            .iter()
+            .map(|s| self.pool.capacity(s.id) - (self.requests[&s.id].computed + s.chunk))
+            .collect();
+        let mut free_blocks = self.pool.num_free();
+        let picks = self.selector.select(self.config.policy, &candidates, verify_budget, &mut |r| {
+            if spare[r] == 0 {
+                if free_blocks == 0 {
+                    return false;
+                }
+                free_blocks -= 1;
+                spare[r] = block_size;
+            }
+            spare[r] -= 1;
+            true
+        });
+        let keep = if self.config.policy.uses_cost_model() {
+            let gains: Vec<f64> = picks.order.iter().map(|p| p.prob).collect();
+            best_budget(&self.config.cost_model, base_tokens, emitting as f64, &gains, picks.slo_picks)
+        } else {
+            picks.order.len()
+        };
+        let trees = picks.trees(&candidates, keep);
+
+        // 4. The plan.
+        let mut plan = StepPlan::with_capacity(scheduled.len());
+        for (r, s) in scheduled.iter().enumerate() {
+            let state = &self.requests[&s.id];
+            let tree_len = trees.len_of(r) as u32;
+            let query = s.chunk + tree_len;
+            // Cannot fail: selection counted these blocks against the free ones.
+            self.pool.reserve(s.id, state.computed + query)?;
+            let emits = s.chunk == state.pending();
+            plan.push(s.id, state.computed, s.chunk, tree_len, emits);
+            self.pool.write_slot_mapping(s.id, state.computed, query, &mut plan.slot_mapping)?;
+            self.in_flight
+                .insert(s.id, InFlight { row: r, chunk: s.chunk, tree_len, emits, committed: false });
+        }
+        let pool = &self.pool;
+        plan.set_block_tables(scheduled.iter().map(|s| pool.table(s.id)));
+        plan.finish(trees, preempted_now, step_time, keep);
+        self.uncommitted = scheduled.len();
+        self.last_verify = keep;
+        self.stats.steps += 1;
+        Ok(plan)
+    }
+
+    /// Reports the step's results: `(request, accepted tree nodes)` for planned requests.
+    /// A request whose step emits gains `accepted + 1` tokens (accepted nodes plus the bonus
+    /// token); its K/V keeps `context + chunk + accepted` slots and surplus blocks return to
+    /// the pool. All or nothing: a bad entry changes nothing.
+    pub fn commit(&mut self, now: f64, results: &[(u64, u32)]) -> Result<(), SchedulerError> {
+        if !now.is_finite() {
+            return Err(invalid("now", "must be finite"));
+        }
+        let mut seen = vec![false; self.in_flight.values().map(|f| f.row + 1).max().unwrap_or(0)];
+        for &(id, accepted) in results {
+            let f = self.in_flight.get(&id).filter(|f| !f.committed).ok_or_else(|| {
+                SchedulerError::StepOrder(format!("request {id} is not awaiting a commit in this step"))
+            })?;
+            if std::mem::replace(&mut seen[f.row], true) {
+                return Err(SchedulerError::StepOrder(format!("request {id} is committed twice")));
+            }
+            if accepted > f.tree_len {
+                return Err(invalid(
+                    "accepted",
+                    format!("request {id} accepted {accepted} nodes of a {}-node tree", f.tree_len),
+                ));
+            }
+            let state = &self.requests[&id];
+            if f.emits && state.known + accepted + 1 > state.spec.max_len {
+                return Err(invalid(
+                    "accepted",
+                    format!(
+                        "request {id} would exceed its max_len {}: finish it instead",
+                        state.spec.max_len
+                    ),
+                ));
+            }
+        }
+        for &(id, accepted) in results {
+            let f = self.in_flight.get_mut(&id).expect("checked above");
+            f.committed = true;
+            let state = self.requests.get_mut(&id).expect("in-flight requests are live");
+            state.computed += f.chunk + accepted;
+            if f.emits {
+                state.known += accepted + 1;
+                state.outputs += accepted + 1;
+                state.first_token_at.get_or_insert(now);
+            }
+            self.pool.truncate(id, state.computed);
+            self.uncommitted -= 1;
+        }
+        Ok(())
+    }
+
+    /// Checks the pool and the queues against each other (tests and debugging).
+    pub fn check_integrity(&self) -> Result<(), String> {
+        self.pool.check_integrity()?;
+        let queued = self.waiting.len() + self.running.len() + self.preempted.len();
+        if queued != self.requests.len() {
+            return Err(format!("{queued} queued requests but {} live ones", self.requests.len()));
+        }
+        for (queue, phase) in [
+            (&self.waiting, Phase::Waiting),
+            (&self.running, Phase::Running),
+            (&self.preempted, Phase::Preempted),
+        ] {
+            for id in queue {
+                match self.requests.get(id) {
+                    Some(r) if r.phase == phase => {}
+                    _ => return Err(format!("request {id} is queued as {phase:?} but is not")),
+                }
+            }
+        }
+        for owner in self.pool.requests() {
+            let r = self.requests.get(&owner).ok_or(format!("blocks owned by dead request {owner}"))?;
+            if r.phase != Phase::Running {
+                return Err(format!("{:?} request {owner} holds blocks", r.phase));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! Hand-checked scenarios: chunked prefill beside decoding, preemption order, priority
+//! admission, aborts mid-step, atomic errors, AdaServe through the scheduler.
+use suffixspec_scheduler::{
+    Draft, Phase, Policy, RequestSpec, Scheduler, SchedulerConfig, SchedulerError, Slo, StepCostModel,
+};
+
+fn spec(prompt_len: u32, max_len: u32, priority: i32) -> RequestSpec {
+    RequestSpec { prompt_len, max_len, priority, slo: Slo::default(), arrival: 0.0 }
+}
+
+fn config(num_blocks: u32) -> SchedulerConfig {
+    SchedulerConfig {
+        num_blocks,
+        block_size: 8,
+        max_tokens_per_step: 64,
+        max_prefill_tokens_per_step: 32,
+        max_running: 16,
+        max_verify_tokens: 32,
+        policy: Policy::AdaServe,
+        cost_model: StepCostModel::linear(0.010, 0.0001).unwrap(),
+    }
+}
+
+/// Commits every planned request with no accepted nodes.
+fn commit_all(s: &mut Scheduler, now: f64, plan: &suffixspec_scheduler::StepPlan) {
+    let results: Vec<(u64, u32)> = plan.request_ids.iter().map(|&id| (id, 0)).collect();
+    s.commit(now, &results).unwrap();
+}
+
+#[test]
+fn long_prompt_enters_in_chunks_beside_decoding_requests() {
+    let mut s = Scheduler::new(config(64)).unwrap();
+    s.add_request(1, spec(4, 64, 0)).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    commit_all(&mut s, 0.0, &plan);
+    s.add_request(2, spec(80, 128, 0)).unwrap();
+    let mut chunks = Vec::new();
+    for step in 1..=3 {
+        let plan = s.schedule(f64::from(step), &[]).unwrap();
+        assert_eq!(plan.request_ids, vec![1, 2]);
+        assert_eq!((plan.chunk_lens[0], plan.emits[0]), (1, true), "the decode keeps running");
+        chunks.push((plan.context_lens[1], plan.chunk_lens[1], plan.emits[1]));
+        commit_all(&mut s, f64::from(step), &plan);
+    }
+    assert_eq!(chunks, vec![(0, 32, false), (32, 32, false), (64, 16, true)]);
+    assert_eq!(s.request(2).unwrap().known, 81);
+}
+
+#[test]
+fn preemption_takes_lowest_priority_then_latest_deadline() {
+    // 6 blocks of 8 slots; three 16-token prompts hold 2 blocks each once prefilled.
+    let mut s = Scheduler::new(SchedulerConfig { max_prefill_tokens_per_step: 64, ..config(6) }).unwrap();
+    let tight = Slo { tpot: Some(0.01), ttft: Some(1.0) };
+    let loose = Slo { tpot: Some(1.0), ttft: Some(100.0) };
+    s.add_request(1, RequestSpec { slo: loose, ..spec(16, 40, 0) }).unwrap();
+    s.add_request(2, RequestSpec { slo: tight, ..spec(16, 40, 0) }).unwrap();
+    s.add_request(3, spec(16, 40, 1)).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    assert_eq!(plan.request_ids, vec![3, 1, 2], "higher priority first, then FCFS");
+    commit_all(&mut s, 0.0, &plan);
+    // Each holds 16 computed tokens in 2 blocks: the pool is full.
+    assert_eq!(s.pool().num_free(), 0);
+    // The next decode writes slot 16, a third block: someone must go. Among priority 0, the
+    // loose deadline (request 1) goes first.
+    let plan = s.schedule(0.1, &[]).unwrap();
+    assert_eq!(plan.preempted, vec![1]);
+    assert_eq!(plan.request_ids, vec![3, 2]);
+    assert_eq!(s.request(1).unwrap().phase, Phase::Preempted);
+    assert_eq!(s.request(1).unwrap().computed, 0);
+    commit_all(&mut s, 0.1, &plan);
+    s.check_integrity().unwrap();
+}
+
+#[test]
+fn a_request_that_cannot_grow_preempts_itself_when_it_is_the_least_important() {
+    let mut s = Scheduler::new(SchedulerConfig { max_prefill_tokens_per_step: 64, ..config(4) }).unwrap();
+    s.add_request(1, spec(15, 32, 5)).unwrap();
+    s.add_request(2, spec(16, 32, 0)).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    commit_all(&mut s, 0.0, &plan);
+    // 1's next root is slot 15 (its 2 blocks hold it); 2's is slot 16, a third block, and 2
+    // is the least important running request: it preempts itself.
+    let plan = s.schedule(0.1, &[]).unwrap();
+    assert_eq!(plan.request_ids, vec![1]);
+    assert_eq!(plan.preempted, vec![2]);
+    commit_all(&mut s, 0.1, &plan);
+    // Request 2 comes back when 1 finishes, recomputing its 17 known tokens.
+    s.finish(1).unwrap();
+    let plan = s.schedule(0.2, &[]).unwrap();
+    assert_eq!((plan.request_ids[0], plan.context_lens[0], plan.chunk_lens[0]), (2, 0, 17));
+    assert!(plan.emits[0]);
+}
+
+#[test]
+fn important_arrivals_preempt_less_important_running_requests() {
+    let mut s = Scheduler::new(config(4)).unwrap();
+    s.add_request(1, spec(24, 32, 0)).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    commit_all(&mut s, 0.0, &plan);
+    s.add_request(2, spec(20, 32, 3)).unwrap();
+    s.add_request(3, spec(20, 32, 0)).unwrap(); // an equal of 1: waits, never preempts it
+    let plan = s.schedule(0.1, &[]).unwrap();
+    assert_eq!(plan.request_ids, vec![2]);
+    assert_eq!(plan.preempted, vec![1]);
+    assert_eq!(s.waiting(), &[3]);
+    commit_all(&mut s, 0.1, &plan);
+}
+
+#[test]
+fn aborts_mid_step_free_blocks_and_release_the_commit() {
+    let mut s = Scheduler::new(config(16)).unwrap();
+    s.add_request(1, spec(20, 64, 0)).unwrap();
+    s.add_request(2, spec(20, 64, 0)).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    assert_eq!(plan.batch_size(), 2);
+    s.abort(2).unwrap();
+    assert!(matches!(s.commit(0.0, &[(2, 0)]), Err(SchedulerError::StepOrder(_))));
+    assert!(s.step_in_flight());
+    s.commit(0.0, &[(1, 0)]).unwrap();
+    assert!(!s.step_in_flight());
+    s.abort(1).unwrap();
+    assert_eq!(s.pool().num_free(), 16);
+    assert_eq!(s.abort(1), Err(SchedulerError::UnknownRequest(1)));
+    assert_eq!(s.stats().aborted, 2);
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let starving = SchedulerConfig { max_running: 65, ..config(16) };
+    assert!(matches!(
+        Scheduler::new(starving),
+        Err(SchedulerError::InvalidParameter { name: "max_running", .. })
+    ));
+    let mut s = Scheduler::new(config(16)).unwrap();
+    assert!(matches!(s.add_request(1, spec(0, 8, 0)), Err(SchedulerError::InvalidParameter { .. })));
+    assert!(matches!(s.add_request(1, spec(8, 8, 0)), Err(SchedulerError::InvalidParameter { .. })));
+    assert!(matches!(s.add_request(1, spec(8, 1000, 0)), Err(SchedulerError::InvalidParameter { .. })));
+    s.add_request(1, spec(4, 16, 0)).unwrap();
+    assert_eq!(s.add_request(1, spec(4, 16, 0)), Err(SchedulerError::DuplicateRequest(1)));
+    let plan = s.schedule(0.0, &[]).unwrap();
+    commit_all(&mut s, 0.0, &plan);
+    let (parents, probs) = (vec![-1, 0, 5], vec![1.0, 1.0, 1.0]);
+    let bad = Draft { request: 1, parents: &parents, probs: &probs };
+    assert!(matches!(s.schedule(0.1, &[bad]), Err(SchedulerError::InvalidTree { request: 1, .. })));
+    let unknown = Draft { request: 9, parents: &parents[..2], probs: &probs[..2] };
+    assert_eq!(s.schedule(0.1, &[unknown]).unwrap_err(), SchedulerError::UnknownRequest(9));
+    let good = Draft { request: 1, parents: &parents[..2], probs: &probs[..2] };
+    let plan = s.schedule(0.1, &[good]).unwrap();
+    assert_eq!(plan.tree_lens, vec![2]);
+    let free = s.pool().num_free();
+    // Too many accepted nodes, then a partly bad batch: nothing is applied.
+    assert!(s.commit(0.2, &[(1, 3)]).is_err());
+    assert!(s.commit(0.2, &[(1, 2), (1, 2)]).is_err());
+    assert_eq!((s.request(1).unwrap().known, s.pool().num_free()), (5, free));
+    s.commit(0.2, &[(1, 2)]).unwrap();
+    assert_eq!((s.request(1).unwrap().known, s.request(1).unwrap().computed), (8, 7));
+}
+
+#[test]
+fn adaserve_serves_the_late_request_and_baselines_do_not() {
+    // Two decoding requests with identical drafts; request 2 has a tight TPOT and is late.
+    let run = |policy: Policy| {
+        let mut s = Scheduler::new(SchedulerConfig { policy, max_verify_tokens: 6, ..config(64) }).unwrap();
+        s.add_request(1, spec(8, 128, 0)).unwrap();
+        let slo = Slo { tpot: Some(0.010), ttft: None };
+        s.add_request(2, RequestSpec { slo, ..spec(8, 128, 0) }).unwrap();
+        let plan = s.schedule(0.0, &[]).unwrap();
+        commit_all(&mut s, 0.0, &plan); // first tokens at t = 0
+        let (parents, probs) = (vec![-1, 0, 1, 2, 3, 4], vec![0.9, 0.8, 0.7, 0.6, 0.5, 0.4]);
+        let drafts: Vec<Draft<'_>> =
+            [1, 2].iter().map(|&request| Draft { request, parents: &parents, probs: &probs }).collect();
+        // At t = 0.03 (+ a 10.2 ms step) request 2 owes 4 tokens: A = 4.02 - 0 > 1 + 0.9 + 0.8 + 0.7.
+        let plan = s.schedule(0.03, &drafts).unwrap();
+        // Request 2 (a deadline) ranks before best-effort request 1.
+        assert_eq!(plan.request_ids, vec![2, 1]);
+        plan.tree_lens
+    };
+    // 1 + 0.9 + 0.8 + 0.7 + 0.6 = 4.0 < 4.02: five nodes, then the last one of the budget.
+    assert_eq!(run(Policy::AdaServe), vec![5, 1], "AdaServe covers A = 4.02 first");
+    assert_eq!(run(Policy::ProbabilityGreedy), vec![3, 3]);
+    assert_eq!(run(Policy::Uniform { draft_tokens: 2 }), vec![2, 2]);
+    assert_eq!(run(Policy::NoSpeculation), vec![0, 0]);
+}
