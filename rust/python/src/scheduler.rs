@@ -288,7 +288,8 @@ impl PyBlockPool {
         start: &Bound<'_, PyAny>,
         count: &Bound<'_, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        let (request, start, n) = (request_id(request)?, count_arg(start, "start")?, count_arg(count, "count")?);
+        let (request, start, n) =
+            (request_id(request)?, count_arg(start, "start")?, count_arg(count, "count")?);
         let mut out = Vec::with_capacity(n as usize);
         self.pool
             .lock()
