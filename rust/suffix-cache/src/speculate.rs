@@ -4,8 +4,8 @@ use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::tree::{Position, SuffixTree, NIL};
-use crate::{Draft, Drafter, SpecParams, TokenId};
+use crate::tree::{check_tokens, Position, SuffixTree, NIL};
+use crate::{CacheError, Draft, Drafter, SpecParams, TokenId};
 
 /// Per-thread buffers reused across calls, so that drafting allocates only the draft itself.
 #[derive(Debug, Default)]
@@ -18,6 +18,27 @@ pub(crate) struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl SuffixTree {
+    /// Draft for `context` (see [`SpecParams`]); only the last `max_depth` tokens matter.
+    pub fn speculate(&self, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
+        self.speculate_after(None, context, params)
+    }
+
+    /// Like [`Self::speculate`] when `context` continues sequence `own` of this tree (a
+    /// request's own prompt + response): [`crate::Drafter::Suffixspec`] then leaves the
+    /// context's own occurrence out of the continuation frequencies. Arctic drafts ignore it.
+    pub fn speculate_after(
+        &self,
+        own: Option<u64>,
+        context: &[TokenId],
+        params: &SpecParams,
+    ) -> Result<Draft, CacheError> {
+        params.validate()?;
+        check_tokens(context)?;
+        Ok(best_draft(self, context, params, own))
+    }
 }
 
 /// Best draft over all match lengths (see [`SpecParams`]); `context` is already validated.

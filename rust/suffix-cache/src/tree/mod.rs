@@ -20,7 +20,7 @@ use arena::ChildMap;
 pub(crate) use arena::{Node, NIL, ROOT};
 pub(crate) use walk::Position;
 
-use crate::{CacheError, Draft, SpecParams, TokenId};
+use crate::{CacheError, TokenId};
 use seqs::Slot;
 
 /// Tokens one tree may hold (live plus zombie): counts, positions and depths are u32.
@@ -171,25 +171,6 @@ impl SuffixTree {
             }
         }
         total
-    }
-
-    /// Draft for `context` (see [`SpecParams`]); only the last `max_depth` tokens matter.
-    pub fn speculate(&self, context: &[TokenId], params: &SpecParams) -> Result<Draft, CacheError> {
-        self.speculate_after(None, context, params)
-    }
-
-    /// Like [`Self::speculate`] when `context` continues sequence `own` of this tree (a
-    /// request's own prompt + response): [`crate::Drafter::Suffixspec`] then leaves the
-    /// context's own occurrence out of the continuation frequencies. Arctic drafts ignore it.
-    pub fn speculate_after(
-        &self,
-        own: Option<u64>,
-        context: &[TokenId],
-        params: &SpecParams,
-    ) -> Result<Draft, CacheError> {
-        params.validate()?;
-        check_tokens(context)?;
-        Ok(crate::speculate::best_draft(self, context, params, own))
     }
 
     /// Length of the longest common suffix of sequence `seq` (0 when absent) and `context`.
