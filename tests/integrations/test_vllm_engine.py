@@ -112,8 +112,11 @@ def test_missing_opt_in_says_how_to_switch_on(model: Path, tmp_path: Path) -> No
     assert "set SUFFIXSPEC_VLLM=1 to draft with suffixspec" in done.stderr
 
 
-def test_arctic_plugin_also_enabled_is_refused(model: Path, tmp_path: Path) -> None:
+def test_arctic_plugin_also_enabled_is_refused(tmp_path: Path) -> None:
+    # Called directly: on CPU, arctic's own plugin refuses to run first when vLLM loads it.
     pytest.importorskip("arctic_inference.suffix_decoding", reason="arctic-inference not installed")
-    done = _config(model, _env(tmp_path, opt_in=True, hide_arctic=False, ARCTIC_INFERENCE_ENABLED="1"))
+    code = "from suffixspec.integrations.vllm import register; register()"
+    env = _env(tmp_path, opt_in=True, hide_arctic=False, ARCTIC_INFERENCE_ENABLED="1")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "SUFFIXSPEC_VLLM=1 and ARCTIC_INFERENCE_ENABLED=1 both replace" in done.stderr
