@@ -17,6 +17,7 @@ from suffixspec.config import SpecConfig
 from suffixspec.errors import (
     DTypeError,
     DuplicateRequestError,
+    EngineIntegrationError,
     IncompatibleModelError,
     InvalidParameterError,
     InvalidTokenError,
@@ -35,6 +36,7 @@ __all__ = [
     "DTypeError",
     "Draft",
     "DuplicateRequestError",
+    "EngineIntegrationError",
     "GenerationOutput",
     "IncompatibleModelError",
     "InvalidParameterError",

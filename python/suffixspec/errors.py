@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "DTypeError",
     "DuplicateRequestError",
+    "EngineIntegrationError",
     "IncompatibleModelError",
     "InvalidParameterError",
     "InvalidTokenError",
@@ -71,3 +72,8 @@ class TraceFormatError(SuffixSpecError, ValueError):
 
 class ModelNotFoundError(SuffixSpecError, FileNotFoundError):
     """A model that is not where it was looked for (or the default one, not built yet)."""
+
+
+class EngineIntegrationError(SuffixSpecError, RuntimeError):
+    """suffixspec cannot take over an inference engine's drafting as asked (an engine version it
+    was not tested with, another plugin replacing the same drafter, a missing opt-in)."""
