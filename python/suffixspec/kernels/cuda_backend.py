@@ -21,6 +21,7 @@ from suffixspec.kernels.availability import require
 from suffixspec.kernels.paged import PagedKV
 from suffixspec.kernels.plan import TreeAttentionPlan
 from suffixspec.kernels.reference import check_qkv
+from suffixspec.kernels.tuned import nearest_point
 
 __all__ = [
     "DEFAULT_VARIANT",
@@ -30,6 +31,7 @@ __all__ = [
     "Candidate",
     "LaunchConfig",
     "attention_args",
+    "default_candidate",
     "launch_config",
     "merge_args",
     "paged_tree_attention",
@@ -70,7 +72,7 @@ class Variant:
 # often); q4: w4 with Q in shared memory (32 fewer registers per thread for the S = Q K^T
 # fragments) and XOR-swizzled, unpadded tiles (no bank conflicts).
 VARIANTS = {v.name: v for v in (Variant("w4", 4, 2), Variant("w8", 8, 1), Variant("q4", 4, 2))}
-# Until a GPU sweep says otherwise: the kernel measured on the H200 (ncu evidence).
+# The fallback where the tuned table (kernels.tuned) has no point for a layout.
 DEFAULT_VARIANT = "w4"
 # Split-K never goes below MIN_CHUNK keys per split, nor above MAX_SPLITS splits.
 MIN_CHUNK = 256
@@ -303,13 +305,30 @@ def _check_call(
     return out
 
 
-def _resolve(candidate: Candidate | None, num_splits: int | None) -> Candidate:
-    if candidate is None:
+def default_candidate(
+    *, paged: bool, head_dim: int, rows: int, groups: int, t_prefix: int, num_splits: int | None = None
+) -> Candidate:
+    """The measured best of the nearest tuned shape (``kernels.tuned``); ``num_splits`` forces
+    the split factor and keeps the tuned variant."""
+    point = nearest_point(
+        layout="paged" if paged else "contiguous",
+        head_dim=head_dim,
+        rows=rows,
+        groups=groups,
+        prefix=t_prefix,
+    )
+    if point is None or point.variant not in VARIANTS:
         return Candidate(DEFAULT_VARIANT, num_splits)
+    return Candidate(point.variant, point.num_splits if num_splits is None else num_splits)
+
+
+def _check_candidate(candidate: Candidate | None) -> None:
+    """None means the tuned default, chosen at launch from the shape."""
+    if candidate is None:
+        return
     if not isinstance(candidate, Candidate):
         raise DTypeError(f"candidate must be a Candidate, got {type(candidate).__name__}")
     _variant(candidate.variant)
-    return candidate
 
 
 def _launch(
@@ -322,11 +341,21 @@ def _launch(
     hkv: int,
     t_prefix: int,
     scale: float | None,
-    candidate: Candidate,
+    candidate: Candidate | None,
     cache: PagedKV | None,
+    num_splits: int | None = None,
 ) -> torch.Tensor:
     batch, hq, n, dim = q.shape
     device_index = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if candidate is None:
+        candidate = default_candidate(
+            paged=cache is not None,
+            head_dim=dim,
+            rows=(hq // hkv) * n,
+            groups=batch * hkv,
+            t_prefix=t_prefix,
+            num_splits=num_splits,
+        )
     cfg = launch_config(
         batch=batch,
         kv_heads=hkv,
@@ -372,13 +401,14 @@ def tree_attention(
     candidate: Candidate | None = None,
 ) -> torch.Tensor:
     """The CUDA kernel; same contract as :func:`suffixspec.kernels.reference.tree_attention`
-    with a plan (fp16/bf16, head dim 64 or 128, CUDA tensors). ``num_splits`` forces the split-K
-    factor (default: chosen to fill the GPU); ``candidate`` picks the kernel variant and split
-    factor at once (autotuning; overrides ``num_splits``); ``out`` (contiguous
+    with a plan (fp16/bf16, head dim 64 or 128, CUDA tensors). Without ``candidate`` the variant
+    and split-K factor are the tuned table's (``kernels.tuned``); ``num_splits`` forces the
+    split-K factor of that variant; ``candidate`` picks the kernel variant and split factor at
+    once (autotuning; overrides ``num_splits``); ``out`` (contiguous
     ``[B, n, Hq, D]``, ``q``'s dtype) receives the result instead of a new tensor."""
     batch, hq, n, _, hkv, kv_len = check_qkv(q, k, v)
     out = _check_call(q, tree_plan, out, k.dtype)
-    candidate = _resolve(candidate, num_splits)
+    _check_candidate(candidate)
     tree_plan = tree_plan.to(q.device)
     t_prefix = tree_plan.check_kv(batch, n, kv_len)
     if batch == 0 or n == 0 or hq == 0:
@@ -387,7 +417,17 @@ def tree_attention(
     k = _aligned(k, 8)  # 16-byte async copies
     v = _aligned(v, 8)
     return _launch(
-        q, k, v, tree_plan, out, hkv=hkv, t_prefix=t_prefix, scale=scale, candidate=candidate, cache=None
+        q,
+        k,
+        v,
+        tree_plan,
+        out,
+        hkv=hkv,
+        t_prefix=t_prefix,
+        scale=scale,
+        candidate=candidate,
+        cache=None,
+        num_splits=num_splits,
     )
 
 
@@ -422,7 +462,7 @@ def paged_tree_attention(
     out = _check_call(q, tree_plan, out, cache.key_cache.dtype)
     if cache.key_cache.data_ptr() % 16 or cache.value_cache.data_ptr() % 16:
         raise DTypeError("the paged caches must start 16-byte aligned (the kernel copies 16-byte rows)")
-    candidate = _resolve(candidate, None)
+    _check_candidate(candidate)
     if tree_plan.kv_valid is not None or tree_plan.prefix_lens is not None:
         raise InvalidParameterError("a paged step's plan must carry only the tree mask (see kernels.paged)")
     tree_plan = tree_plan.to(q.device)
