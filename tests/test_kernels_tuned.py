@@ -72,3 +72,36 @@ def test_default_candidate_follows_the_table_and_a_forced_split_keeps_the_varian
     # 16-node trees at batch 64 (memory-bound): w4 with the heuristic's split.
     small = cuda_backend.default_candidate(paged=False, head_dim=128, rows=64, groups=512, t_prefix=16384)
     assert small == cuda_backend.Candidate("w4", None)
+
+
+# Shared memory per SM (sm_90: 228 KB) and the per-block opt-in limit of the smallest target (sm_80: 163 KB).
+SMEM_PER_SM = 228 * 1024
+SMEM_PER_BLOCK_SM80 = 163 * 1024
+
+
+def test_every_variant_fits_its_tiles_and_occupancy_in_shared_memory():
+    for name, spec in cuda_backend.VARIANTS.items():
+        for dim in cuda_backend.SUPPORTED_HEAD_DIMS:
+            tile = cuda_backend.keys_per_tile(dim, name)
+            assert tile % 32 == 0 and tile * dim == spec.tile_elements, (name, dim)
+        smem = spec.dynamic_smem_bytes()
+        if spec.lean:  # two stages of a K and a V tile of bf16/fp16
+            assert smem == 2 * 2 * spec.tile_elements * 2 > 48 * 1024
+        else:
+            assert smem == 0
+        assert smem <= SMEM_PER_BLOCK_SM80
+        assert spec.blocks_per_sm * smem <= SMEM_PER_SM
+
+
+def test_launch_chunks_are_whole_tiles_of_each_variant():
+    for name in cuda_backend.VARIANTS:
+        for dim in cuda_backend.SUPPORTED_HEAD_DIMS:
+            tile = cuda_backend.keys_per_tile(dim, name)
+            for t_prefix in (1, 100, 4097, 32768):
+                for forced in (None, 1, 7):
+                    cfg = cuda_backend.launch_config(
+                        batch=2, kv_heads=8, rows=260, t_prefix=t_prefix, head_dim=dim,
+                        num_sms=132, num_splits=forced, variant=name,
+                    )  # fmt: skip
+                    assert cfg.chunk % tile == 0, (name, dim, t_prefix, forced)
+                    assert (cfg.num_splits - 1) * cfg.chunk < t_prefix <= cfg.num_splits * cfg.chunk

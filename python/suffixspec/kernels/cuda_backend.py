@@ -53,11 +53,15 @@ MERGE_ROWS_PER_BLOCK = MERGE_THREADS // 32
 @dataclass(frozen=True)
 class Variant:
     """One instantiation of the attention kernel: ``warps`` warps per block, 16 query rows
-    (GQA heads x tree nodes) per warp; ``blocks_per_sm`` is the split-K default's occupancy aim."""
+    (GQA heads x tree nodes) per warp; ``blocks_per_sm`` is the split-K default's occupancy aim;
+    ``tile_elements`` = keys per KV tile x head dim; ``lean``: the lean kernel (cuda/README.md),
+    whose two K and V tile stages live in dynamic shared memory."""
 
     name: str
     warps: int
     blocks_per_sm: int
+    tile_elements: int = 4096
+    lean: bool = False
 
     @property
     def threads(self) -> int:
@@ -67,11 +71,25 @@ class Variant:
     def rows_per_block(self) -> int:
         return 16 * self.warps
 
+    def dynamic_smem_bytes(self, element_size: int = 2) -> int:
+        """Dynamic shared memory per block: two stages of a K and a V tile (lean variants)."""
+        return 2 * 2 * self.tile_elements * element_size if self.lean else 0
+
 
 # w4: the kernel of the H200 evidence; w8: twice the rows per block (each KV tile fetched half as
 # often); q4: w4 with Q in shared memory (32 fewer registers per thread for the S = Q K^T
-# fragments) and XOR-swizzled, unpadded tiles (no bank conflicts).
-VARIANTS = {v.name: v for v in (Variant("w4", 4, 2), Variant("w8", 8, 1), Variant("q4", 4, 2))}
+# fragments) and XOR-swizzled, unpadded tiles (no bank conflicts); l4/l8: the lean kernel with
+# 64-key tiles (at head dim 128) for the compute-bound regime (large trees or batches).
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("w4", 4, 2),
+        Variant("w8", 8, 1),
+        Variant("q4", 4, 2),
+        Variant("l4", 4, 2, tile_elements=8192, lean=True),
+        Variant("l8", 8, 1, tile_elements=8192, lean=True),
+    )
+}
 # The fallback where the tuned table (kernels.tuned) has no point for a layout.
 DEFAULT_VARIANT = "w4"
 # Split-K never goes below MIN_CHUNK keys per split, nor above MAX_SPLITS splits.
@@ -79,8 +97,8 @@ MIN_CHUNK = 256
 MAX_SPLITS = 64
 
 
-def keys_per_tile(head_dim: int) -> int:
-    return 4096 // head_dim
+def keys_per_tile(head_dim: int, variant: str = DEFAULT_VARIANT) -> int:
+    return _variant(variant).tile_elements // head_dim
 
 
 @dataclass(frozen=True)
@@ -121,7 +139,7 @@ def launch_config(
     above which the fp32 partial outputs would cost more traffic than the KV they summarise).
     ``num_splits`` forces a factor (tests, autotuning)."""
     spec = _variant(variant)
-    tile = keys_per_tile(head_dim)
+    tile = keys_per_tile(head_dim, variant)
     m_blocks = max(1, -(-rows // spec.rows_per_block))
     if t_prefix <= 0:
         return LaunchConfig(m_blocks, 1, tile, variant)
@@ -182,17 +200,32 @@ def _cupy() -> Any:
     return cupy
 
 
+# CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (CUDA driver API enum value).
+_MAX_DYNAMIC_SMEM_ATTRIBUTE = 8
+
+
 @functools.cache
-def _kernel(device_index: int, name: str) -> Any:
+def _kernel(device_index: int, name: str, dynamic_smem: int = 0) -> Any:
+    """The compiled entry point, its dynamic shared-memory limit raised to ``dynamic_smem``
+    bytes where that exceeds the 48 KB default (cudaFuncSetAttribute)."""
     cupy = _cupy()
     with cupy.cuda.Device(device_index):
         module = _module(device_index)
         try:
-            return module.get_function(name)
+            function = module.get_function(name)
         except Exception as exc:  # NVRTC errors surface here, on first use
             raise KernelUnavailableError(
                 f"compiling {SOURCE_NAME} for CUDA device {device_index} failed: {exc}"
             ) from exc
+        if dynamic_smem > 48 * 1024:
+            try:
+                cupy.cuda.driver.funcSetAttribute(function.ptr, _MAX_DYNAMIC_SMEM_ATTRIBUTE, dynamic_smem)
+            except Exception as exc:
+                raise KernelUnavailableError(
+                    f"{name} needs {dynamic_smem} bytes of shared memory per block on CUDA device "
+                    f"{device_index}: {exc}"
+                ) from exc
+        return function
 
 
 @functools.cache
@@ -373,15 +406,17 @@ def _launch(
         part_lse = torch.empty(cfg.num_splits, total_rows, dtype=torch.float32, device=q.device)
 
     attention_name, merge_name = kernel_names(q.dtype, dim, cfg.variant, paged=cache is not None)
-    attention = _kernel(device_index, attention_name)
+    spec = VARIANTS[cfg.variant]
+    smem = spec.dynamic_smem_bytes()
+    attention = _kernel(device_index, attention_name, smem)
     args = attention_args(
         q, k, v, tree_plan, out, part_o, part_lse, t_prefix=t_prefix, cfg=cfg, scale=scale, cache=cache
     )
-    threads = VARIANTS[cfg.variant].threads
+    threads = spec.threads
     cupy = _cupy()
     stream = torch.cuda.current_stream(q.device)
     with cupy.cuda.Device(device_index), cupy.cuda.ExternalStream(stream.cuda_stream, device_index):
-        attention((cfg.num_splits * cfg.m_blocks, hkv, batch), (threads, 1, 1), args)
+        attention((cfg.num_splits * cfg.m_blocks, hkv, batch), (threads, 1, 1), args, shared_mem=smem)
         if cfg.num_splits > 1:
             merge = _kernel(device_index, merge_name)
             grid = -(-total_rows // MERGE_ROWS_PER_BLOCK)
