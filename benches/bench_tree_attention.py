@@ -133,9 +133,15 @@ def kernel_point(args: argparse.Namespace, timer: Timer, batch: int, prefix: int
     row["kernel_s"] = timer(lambda: cuda_backend.tree_attention(q, k, v, step, out=out))
     row["kernel_tbps"] = kv_bytes / row["kernel_s"] / 1e12
     row["kernel_peak_share"] = None if peak is None else kv_bytes / row["kernel_s"] / peak
+    rows = (args.heads // args.kv_heads) * n
+    chosen = cuda_backend.default_candidate(  # what the call above ran (the tuned table's choice)
+        paged=False, head_dim=args.head_dim, rows=rows, groups=batch * args.kv_heads, t_prefix=prefix
+    )
+    row["variant"] = chosen.variant
     row["splits"] = cuda_backend.launch_config(
-        batch=batch, kv_heads=args.kv_heads, rows=(args.heads // args.kv_heads) * n, t_prefix=prefix,
-        head_dim=args.head_dim, num_sms=torch.cuda.get_device_properties(0).multi_processor_count,
+        batch=batch, kv_heads=args.kv_heads, rows=rows, t_prefix=prefix, head_dim=args.head_dim,
+        num_sms=torch.cuda.get_device_properties(0).multi_processor_count,
+        num_splits=chosen.num_splits, variant=chosen.variant,
     ).num_splits  # fmt: skip
     dense = step.dense_mask(prefix)[:, None]  # [B, 1, n, T]
     try:

@@ -132,7 +132,12 @@ struct TileSpan {
 // slot stride, k_sh = the head stride; request b's prefix is slots [0, context_lens[b]) and its
 // tree block the next n slots, each slot s at block block_tables[b][s / block_size]. t_prefix is
 // then the longest context (it sizes the splits).
-template <bool BF16, int D, int WARPS, bool PAGED, bool QSMEM>
+// BN: keys per KV tile. LEAN (the l4/l8 variants, aimed at the compute-bound regime where the
+// H200 run plateaued at ~150 TFLOP/s with 25% of issue slots busy): BN * D = 8192 (64-key tiles
+// at D = 128, half the barriers and per-tile softmax bookkeeping per key), both KV stages in
+// dynamic shared memory (64 KB, above the 48 KB static limit) with the XOR swizzle, the per-key
+// mask tests only on tiles that need them, and the output rescale only when a row's max moves.
+template <bool BF16, int D, int WARPS, bool PAGED, bool QSMEM, int BN = 4096 / D, bool LEAN = false>
 __device__ __forceinline__ void tree_attention_impl(
     const u16* __restrict__ q, i64 q_sb, i64 q_sh, i64 q_si,
     const u16* __restrict__ k, i64 k_sb, i64 k_sh, i64 k_st,
@@ -146,12 +151,13 @@ __device__ __forceinline__ void tree_attention_impl(
     int chunk, int num_splits, float scale_log2) {
     constexpr int kThreads = WARPS * 32;
     constexpr int kRowsPerBlock = WARPS * 16;  // one m16 MMA tile of query rows per warp
-    constexpr int BN = 4096 / D;  // keys per tile: 32 (D=128) or 64 (D=64)
+    static_assert(BN % 32 == 0 && BN * D <= 8192, "tile shape");
+    constexpr bool kSwizzle = QSMEM || LEAN;
     // Shared-memory rows: padded by 16 B (LD = D + 8), or, with QSMEM, unpadded with the 16-byte
     // chunks XOR-swizzled by the row (chunk ^ (row & 7)); both keep ldmatrix and cp.async free
     // of bank conflicts (8 rows at one logical chunk land in 8 distinct 16-byte bank groups).
     // The swizzle saves the padding so that the Q block fits beside two KV stages in 48 KB.
-    constexpr int LD = QSMEM ? D : D + 8;
+    constexpr int LD = kSwizzle ? D : D + 8;
     constexpr int KT = D / 16;    // k-steps of Q.K^T
     constexpr int NT = BN / 8;    // score n-tiles per KV tile
     constexpr int DT = D / 8;     // output n-tiles
@@ -160,15 +166,19 @@ __device__ __forceinline__ void tree_attention_impl(
     constexpr int BW = BN / 32;   // bitmask words per tile
     static_assert(KT % 2 == 0 && DT % 2 == 0 && NT % 2 == 0, "tile shape");
 
-    __shared__ alignas(16) u16 ks[2][BN * LD];
-    __shared__ alignas(16) u16 vs[2][BN * LD];
+    constexpr int kStage = BN * LD;  // elements of one K (or V) tile stage
+    __shared__ alignas(16) u16 ks_static[LEAN ? 8 : 2 * kStage];
+    __shared__ alignas(16) u16 vs_static[LEAN ? 8 : 2 * kStage];
+    extern __shared__ __attribute__((aligned(16))) u16 kv_dynamic[];  // LEAN: [K stage 0, K stage 1, V 0, V 1]
+    u16* const ks = LEAN ? kv_dynamic : ks_static;
+    u16* const vs = LEAN ? kv_dynamic + 2 * kStage : vs_static;
     // QSMEM: the block's query rows live in shared memory and each warp reloads its A fragments
     // with ldmatrix per KV tile, instead of holding D/4 registers per thread for the whole sweep
     // (registers are what limit occupancy).
     __shared__ alignas(16) u16 qs[QSMEM ? kRowsPerBlock * LD : 8];
     // Element offset of 16-byte chunk `chunk` of row `row` in a tile of LD-element rows.
     auto soff = [](int row, int chunk) -> int {
-        return QSMEM ? row * LD + ((chunk ^ (row & 7)) << 3) : row * LD + (chunk << 3);
+        return kSwizzle ? row * LD + ((chunk ^ (row & 7)) << 3) : row * LD + (chunk << 3);
     };
 
     const int warp = threadIdx.x >> 5;
@@ -257,8 +267,8 @@ __device__ __forceinline__ void tree_attention_impl(
                 k_off = blk * k_sb + (i64)slot * k_st;
                 v_off = blk * v_sb + (i64)slot * v_st;
             }
-            cp_async_16(smem_addr(&ks[buf][soff(r, cc)]), k_base + k_off + cc * 8, ok ? 16 : 0);
-            cp_async_16(smem_addr(&vs[buf][soff(r, cc)]), v_base + v_off + cc * 8, ok ? 16 : 0);
+            cp_async_16(smem_addr(&ks[buf * kStage + soff(r, cc)]), k_base + k_off + cc * 8, ok ? 16 : 0);
+            cp_async_16(smem_addr(&vs[buf * kStage + soff(r, cc)]), v_base + v_off + cc * 8, ok ? 16 : 0);
         }
         cp_async_commit();
     };
@@ -321,6 +331,10 @@ __device__ __forceinline__ void tree_attention_impl(
             // Bitmask words covering this tile: the prefix validity word(s), or this thread's
             // two query rows' tree-mask word(s).
             u32 words[2][BW];
+            const int lo = sp.tree ? sp.pos0 : c_lo;
+            // A prefix tile whose keys are all in range and valid needs no per-key test (the
+            // branch is warp-uniform: every row of a prefix tile sees the same keys).
+            bool whole = !sp.tree && sp.pos0 >= lo && sp.pos0 + BN <= sp.limit;
 #pragma unroll
             for (int w = 0; w < BW; ++w) {
                 if (!sp.tree) {
@@ -328,6 +342,7 @@ __device__ __forceinline__ void tree_attention_impl(
                     const u32 word = kv_bits == nullptr ? 0xffffffffu
                                      : idx < kv_words   ? kv_bits[(i64)b * kv_words + idx]
                                                         : 0u;
+                    whole = whole && word == 0xffffffffu;
                     words[0][w] = row_ok[0] ? word : 0u;
                     words[1][w] = row_ok[1] ? word : 0u;
                 } else {
@@ -339,7 +354,6 @@ __device__ __forceinline__ void tree_attention_impl(
                                           : 0u;
                 }
             }
-            const int lo = sp.tree ? sp.pos0 : c_lo;
 
             // S = Q.K^T for this tile (16 rows x BN keys per warp).
             float sc[NT][4];
@@ -356,7 +370,7 @@ __device__ __forceinline__ void tree_attention_impl(
                     for (int nt = 0; nt < NT; ++nt) {
                         u32 b0, b1, b2, b3;
                         const int key = nt * 8 + (lane & 7);
-                        ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf][soff(key, 2 * kt + (lane >> 3))]));
+                        ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf * kStage + soff(key, 2 * kt + (lane >> 3))]));
                         mma_16816<BF16>(sc[nt], a0, b0, b1);
                         mma_16816<BF16>(sc[nt], a1, b2, b3);
                     }
@@ -365,8 +379,7 @@ __device__ __forceinline__ void tree_attention_impl(
                     for (int nt = 0; nt < NT; ++nt) {
                         u32 b0, b1, b2, b3;
                         const int key = nt * 8 + (lane & 7);
-                        const int col = kt * 16 + (lane >> 3) * 8;
-                        ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf][key * LD + col]));
+                        ldsm_x4(b0, b1, b2, b3, smem_addr(&ks[buf * kStage + soff(key, 2 * kt + (lane >> 3))]));
                         mma_16816<BF16>(sc[nt], qa[QSMEM ? 0 : kt], b0, b1);
                         mma_16816<BF16>(sc[nt], qa[QSMEM ? 0 : kt + 1], b2, b3);
                     }
@@ -375,18 +388,31 @@ __device__ __forceinline__ void tree_attention_impl(
 
             // Mask, scale into the log2 domain, and update the running max.
             float tile_max[2] = {neg_inf(), neg_inf()};
+            if (LEAN && whole) {
+                // Rows past the end of the GQA group (row_ok false) are left unmasked here:
+                // their zero queries give finite scores and their outputs are never written.
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
+                for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int s = e >> 1;
-                    // col >> 5 == (nt * 8) >> 5 (2t + 1 < 8): the word index is a compile-time
-                    // constant, so `words` stays in registers.
-                    const int col = nt * 8 + 2 * t + (e & 1);
-                    const int pos = sp.pos0 + col;
-                    const bool ok = pos >= lo && pos < sp.limit && bit_set(words[s][(nt * 8) >> 5], col & 31);
-                    sc[nt][e] = ok ? sc[nt][e] * scale_log2 : neg_inf();
-                    tile_max[s] = fmaxf(tile_max[s], sc[nt][e]);
+                    for (int e = 0; e < 4; ++e) {
+                        sc[nt][e] *= scale_log2;
+                        tile_max[e >> 1] = fmaxf(tile_max[e >> 1], sc[nt][e]);
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int s = e >> 1;
+                        // col >> 5 == (nt * 8) >> 5 (2t + 1 < 8): the word index is a compile-time
+                        // constant, so `words` stays in registers.
+                        const int col = nt * 8 + 2 * t + (e & 1);
+                        const int pos = sp.pos0 + col;
+                        const bool ok = pos >= lo && pos < sp.limit && bit_set(words[s][(nt * 8) >> 5], col & 31);
+                        sc[nt][e] = ok ? sc[nt][e] * scale_log2 : neg_inf();
+                        tile_max[s] = fmaxf(tile_max[s], sc[nt][e]);
+                    }
                 }
             }
             float m_use[2];
@@ -399,10 +425,14 @@ __device__ __forceinline__ void tree_attention_impl(
                 const float alpha = exp2f(m_run[s] - m_use[s]);
                 m_run[s] = m_new;
                 l_run[s] *= alpha;
+                // LEAN: alpha is exactly 1 when the row's max did not move (most tiles of a
+                // long prefix), so the DT x 2 multiplies are skipped.
+                if (!LEAN || alpha != 1.f) {
 #pragma unroll
-                for (int dn = 0; dn < DT; ++dn) {
-                    acc[dn][2 * s] *= alpha;
-                    acc[dn][2 * s + 1] *= alpha;
+                    for (int dn = 0; dn < DT; ++dn) {
+                        acc[dn][2 * s] *= alpha;
+                        acc[dn][2 * s + 1] *= alpha;
+                    }
                 }
             }
 #pragma unroll
@@ -427,7 +457,7 @@ __device__ __forceinline__ void tree_attention_impl(
                 for (int dn = 0; dn < DT; dn += 2) {
                     u32 b0, b1, b2, b3;
                     const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                    ldsm_x4_trans(b0, b1, b2, b3, smem_addr(&vs[buf][soff(key, dn + (lane >> 4))]));
+                    ldsm_x4_trans(b0, b1, b2, b3, smem_addr(&vs[buf * kStage + soff(key, dn + (lane >> 4))]));
                     mma_16816<BF16>(acc[dn], pa, b0, b1);
                     mma_16816<BF16>(acc[dn + 1], pa, b2, b3);
                 }
@@ -502,7 +532,7 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
 
 }  // namespace suffixspec
 
-#define SUFFIXSPEC_TREE_ATTENTION_KERNEL(NAME, BF16, D, WARPS, PAGED, QSMEM, BOUNDS)                        \
+#define SUFFIXSPEC_TREE_ATTENTION_KERNEL_T(NAME, BF16, D, WARPS, PAGED, QSMEM, BN, LEAN, BOUNDS)        \
     extern "C" __global__ void __launch_bounds__ BOUNDS NAME(                                             \
         const u16* q, i64 q_sb, i64 q_sh, i64 q_si, const u16* k, i64 k_sb, i64 k_sh, i64 k_st,          \
         const u16* v, i64 v_sb, i64 v_sh, i64 v_st, const u32* tree_bits, const u32* kv_bits,            \
@@ -510,11 +540,18 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
         const int* context_lens, u16* out, float* part_o, float* part_lse, int batch, int hq, int hkv,   \
         int n, int t_prefix, int tree_words, int kv_words, int chunk, int num_splits,                    \
         float scale_log2) {                                                                              \
-        suffixspec::tree_attention_impl<BF16, D, WARPS, PAGED, QSMEM>(                                   \
+        suffixspec::tree_attention_impl<BF16, D, WARPS, PAGED, QSMEM, BN, LEAN>(                         \
             q, q_sb, q_sh, q_si, k, k_sb, k_sh, k_st, v, v_sb, v_sh, v_st, tree_bits, kv_bits,           \
             prefix_len, block_tables, bt_stride, block_size, context_lens, out, part_o, part_lse, batch, \
             hq, hkv, n, t_prefix, tree_words, kv_words, chunk, num_splits, scale_log2);                  \
     }
+
+// The 4096-element tiles of w4/w8/q4 (32 keys at D = 128, 64 at D = 64), static shared memory.
+#define SUFFIXSPEC_TREE_ATTENTION_KERNEL(NAME, BF16, D, WARPS, PAGED, QSMEM, BOUNDS) \
+    SUFFIXSPEC_TREE_ATTENTION_KERNEL_T(NAME, BF16, D, WARPS, PAGED, QSMEM, 4096 / D, false, BOUNDS)
+// The lean 8192-element tiles (64 keys at D = 128, 128 at D = 64) in dynamic shared memory.
+#define SUFFIXSPEC_LEAN_KERNEL(NAME, BF16, D, WARPS, PAGED, BOUNDS) \
+    SUFFIXSPEC_TREE_ATTENTION_KERNEL_T(NAME, BF16, D, WARPS, PAGED, false, 8192 / D, true, BOUNDS)
 
 #define SUFFIXSPEC_MERGE_KERNEL(NAME, BF16, D)                                                           \
     extern "C" __global__ void __launch_bounds__(suffixspec::kMergeThreads) NAME(                            \
@@ -522,8 +559,8 @@ __device__ __forceinline__ void merge_splits_impl(const float* __restrict__ part
         suffixspec::merge_splits_impl<BF16, D>(part_o, part_lse, out, total_rows, num_splits);          \
     }
 
-// Variants (cuda_backend.VARIANTS): w4 (4 warps, 64 rows per block; the original kernel, compiled
-// exactly as before), w8 (8 warps, 128 rows), q4 (4 warps, Q and KV tiles in swizzled shared
+// Variants (cuda_backend.VARIANTS): w4 (4 warps, 64 rows per block; the original kernel),
+// w8 (8 warps, 128 rows), q4 (4 warps, Q and KV tiles in swizzled shared
 // memory), each over the contiguous and the paged KV layout. BOUNDS: __launch_bounds__; an
 // explicit minimum of blocks per SM where ptxas's default register heuristic would spill.
 SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_w4_f16_d64, false, 64, 4, false, false, (128))
@@ -550,6 +587,24 @@ SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_f16_d64, fal
 SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_f16_d128, false, 128, 4, true, true, (128, 2))
 SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_bf16_d64, true, 64, 4, true, true, (128, 2))
 SUFFIXSPEC_TREE_ATTENTION_KERNEL(suffixspec_tree_attention_q4_paged_bf16_d128, true, 128, 4, true, true, (128, 2))
+// l4/l8: the lean 64-key-tile kernels (LEAN above), 4 and 8 warps; 64 KB of dynamic shared
+// memory per block (the launcher raises the function's limit above the 48 KB default).
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_f16_d64, false, 64, 4, false, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_f16_d128, false, 128, 4, false, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_bf16_d64, true, 64, 4, false, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_bf16_d128, true, 128, 4, false, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_paged_f16_d64, false, 64, 4, true, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_paged_f16_d128, false, 128, 4, true, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_paged_bf16_d64, true, 64, 4, true, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l4_paged_bf16_d128, true, 128, 4, true, (128, 2))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_f16_d64, false, 64, 8, false, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_f16_d128, false, 128, 8, false, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_bf16_d64, true, 64, 8, false, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_bf16_d128, true, 128, 8, false, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_paged_f16_d64, false, 64, 8, true, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_paged_f16_d128, false, 128, 8, true, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_paged_bf16_d64, true, 64, 8, true, (256, 1))
+SUFFIXSPEC_LEAN_KERNEL(suffixspec_tree_attention_l8_paged_bf16_d128, true, 128, 8, true, (256, 1))
 
 SUFFIXSPEC_MERGE_KERNEL(suffixspec_merge_splits_f16_d64, false, 64)
 SUFFIXSPEC_MERGE_KERNEL(suffixspec_merge_splits_f16_d128, false, 128)

@@ -151,7 +151,7 @@ class VllmSuffixProposer:
             if req_id not in self._active:
                 proposer.start(req_id, token_ids[i, : int(input_batch.num_prompt_tokens[i])])
                 self._active.add(req_id)
-            proposer.extend(req_id, sampled)
+            proposer.extend(req_id, np.asarray(sampled, dtype=np.int32))
             asked.append(i)
             contexts.append(token_ids[i, max(0, length - self.max_depth) : length])
             budgets.append(budget)

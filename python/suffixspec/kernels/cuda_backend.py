@@ -21,6 +21,7 @@ from suffixspec.kernels.availability import require
 from suffixspec.kernels.paged import PagedKV
 from suffixspec.kernels.plan import TreeAttentionPlan
 from suffixspec.kernels.reference import check_qkv
+from suffixspec.kernels.tuned import nearest_point
 
 __all__ = [
     "DEFAULT_VARIANT",
@@ -30,6 +31,7 @@ __all__ = [
     "Candidate",
     "LaunchConfig",
     "attention_args",
+    "default_candidate",
     "launch_config",
     "merge_args",
     "paged_tree_attention",
@@ -51,11 +53,15 @@ MERGE_ROWS_PER_BLOCK = MERGE_THREADS // 32
 @dataclass(frozen=True)
 class Variant:
     """One instantiation of the attention kernel: ``warps`` warps per block, 16 query rows
-    (GQA heads x tree nodes) per warp; ``blocks_per_sm`` is the split-K default's occupancy aim."""
+    (GQA heads x tree nodes) per warp; ``blocks_per_sm`` is the split-K default's occupancy aim;
+    ``tile_elements`` = keys per KV tile x head dim; ``lean``: the lean kernel (cuda/README.md),
+    whose two K and V tile stages live in dynamic shared memory."""
 
     name: str
     warps: int
     blocks_per_sm: int
+    tile_elements: int = 4096
+    lean: bool = False
 
     @property
     def threads(self) -> int:
@@ -65,20 +71,34 @@ class Variant:
     def rows_per_block(self) -> int:
         return 16 * self.warps
 
+    def dynamic_smem_bytes(self, element_size: int = 2) -> int:
+        """Dynamic shared memory per block: two stages of a K and a V tile (lean variants)."""
+        return 2 * 2 * self.tile_elements * element_size if self.lean else 0
+
 
 # w4: the kernel of the H200 evidence; w8: twice the rows per block (each KV tile fetched half as
 # often); q4: w4 with Q in shared memory (32 fewer registers per thread for the S = Q K^T
-# fragments) and XOR-swizzled, unpadded tiles (no bank conflicts).
-VARIANTS = {v.name: v for v in (Variant("w4", 4, 2), Variant("w8", 8, 1), Variant("q4", 4, 2))}
-# Until a GPU sweep says otherwise: the kernel measured on the H200 (ncu evidence).
+# fragments) and XOR-swizzled, unpadded tiles (no bank conflicts); l4/l8: the lean kernel with
+# 64-key tiles (at head dim 128) for the compute-bound regime (large trees or batches).
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("w4", 4, 2),
+        Variant("w8", 8, 1),
+        Variant("q4", 4, 2),
+        Variant("l4", 4, 2, tile_elements=8192, lean=True),
+        Variant("l8", 8, 1, tile_elements=8192, lean=True),
+    )
+}
+# The fallback where the tuned table (kernels.tuned) has no point for a layout.
 DEFAULT_VARIANT = "w4"
 # Split-K never goes below MIN_CHUNK keys per split, nor above MAX_SPLITS splits.
 MIN_CHUNK = 256
 MAX_SPLITS = 64
 
 
-def keys_per_tile(head_dim: int) -> int:
-    return 4096 // head_dim
+def keys_per_tile(head_dim: int, variant: str = DEFAULT_VARIANT) -> int:
+    return _variant(variant).tile_elements // head_dim
 
 
 @dataclass(frozen=True)
@@ -119,7 +139,7 @@ def launch_config(
     above which the fp32 partial outputs would cost more traffic than the KV they summarise).
     ``num_splits`` forces a factor (tests, autotuning)."""
     spec = _variant(variant)
-    tile = keys_per_tile(head_dim)
+    tile = keys_per_tile(head_dim, variant)
     m_blocks = max(1, -(-rows // spec.rows_per_block))
     if t_prefix <= 0:
         return LaunchConfig(m_blocks, 1, tile, variant)
@@ -180,17 +200,32 @@ def _cupy() -> Any:
     return cupy
 
 
+# CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (CUDA driver API enum value).
+_MAX_DYNAMIC_SMEM_ATTRIBUTE = 8
+
+
 @functools.cache
-def _kernel(device_index: int, name: str) -> Any:
+def _kernel(device_index: int, name: str, dynamic_smem: int = 0) -> Any:
+    """The compiled entry point, its dynamic shared-memory limit raised to ``dynamic_smem``
+    bytes where that exceeds the 48 KB default (cudaFuncSetAttribute)."""
     cupy = _cupy()
     with cupy.cuda.Device(device_index):
         module = _module(device_index)
         try:
-            return module.get_function(name)
+            function = module.get_function(name)
         except Exception as exc:  # NVRTC errors surface here, on first use
             raise KernelUnavailableError(
                 f"compiling {SOURCE_NAME} for CUDA device {device_index} failed: {exc}"
             ) from exc
+        if dynamic_smem > 48 * 1024:
+            try:
+                cupy.cuda.driver.funcSetAttribute(function.ptr, _MAX_DYNAMIC_SMEM_ATTRIBUTE, dynamic_smem)
+            except Exception as exc:
+                raise KernelUnavailableError(
+                    f"{name} needs {dynamic_smem} bytes of shared memory per block on CUDA device "
+                    f"{device_index}: {exc}"
+                ) from exc
+        return function
 
 
 @functools.cache
@@ -303,13 +338,30 @@ def _check_call(
     return out
 
 
-def _resolve(candidate: Candidate | None, num_splits: int | None) -> Candidate:
-    if candidate is None:
+def default_candidate(
+    *, paged: bool, head_dim: int, rows: int, groups: int, t_prefix: int, num_splits: int | None = None
+) -> Candidate:
+    """The measured best of the nearest tuned shape (``kernels.tuned``); ``num_splits`` forces
+    the split factor and keeps the tuned variant."""
+    point = nearest_point(
+        layout="paged" if paged else "contiguous",
+        head_dim=head_dim,
+        rows=rows,
+        groups=groups,
+        prefix=t_prefix,
+    )
+    if point is None or point.variant not in VARIANTS:
         return Candidate(DEFAULT_VARIANT, num_splits)
+    return Candidate(point.variant, point.num_splits if num_splits is None else num_splits)
+
+
+def _check_candidate(candidate: Candidate | None) -> None:
+    """None means the tuned default, chosen at launch from the shape."""
+    if candidate is None:
+        return
     if not isinstance(candidate, Candidate):
         raise DTypeError(f"candidate must be a Candidate, got {type(candidate).__name__}")
     _variant(candidate.variant)
-    return candidate
 
 
 def _launch(
@@ -322,11 +374,21 @@ def _launch(
     hkv: int,
     t_prefix: int,
     scale: float | None,
-    candidate: Candidate,
+    candidate: Candidate | None,
     cache: PagedKV | None,
+    num_splits: int | None = None,
 ) -> torch.Tensor:
     batch, hq, n, dim = q.shape
     device_index = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if candidate is None:
+        candidate = default_candidate(
+            paged=cache is not None,
+            head_dim=dim,
+            rows=(hq // hkv) * n,
+            groups=batch * hkv,
+            t_prefix=t_prefix,
+            num_splits=num_splits,
+        )
     cfg = launch_config(
         batch=batch,
         kv_heads=hkv,
@@ -344,15 +406,17 @@ def _launch(
         part_lse = torch.empty(cfg.num_splits, total_rows, dtype=torch.float32, device=q.device)
 
     attention_name, merge_name = kernel_names(q.dtype, dim, cfg.variant, paged=cache is not None)
-    attention = _kernel(device_index, attention_name)
+    spec = VARIANTS[cfg.variant]
+    smem = spec.dynamic_smem_bytes()
+    attention = _kernel(device_index, attention_name, smem)
     args = attention_args(
         q, k, v, tree_plan, out, part_o, part_lse, t_prefix=t_prefix, cfg=cfg, scale=scale, cache=cache
     )
-    threads = VARIANTS[cfg.variant].threads
+    threads = spec.threads
     cupy = _cupy()
     stream = torch.cuda.current_stream(q.device)
     with cupy.cuda.Device(device_index), cupy.cuda.ExternalStream(stream.cuda_stream, device_index):
-        attention((cfg.num_splits * cfg.m_blocks, hkv, batch), (threads, 1, 1), args)
+        attention((cfg.num_splits * cfg.m_blocks, hkv, batch), (threads, 1, 1), args, shared_mem=smem)
         if cfg.num_splits > 1:
             merge = _kernel(device_index, merge_name)
             grid = -(-total_rows // MERGE_ROWS_PER_BLOCK)
@@ -372,13 +436,14 @@ def tree_attention(
     candidate: Candidate | None = None,
 ) -> torch.Tensor:
     """The CUDA kernel; same contract as :func:`suffixspec.kernels.reference.tree_attention`
-    with a plan (fp16/bf16, head dim 64 or 128, CUDA tensors). ``num_splits`` forces the split-K
-    factor (default: chosen to fill the GPU); ``candidate`` picks the kernel variant and split
-    factor at once (autotuning; overrides ``num_splits``); ``out`` (contiguous
+    with a plan (fp16/bf16, head dim 64 or 128, CUDA tensors). Without ``candidate`` the variant
+    and split-K factor are the tuned table's (``kernels.tuned``); ``num_splits`` forces the
+    split-K factor of that variant; ``candidate`` picks the kernel variant and split factor at
+    once (autotuning; overrides ``num_splits``); ``out`` (contiguous
     ``[B, n, Hq, D]``, ``q``'s dtype) receives the result instead of a new tensor."""
     batch, hq, n, _, hkv, kv_len = check_qkv(q, k, v)
     out = _check_call(q, tree_plan, out, k.dtype)
-    candidate = _resolve(candidate, num_splits)
+    _check_candidate(candidate)
     tree_plan = tree_plan.to(q.device)
     t_prefix = tree_plan.check_kv(batch, n, kv_len)
     if batch == 0 or n == 0 or hq == 0:
@@ -387,7 +452,17 @@ def tree_attention(
     k = _aligned(k, 8)  # 16-byte async copies
     v = _aligned(v, 8)
     return _launch(
-        q, k, v, tree_plan, out, hkv=hkv, t_prefix=t_prefix, scale=scale, candidate=candidate, cache=None
+        q,
+        k,
+        v,
+        tree_plan,
+        out,
+        hkv=hkv,
+        t_prefix=t_prefix,
+        scale=scale,
+        candidate=candidate,
+        cache=None,
+        num_splits=num_splits,
     )
 
 
@@ -422,7 +497,7 @@ def paged_tree_attention(
     out = _check_call(q, tree_plan, out, cache.key_cache.dtype)
     if cache.key_cache.data_ptr() % 16 or cache.value_cache.data_ptr() % 16:
         raise DTypeError("the paged caches must start 16-byte aligned (the kernel copies 16-byte rows)")
-    candidate = _resolve(candidate, None)
+    _check_candidate(candidate)
     if tree_plan.kv_valid is not None or tree_plan.prefix_lens is not None:
         raise InvalidParameterError("a paged step's plan must carry only the tree mask (see kernels.paged)")
     tree_plan = tree_plan.to(q.device)
