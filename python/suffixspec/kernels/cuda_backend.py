@@ -201,13 +201,12 @@ def _cupy() -> Any:
 
 
 # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (CUDA driver API enum value).
-_MAX_DYNAMIC_SMEM_ATTRIBUTE = 8
 
 
 @functools.cache
 def _kernel(device_index: int, name: str, dynamic_smem: int = 0) -> Any:
     """The compiled entry point, its dynamic shared-memory limit raised to ``dynamic_smem``
-    bytes where that exceeds the 48 KB default (cudaFuncSetAttribute)."""
+    bytes where that exceeds the 48 KB default (CuPy's ``RawKernel.max_dynamic_shared_size_bytes``)."""
     cupy = _cupy()
     with cupy.cuda.Device(device_index):
         module = _module(device_index)
@@ -219,7 +218,8 @@ def _kernel(device_index: int, name: str, dynamic_smem: int = 0) -> Any:
             ) from exc
         if dynamic_smem > 48 * 1024:
             try:
-                cupy.cuda.driver.funcSetAttribute(function.ptr, _MAX_DYNAMIC_SMEM_ATTRIBUTE, dynamic_smem)
+                # CuPy's RawKernel sets cudaFuncAttributeMaxDynamicSharedMemorySize itself.
+                function.max_dynamic_shared_size_bytes = dynamic_smem
             except Exception as exc:
                 raise KernelUnavailableError(
                     f"{name} needs {dynamic_smem} bytes of shared memory per block on CUDA device "
