@@ -200,9 +200,6 @@ def _cupy() -> Any:
     return cupy
 
 
-# CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES (CUDA driver API enum value).
-
-
 @functools.cache
 def _kernel(device_index: int, name: str, dynamic_smem: int = 0) -> Any:
     """The compiled entry point, its dynamic shared-memory limit raised to ``dynamic_smem``
