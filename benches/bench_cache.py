@@ -32,9 +32,10 @@ import numpy as np
 
 from suffixspec.config import SpecConfig
 from suffixspec.replay.engine import ReplayResult, replay_all
-from suffixspec.replay.methods import Method, Proposer, make_method
+from suffixspec.replay.methods import Method, make_method
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
+from timing import FastestOfRepeats
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
@@ -116,38 +117,6 @@ def measure_rss(lib: str, outputs: tuple[np.ndarray, ...], workdir: Path) -> dic
 
 
 # --- the replay ----------------------------------------------------------------------------------
-
-
-class FastestOfRepeats:
-    """Wraps a proposer: each ``propose`` runs ``repeats`` times (speculation leaves the cache
-    unchanged) and the fastest is recorded, so that preemptions on a loaded machine do not
-    pollute the per-call times. The same for both libraries."""
-
-    def __init__(self, inner: Proposer, repeats: int) -> None:
-        self.inner, self.repeats = inner, repeats
-        self.fastest_ns: list[int] = []
-
-    def start(self, req_id: Any, prompt: np.ndarray) -> None:
-        self.inner.start(req_id, prompt)
-
-    def propose(self, *args: Any) -> Any:
-        best = None
-        for _ in range(self.repeats):
-            t0 = time.perf_counter_ns()
-            drafts = self.inner.propose(*args)
-            elapsed = time.perf_counter_ns() - t0
-            best = elapsed if best is None else min(best, elapsed)
-        self.fastest_ns.append(best)
-        return drafts
-
-    def extend(self, req_id: Any, tokens: np.ndarray) -> None:
-        self.inner.extend(req_id, tokens)
-
-    def finish(self, req_id: Any) -> None:
-        self.inner.finish(req_id)
-
-    def memory_bytes(self) -> int:
-        return int(self.inner.memory_bytes())  # type: ignore[attr-defined]
 
 
 def figures(result: ReplayResult, speculate_ns: np.ndarray, prompt_tokens: int) -> dict[str, float]:

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import torch
 
 from suffixspec import kernels
 from suffixspec.kernels import cuda_backend
+from timing import CudaTimer
 
 PEAK_TBPS = (("H200", 4.8), ("H100 PCIe", 2.0), ("H100", 3.35), ("A100-SXM4-80GB", 2.04), ("A100", 1.56))
 MODELS = {  # Llama-3-like shapes (random weights)
@@ -73,29 +72,6 @@ def peak_bandwidth(name: str, override: float | None) -> float | None:
     return None
 
 
-class Timer:
-    """Median time of a callable with CUDA events, L2 flushed before each call."""
-
-    def __init__(self, iters: int):
-        self.iters = iters
-        l2 = torch.cuda.get_device_properties(0).L2_cache_size
-        self.flush = torch.empty(max(2 * l2, 1 << 20), dtype=torch.uint8, device="cuda")
-
-    def __call__(self, fn: Callable[[], Any]) -> float:
-        for _ in range(3):  # warm-up: compilation, allocator, cuBLAS handles
-            fn()
-        times = []
-        for _ in range(self.iters):
-            self.flush.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e-3)
-        return statistics.median(times)
-
-
 def four_chains(nodes: int) -> list[int]:
     """Parents of a draft tree of four chains under the root (-1)."""
     return [-1 if i < 4 else i - 4 for i in range(nodes)]
@@ -115,7 +91,9 @@ def tree_mask(batch: int, nodes: int) -> torch.Tensor:
     return mask.expand(batch, n, n).contiguous().cuda()
 
 
-def kernel_point(args: argparse.Namespace, timer: Timer, batch: int, prefix: int, peak: float | None) -> dict:
+def kernel_point(
+    args: argparse.Namespace, timer: CudaTimer, batch: int, prefix: int, peak: float | None
+) -> dict:
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     n = args.nodes + 1
     kv_len = prefix + n
@@ -157,7 +135,7 @@ def kernel_point(args: argparse.Namespace, timer: Timer, batch: int, prefix: int
     return row
 
 
-def model_points(args: argparse.Namespace, timer: Timer) -> list[dict]:
+def model_points(args: argparse.Namespace, timer: CudaTimer) -> list[dict]:
     import transformers
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
@@ -179,7 +157,7 @@ def model_points(args: argparse.Namespace, timer: Timer) -> list[dict]:
     return rows
 
 
-def model_point(model: Any, timer: Timer, batch: int, prefix: int, nodes: int) -> dict:
+def model_point(model: Any, timer: CudaTimer, batch: int, prefix: int, nodes: int) -> dict:
     """Decode step vs verification step (kernel, and sdpa with a 4D mask) on one prefilled cache."""
     import transformers
 
@@ -235,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = torch.cuda.get_device_name(0)
     peak = peak_bandwidth(name, args.peak_tbps)
-    timer = Timer(args.iters)
+    timer = CudaTimer(args.iters)
     kernel_rows = [kernel_point(args, timer, b, p, peak) for b in args.batch for p in args.prefix]
     model_rows = model_points(args, timer) if args.model != "none" else []
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +36,9 @@ sys.path.insert(0, str(ROOT / "python"))
 
 from suffixspec import kernels  # noqa: E402
 from suffixspec.kernels import cuda_backend, paged, reference  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import CudaTimer  # noqa: E402
 
 SCHEMA = 1
 # Nominal dense peaks by device name (first match wins): memory bandwidth (B/s), bf16 FLOP/s.
@@ -225,29 +227,6 @@ def measured_bf16_flops(timer: CudaTimer) -> float:
 
 
 # ---------------------------------------------------------------- timing
-
-
-class CudaTimer:
-    """Median time of a callable with CUDA events, L2 flushed before each call."""
-
-    def __init__(self, iters: int, warmup: int):
-        self.iters, self.warmup = iters, warmup
-        l2 = torch.cuda.get_device_properties(0).L2_cache_size
-        self.flush = torch.empty(max(2 * l2, 1 << 20), dtype=torch.uint8, device="cuda")
-
-    def __call__(self, fn: Callable[[], Any]) -> float:
-        for _ in range(self.warmup):
-            fn()
-        times = []
-        for _ in range(self.iters):
-            self.flush.zero_()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) * 1e-3)
-        return statistics.median(times)
 
 
 class CpuTimer:

@@ -158,11 +158,14 @@ class SuffixProposer:
         spec = self.spec
         # A path draft needs no more tokens than the request can still emit; a tree may be wider.
         wanted = [budgets[i] if spec.use_tree_spec else min(budgets[i], max_depths[i]) for i in asked]
-        drafts = self.cache.speculate_batch(
-            [req_ids[i] for i in asked],
-            [contexts[i][-self.context_len :] for i in asked],
-            **{**spec.speculate_kwargs(), "max_spec_tokens": max(wanted)},
-        )
+        kwargs = {**spec.speculate_kwargs(), "max_spec_tokens": max(wanted)}
+        if len(asked) == 1:  # one request: the plain call skips the batch's thread-pool hand-off
+            i = asked[0]
+            drafts = [self.cache.speculate(req_ids[i], contexts[i][-self.context_len :], **kwargs)]
+        else:
+            drafts = self.cache.speculate_batch(
+                [req_ids[i] for i in asked], [contexts[i][-self.context_len :] for i in asked], **kwargs
+            )
         for i, draft in zip(asked, drafts, strict=True):
             if len(draft) and draft.match_len >= spec.min_match_len:
                 trees[i] = TokenTree.from_draft(draft)
