@@ -72,7 +72,7 @@ def spec_config_from_vllm(speculative_config: Any, drafter: str | None = None) -
     ``drafter`` (default: ``$SUFFIXSPEC_VLLM_DRAFTER`` or ``default``): ``default`` is
     suffixspec's own drafter; ``arctic`` drafts exactly as arctic-inference does. Both draft on
     any context match (``min_match_len=0``, as vLLM with arctic does): suffixspec's own default
-    of 2 costs this adapter 4-8% of the tokens per step on agent traces (benches/README.md,
+    of 2 costs this adapter 6-13% of the tokens per step on agent traces (benches/README.md,
     "vLLM's suffix proposer"), while the drafter already sizes short-match drafts by their
     expected acceptance."""
     drafter = _drafter_setting(drafter)
