@@ -89,7 +89,7 @@ def run(
     sampled: list[list[int]] = [[] for _ in range(slots)]
     drafts: list[list[int]] = [[] for _ in range(slots)]
     wall = cpu = 0.0
-    emitted = request_steps = 0
+    emitted = request_steps = drafted = 0
     for _ in range(steps):
         # Verify last step's drafts against the real outputs; refill finished slots.
         for s in range(slots):
@@ -144,10 +144,13 @@ def run(
         cpu += time.process_time() - c0
         for s, d in zip(active, out, strict=True):
             drafts[s] = list(d)
+            drafted += len(d)
     return {
         "wall_ms_per_step": 1e3 * wall / steps,
         "cpu_ms_per_step": 1e3 * cpu / steps,
         "tokens_per_step": emitted / max(request_steps, 1),
+        # Verification work: draft tokens the target model checks per request-step.
+        "drafted_per_step": drafted / max(request_steps, 1),
     }
 
 
@@ -185,22 +188,22 @@ def main(argv: list[str] | None = None) -> None:
         f"<= {args.num_spec} draft tokens, suffixspec drafter {args.drafter}",
         "",
         "| requests | suffixspec ms/step (cpu) | vLLM+arctic ms/step (cpu) | ratio (wall) "
-        "| tok/step suffixspec | tok/step arctic |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| tok/step suffixspec | tok/step arctic | drafted/step suffixspec | drafted/step arctic |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         s, a = row["suffixspec"], row.get("vllm+arctic")
         if a is None:
             lines.append(
                 f"| {row['concurrency']} | {s['wall_ms_per_step']:.3f} ({s['cpu_ms_per_step']:.3f}) "
-                f"| - | - | {s['tokens_per_step']:.2f} | - |"
+                f"| - | - | {s['tokens_per_step']:.2f} | - | {s['drafted_per_step']:.2f} | - |"
             )
             continue
         lines.append(
             f"| {row['concurrency']} | {s['wall_ms_per_step']:.3f} ({s['cpu_ms_per_step']:.3f}) | "
             f"{a['wall_ms_per_step']:.3f} ({a['cpu_ms_per_step']:.3f}) | "
             f"{s['wall_ms_per_step'] / a['wall_ms_per_step']:.2f} | {s['tokens_per_step']:.2f} | "
-            f"{a['tokens_per_step']:.2f} |"
+            f"{a['tokens_per_step']:.2f} | {s['drafted_per_step']:.2f} | {a['drafted_per_step']:.2f} |"
         )
     table = "\n".join(lines)
     print(table)

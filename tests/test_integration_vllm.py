@@ -107,6 +107,7 @@ def test_settings_map_onto_spec_config() -> None:
     spec = spec_config_from_vllm(config.speculative_config, drafter="default")
     assert (spec.max_depth, spec.max_spec_tokens, spec.max_spec_factor) == (32, 12, 2.0)
     assert (spec.min_token_prob, spec.max_cached_requests, spec.use_tree_spec) == (0.2, 5, False)
+    assert spec.min_match_len == 0 and spec.drafter == "suffixspec"  # drafts on any match, as vLLM+arctic
     arctic = spec_config_from_vllm(config.speculative_config, drafter="arctic")
     assert arctic.min_match_len == 0 and arctic.max_spec_offset == 0.0
     with pytest.raises(EngineIntegrationError):
@@ -115,10 +116,10 @@ def test_settings_map_onto_spec_config() -> None:
         VllmSuffixProposer(vllm_config(suffix_decoding_max_tree_depth=0))
 
 
-def test_arctic_drafter_drafts_on_one_token_matches() -> None:
+def test_both_drafters_draft_on_one_token_matches() -> None:
     prompt = [1, 2, 3, 4, 9, 8]
     default = VllmSuffixProposer(vllm_config())
-    assert default.propose(8, Batch({"a": (prompt, [1])}), [[1]]) == [[]]  # a 1-token match
+    assert default.propose(8, Batch({"a": (prompt, [1])}), [[1]]) == [[2]]  # a 1-token match
     arctic_like = VllmSuffixProposer(vllm_config())
     arctic_like.proposer.spec = spec_config_from_vllm(vllm_config().speculative_config, drafter="arctic")
     assert arctic_like.propose(8, Batch({"a": (prompt, [1])}), [[1]]) == [[2]]

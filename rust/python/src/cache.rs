@@ -92,6 +92,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// Largest mutation (in tokens) run without releasing the GIL: a few microseconds of work.
 const KEEP_GIL_MAX_WORK: usize = 16;
 
+/// Smallest `speculate_batch` drafted on the thread pool: a lone request is drafted on the
+/// calling thread (a hand-off to a worker and back costs more than its draft).
+const PARALLEL_MIN_REQUESTS: usize = 2;
+
 /// A core object behind a `RwLock`, used with the GIL released.
 #[derive(Debug)]
 struct Guarded<T> {
@@ -429,10 +433,12 @@ impl PySuffixCacheCore {
             drafter,
         )?;
         let drafts = self.cache.read(py, |cache| {
-            reqs.par_iter()
-                .zip(contexts.par_iter())
-                .map(|(req, context)| cache.speculate(req.0, context, &params))
-                .collect::<Result<Vec<_>, _>>()
+            let draft = |(req, context): (&Handle, &Vec<TokenId>)| cache.speculate(req.0, context, &params);
+            if reqs.len() < PARALLEL_MIN_REQUESTS {
+                reqs.iter().zip(&contexts).map(draft).collect::<Result<Vec<_>, _>>()
+            } else {
+                reqs.par_iter().zip(contexts.par_iter()).map(draft).collect::<Result<Vec<_>, _>>()
+            }
         })?;
         Ok(drafts_to_py(py, drafts))
     }
