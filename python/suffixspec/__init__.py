@@ -30,12 +30,15 @@ from suffixspec.errors import (
 )
 
 if TYPE_CHECKING:
+    from suffixspec.engine import SLO, Engine, RequestOutput, RequestParams
     from suffixspec.generation import GenerationOutput, RequestStats, generate
 
 __all__ = [
+    "SLO",
     "DTypeError",
     "Draft",
     "DuplicateRequestError",
+    "Engine",
     "EngineIntegrationError",
     "GenerationOutput",
     "IncompatibleModelError",
@@ -44,6 +47,8 @@ __all__ = [
     "InvalidTreeError",
     "KernelUnavailableError",
     "ModelNotFoundError",
+    "RequestOutput",
+    "RequestParams",
     "RequestStats",
     "SpecConfig",
     "SuffixCache",
@@ -61,8 +66,12 @@ _LAZY = {
     "generate": "suffixspec.generation",
     "GenerationOutput": "suffixspec.generation",
     "RequestStats": "suffixspec.generation",
+    "Engine": "suffixspec.engine",
+    "RequestParams": "suffixspec.engine",
+    "RequestOutput": "suffixspec.engine",
+    "SLO": "suffixspec.engine",
 }
-_LAZY_MODULES = {"hf", "kernels", "replay", "generation"}
+_LAZY_MODULES = {"hf", "kernels", "replay", "generation", "engine"}
 
 
 def __getattr__(name: str) -> Any:
