@@ -133,6 +133,58 @@ def test_exact_with_arrivals_preemption_chunked_prefill_and_aborts(class_name: s
         engine.abort("r1")
 
 
+class BranchingProposer:
+    """Trees whose first branch is wrong and whose right path continues under a second child,
+    so accepted nodes are never a chain prefix and their K/V must be compacted."""
+
+    def __init__(self, class_name: str, prompts: list[list[int]], new: int) -> None:
+        self.refs = {tuple(p): _reference(class_name, tuple(p), new) for p in prompts}
+        self.prompts: dict = {}
+
+    def start(self, req_id, prompt) -> None:
+        self.prompts[req_id] = tuple(int(t) for t in prompt)
+
+    def extend(self, req_id, tokens) -> None:
+        pass
+
+    def finish(self, req_id) -> None:
+        del self.prompts[req_id]
+
+    def propose(self, req_ids, contexts, budgets, max_depths):
+        trees = []
+        for rid, ctx in zip(req_ids, contexts, strict=True):
+            prompt = self.prompts[rid]
+            ref = [*self.refs[prompt][len(ctx) - len(prompt) :], 0, 0, 0]
+            wrong = [(t + 1) % VOCAB for t in ref]
+            tokens = [wrong[0], ref[0], wrong[1], ref[1], ref[2]]
+            parents = [-1, -1, 1, 1, 3]
+            probs = [0.3, 0.6, 0.2, 0.5, 0.4]
+            trees.append(suffixspec.TokenTree(np.array(tokens, np.int32), np.array(parents, np.int32), probs))
+        return trees
+
+
+@pytest.mark.parametrize("class_name", ARCHITECTURES)
+def test_branching_drafts_are_compacted_exactly(class_name: str) -> None:
+    prompts = _prompts(5, 6, lo=5, hi=30)
+    proposer = BranchingProposer(class_name, prompts, NEW)
+    engine = Engine(
+        tiny_model(class_name),
+        proposer=proposer,
+        num_blocks=12,
+        block_size=8,
+        policy="greedy",
+        max_tokens_per_step=32,
+        max_prefill_tokens_per_step=8,
+        max_running=6,
+        cost_points=[(1, 0.01), (4096, 0.01)],
+    )
+    outputs = engine.generate(prompts, RequestParams(max_new_tokens=NEW))
+    for prompt, out in zip(prompts, outputs, strict=True):
+        _check_exact(class_name, prompt, out.token_ids)
+    assert sum(o.stats.accepted_tokens for o in outputs) > NEW * len(prompts) // 2
+    assert sum(o.stats.preemptions for o in outputs) > 0
+
+
 def test_stop_tokens_and_finished_responses_feed_the_cache() -> None:
     class_name = "LlamaForCausalLM"
     prompt = _prompts(3, 1)[0]

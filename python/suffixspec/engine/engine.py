@@ -34,7 +34,7 @@ from suffixspec.errors import (
 from suffixspec.generation.compat import inspect_model, prepare_generation_config
 from suffixspec.generation.logits import TargetScorer, build_processors
 from suffixspec.generation.verify import accept_greedy, accept_sampling
-from suffixspec.proposer import SuffixProposer, fit_tree, merge_duplicate_siblings
+from suffixspec.proposer import Proposer, SuffixProposer, fit_tree, merge_duplicate_siblings
 
 __all__ = ["PAGED_ARCHITECTURES", "Engine"]
 
@@ -84,6 +84,7 @@ class Engine:
         spec: drafting settings (the same :class:`SpecConfig` as ``suffixspec.generate``).
         cache: the suffix cache to draft from and to feed finished responses into (default: a
             new one sized by ``spec``).
+        proposer: drafts from elsewhere than ``cache`` (any :class:`suffixspec.proposer.Proposer`).
         num_blocks, block_size: the paged KV pool (``docs/paged_kv.md``).
         policy: the tree selection: ``"adaserve"`` (SLO-customized), ``"greedy"``,
             ``"uniform"`` (``draft_tokens`` per request) or ``"none"`` (no speculation).
@@ -99,6 +100,7 @@ class Engine:
         *,
         spec: SpecConfig | None = None,
         cache: SuffixCache | None = None,
+        proposer: Proposer | None = None,
         num_blocks: int = 1024,
         block_size: int = 16,
         policy: str = "adaserve",
@@ -128,7 +130,11 @@ class Engine:
         self.tokenizer = tokenizer
         self.spec = spec
         self.cache = SuffixCache(**spec.cache_kwargs()) if cache is None else cache
-        self.proposer = SuffixProposer(self.cache, spec, self.info.vocab_size)
+        if proposer is not None and not isinstance(proposer, Proposer):
+            raise InvalidParameterError(f"proposer must implement Proposer, got {type(proposer).__name__}")
+        self.proposer = (
+            SuffixProposer(self.cache, spec, self.info.vocab_size) if proposer is None else proposer
+        )
         self.kv = PagedKVCache.for_model(model, num_blocks, block_size)
         self._eos = _eos_ids(model)
         self._requests: dict[Hashable, EngineRequest] = {}
@@ -212,7 +218,11 @@ class Engine:
         if request is None:
             raise UnknownRequestError(f"no running request {request_id!r}")
         self.scheduler.abort(request.handle)
-        self.proposer.abort([request_id])
+        undo = getattr(self.proposer, "abort", None)
+        if callable(undo):
+            undo([request_id])
+        else:
+            self.proposer.finish(request_id)
         request.finished, request.finish_reason = True, "abort"
         self._forget(request)
 
