@@ -30,11 +30,12 @@ from suffixspec.errors import (
 )
 
 if TYPE_CHECKING:
-    from suffixspec.engine import SLO, Engine, RequestOutput, RequestParams
+    from suffixspec.engine import SLO, AsyncEngine, Engine, RequestOutput, RequestParams
     from suffixspec.generation import GenerationOutput, RequestStats, generate
 
 __all__ = [
     "SLO",
+    "AsyncEngine",
     "DTypeError",
     "Draft",
     "DuplicateRequestError",
@@ -66,6 +67,7 @@ _LAZY = {
     "generate": "suffixspec.generation",
     "GenerationOutput": "suffixspec.generation",
     "RequestStats": "suffixspec.generation",
+    "AsyncEngine": "suffixspec.engine",
     "Engine": "suffixspec.engine",
     "RequestParams": "suffixspec.engine",
     "RequestOutput": "suffixspec.engine",

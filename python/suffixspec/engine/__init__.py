@@ -1,7 +1,7 @@
 """The serving engine: continuous batching with tree speculation over a paged KV cache.
 
-``RequestParams``, ``SLO`` and ``RequestOutput`` import without torch; ``Engine`` loads torch and
-transformers on first use (``suffixspec.Engine``)."""
+``RequestParams``, ``SLO`` and ``RequestOutput`` import without torch; ``Engine`` and ``AsyncEngine``
+load torch and transformers on first use (``suffixspec.Engine``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 
 from suffixspec.engine.params import SLO, RequestOutput, RequestParams, RequestStats
 
-__all__ = ["SLO", "Engine", "RequestOutput", "RequestParams", "RequestStats"]
+__all__ = ["SLO", "AsyncEngine", "Engine", "RequestOutput", "RequestParams", "RequestStats"]
+
+_LAZY = {"Engine": "suffixspec.engine.engine", "AsyncEngine": "suffixspec.engine.async_engine"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Engine":
-        return importlib.import_module("suffixspec.engine.engine").Engine
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'suffixspec.engine' has no attribute {name!r}")

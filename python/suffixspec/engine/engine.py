@@ -229,6 +229,13 @@ class Engine:
     def has_unfinished(self) -> bool:
         return bool(self._requests)
 
+    def __contains__(self, request_id: object) -> bool:
+        """Whether ``request_id`` is queued or running."""
+        try:
+            return request_id in self._requests
+        except TypeError:  # unhashable
+            return False
+
     def _forget(self, request: EngineRequest) -> None:
         del self._requests[request.request_id]
         del self._by_handle[request.handle]
