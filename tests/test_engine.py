@@ -272,3 +272,35 @@ def test_unverified_architectures_are_refused() -> None:
         Engine(tiny_model("GPT2LMHeadModel"))
     with pytest.raises(IncompatibleModelError):
         Engine(torch.nn.Linear(2, 2))
+
+
+def test_text_prompts_stop_strings_and_streamed_text_with_the_default_model() -> None:
+    from suffixspec.default_model.store import load_default_model
+
+    model, tokenizer, _ = load_default_model()
+    engine = Engine(model, tokenizer, num_blocks=64)
+    prompt = "def add(a, b):\n"
+    ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False)[0, len(ids) :].tolist()
+    eos = set(_eos(model))
+    ref = ref[: next((i + 1 for i, t in enumerate(ref) if t in eos), len(ref))]
+    streamed, text, outs = [], "", []
+    engine.add_request("t", prompt, RequestParams(max_new_tokens=20))
+    while engine.has_unfinished():
+        for out in engine.step():
+            streamed.extend(out.new_token_ids)
+            text += out.new_text
+            outs.append(out)
+    assert outs[-1].prompt_token_ids == ids and streamed == ref
+    assert text == outs[-1].text == tokenizer.decode(ref, skip_special_tokens=True)
+    full = outs[-1].text
+    if len(full.strip()) > 2:  # a stop string cuts the text before it and ends the request
+        stop = full.strip()[1:3]
+        (cut,) = engine.generate([prompt], RequestParams(max_new_tokens=20, stop=[stop]))
+        assert cut.finish_reason == "stop" and cut.text == full[: full.find(stop)]
+
+
+def _eos(model) -> list[int]:
+    eos = model.generation_config.eos_token_id
+    return [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
