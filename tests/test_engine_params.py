@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import suffixspec
@@ -58,3 +59,23 @@ def test_params_import_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert suffixspec.RequestOutput.__module__ == "suffixspec.engine.params"
+
+
+def test_streamed_text_holds_back_a_possible_stop_string() -> None:
+    from suffixspec.engine.request import EngineRequest
+
+    class CharTokenizer:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return "".join(chr(i) for i in ids)
+
+    params = RequestParams(max_new_tokens=20, stop=["END"])
+    request = EngineRequest("r", 0, [1], params, None, (), None, tokens=[1])  # type: ignore[arg-type]
+    streamed = ""
+    for chunk in ("ab", "cE", "N", "xyE", "ND"):
+        request.emit(np.array([ord(c) for c in chunk]), now=0.0)
+        request.update_text(CharTokenizer())
+        out = request.take_output()
+        streamed += out.new_text
+        assert out.text.startswith(streamed)
+    assert out.finished and out.finish_reason == "stop"
+    assert streamed == out.text == "abcENxy"

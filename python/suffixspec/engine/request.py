@@ -63,12 +63,23 @@ class EngineRequest:
                 self.text = self.text[:at]
                 self.finished, self.finish_reason = True, "stop"
 
+    def _stable_text(self) -> str:
+        text = self.text.rstrip("\ufffd")
+        hold = 0
+        for stop in self.params.stop:
+            for k in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:k]):
+                    hold = k
+                    break
+        return text[: len(text) - hold]
+
     def take_output(self) -> RequestOutput:
         """The output since the last call (what :meth:`Engine.step` returns for the request)."""
         new = self.output[self.reported :]
         self.reported = len(self.output)
-        # Text still being decoded can change its last characters: report it only once final.
-        stable = self.text if self.finished else self.text.rstrip("\ufffd")
+        # Text still being decoded can change its last characters (an incomplete character, the
+        # start of a stop string that a later token may complete): report those once final.
+        stable = self.text if self.finished else self._stable_text()
         new_text = stable[self.reported_text :] if len(stable) >= self.reported_text else ""
         self.reported_text = max(self.reported_text, len(stable))
         return RequestOutput(
