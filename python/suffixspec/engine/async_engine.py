@@ -78,7 +78,7 @@ class AsyncEngine:
                         queue.put_nowait(exc)
                     raise
             for out in outputs:
-                queue = self._streams.get(out.request_id)
-                if queue is not None:
-                    queue.put_nowait(out)
+                stream = self._streams.get(out.request_id)
+                if stream is not None:
+                    stream.put_nowait(out)
             await asyncio.sleep(0)  # let streams and new requests in between steps

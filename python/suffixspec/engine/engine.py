@@ -271,7 +271,10 @@ class Engine:
             return []
         ctx_lens, chunk_lens, query_lens = plan.context_lens, plan.chunk_lens, plan.query_lens
         offsets, nodes_all, parents_all = plan.tree_offsets, plan.tree_nodes, plan.tree_parents
-        ids, positions, trees, row_parents = [], [], [], []
+        ids: list[int] = []
+        positions: list[int] = []
+        trees: list[TokenTree] = []
+        row_parents: list[np.ndarray] = []
         for b, handle in enumerate(handles):
             r = self._by_handle[handle]
             ctx, chunk = int(ctx_lens[b]), int(chunk_lens[b])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,7 @@ def step_meta(
     )
 
 
-def _kv_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+def _kv_shape(model: Any) -> tuple[int, int, int]:
     """(decoder layers, KV heads, head dim) of a transformers decoder."""
     config = model.config
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
@@ -122,7 +123,7 @@ class PagedKVCache:
         self.value_cache = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, num_blocks: int, block_size: int) -> PagedKVCache:
+    def for_model(cls, model: Any, num_blocks: int, block_size: int) -> PagedKVCache:
         """A pool for ``model``'s layers, KV heads, head dim, dtype and device."""
         layers, kv_heads, head_dim = _kv_shape(model)
         weight = next(model.parameters())
