@@ -30,12 +30,16 @@ from suffixspec.errors import (
 )
 
 if TYPE_CHECKING:
+    from suffixspec.engine import SLO, AsyncEngine, Engine, RequestOutput, RequestParams
     from suffixspec.generation import GenerationOutput, RequestStats, generate
 
 __all__ = [
+    "SLO",
+    "AsyncEngine",
     "DTypeError",
     "Draft",
     "DuplicateRequestError",
+    "Engine",
     "EngineIntegrationError",
     "GenerationOutput",
     "IncompatibleModelError",
@@ -44,6 +48,8 @@ __all__ = [
     "InvalidTreeError",
     "KernelUnavailableError",
     "ModelNotFoundError",
+    "RequestOutput",
+    "RequestParams",
     "RequestStats",
     "SpecConfig",
     "SuffixCache",
@@ -61,8 +67,13 @@ _LAZY = {
     "generate": "suffixspec.generation",
     "GenerationOutput": "suffixspec.generation",
     "RequestStats": "suffixspec.generation",
+    "AsyncEngine": "suffixspec.engine",
+    "Engine": "suffixspec.engine",
+    "RequestParams": "suffixspec.engine",
+    "RequestOutput": "suffixspec.engine",
+    "SLO": "suffixspec.engine",
 }
-_LAZY_MODULES = {"hf", "kernels", "replay", "generation"}
+_LAZY_MODULES = {"hf", "kernels", "replay", "generation", "engine"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,403 @@
+"""``suffixspec.Engine``: continuous batching with tree speculation over a paged KV cache.
+
+Each :meth:`Engine.step` drafts a tree for every decoding request from the suffix cache, lets the
+Rust :class:`~suffixspec._native.Scheduler` plan the step (admission, chunked prefill, preemption
+by recompute, per-request tree budgets), runs the model **once** on the plan's flat tokens with
+explicit positions through paged attention, verifies each emitting row exactly as the generation
+loop does (``suffixspec.generation.verify``), compacts the accepted K/V in place and commits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from suffixspec._native import Scheduler, TokenTree
+from suffixspec.cache import SuffixCache
+from suffixspec.config import SpecConfig
+from suffixspec.engine.paged_attention import PAGED_KWARG, PagedBatch, paged_attention_active
+from suffixspec.engine.paged_cache import PagedKVCache, step_meta
+from suffixspec.engine.params import RequestOutput, RequestParams
+from suffixspec.engine.request import EngineRequest
+from suffixspec.errors import (
+    DuplicateRequestError,
+    IncompatibleModelError,
+    InvalidParameterError,
+    InvalidTokenError,
+    UnknownRequestError,
+)
+from suffixspec.generation.compat import inspect_model, prepare_generation_config
+from suffixspec.generation.logits import TargetScorer, build_processors
+from suffixspec.generation.verify import accept_greedy, accept_sampling
+from suffixspec.proposer import Proposer, SuffixProposer, fit_tree, merge_duplicate_siblings
+
+__all__ = ["PAGED_ARCHITECTURES", "Engine"]
+
+#: Classes verified lossless through the paged path (tests/test_engine.py); every other class is
+#: refused. A class must also be served by ``suffixspec.generation.support``.
+PAGED_ARCHITECTURES = frozenset(
+    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
+)
+
+
+def _check_model(model: Any) -> Any:
+    info = inspect_model(model)  # the generation loop's checks and architecture allow-list
+    name = type(model).__name__
+    if name not in PAGED_ARCHITECTURES:
+        raise IncompatibleModelError(
+            f"{name} has not been verified lossless under the engine's paged attention "
+            f"(served: {', '.join(sorted(PAGED_ARCHITECTURES))})"
+        )
+    if info.sliding_window is not None:
+        raise IncompatibleModelError(
+            f"{name} uses sliding-window layers, which paged attention does not implement"
+        )
+    return info
+
+
+def _eos_ids(model: Any) -> tuple[int, ...]:
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if eos is None:
+        return ()
+    return tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]))
+
+
+def _depths(parents: np.ndarray) -> np.ndarray:
+    """Depth of each node (1 = child of the root); parents come before children."""
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for i, p in enumerate(parents.tolist()):
+        depth[i] = 1 if p < 0 else depth[p] + 1
+    return depth
+
+
+class Engine:
+    """Serves many requests at once with lossless speculative decoding.
+
+    Args:
+        model: a transformers causal LM of :data:`PAGED_ARCHITECTURES` (sdpa or eager attention).
+        tokenizer: turns text prompts into ids and outputs into text (optional).
+        spec: drafting settings (the same :class:`SpecConfig` as ``suffixspec.generate``).
+        cache: the suffix cache to draft from and to feed finished responses into (default: a
+            new one sized by ``spec``).
+        proposer: drafts from elsewhere than ``cache`` (any :class:`suffixspec.proposer.Proposer`).
+        num_blocks, block_size: the paged KV pool (``docs/paged_kv.md``).
+        policy: the tree selection: ``"adaserve"`` (SLO-customized), ``"greedy"``,
+            ``"uniform"`` (``draft_tokens`` per request) or ``"none"`` (no speculation).
+        max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
+        draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
+            :class:`suffixspec._native.Scheduler`).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        spec: SpecConfig | None = None,
+        cache: SuffixCache | None = None,
+        proposer: Proposer | None = None,
+        num_blocks: int = 1024,
+        block_size: int = 16,
+        policy: str = "adaserve",
+        max_tokens_per_step: int | None = None,
+        max_prefill_tokens_per_step: int | None = None,
+        max_running: int | None = None,
+        max_verify_tokens: int | None = None,
+        draft_tokens: int | None = None,
+        cost_points: Sequence[tuple[int, float]] | None = None,
+    ):
+        self.info = _check_model(model)
+        spec = SpecConfig() if spec is None else spec
+        if not isinstance(spec, SpecConfig):
+            raise InvalidParameterError(f"spec must be a SpecConfig, got {type(spec).__name__}")
+        self.scheduler = Scheduler(
+            num_blocks=num_blocks,
+            block_size=block_size,
+            max_tokens_per_step=max_tokens_per_step,
+            max_prefill_tokens_per_step=max_prefill_tokens_per_step,
+            max_running=max_running,
+            max_verify_tokens=max_verify_tokens,
+            policy=policy,
+            draft_tokens=draft_tokens,
+            cost_points=cost_points,
+        )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.cache = SuffixCache(**spec.cache_kwargs()) if cache is None else cache
+        if proposer is not None and not isinstance(proposer, Proposer):
+            raise InvalidParameterError(f"proposer must implement Proposer, got {type(proposer).__name__}")
+        self.proposer = (
+            SuffixProposer(self.cache, spec, self.info.vocab_size) if proposer is None else proposer
+        )
+        self.kv = PagedKVCache.for_model(model, num_blocks, block_size)
+        self._eos = _eos_ids(model)
+        self._requests: dict[Hashable, EngineRequest] = {}
+        self._by_handle: dict[int, EngineRequest] = {}
+        self._handles = itertools.count()
+        self._auto_ids = itertools.count()
+
+    # -- requests -----------------------------------------------------------------------------
+    def _prompt_ids(self, prompt: Any) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidParameterError("a text prompt needs the engine's tokenizer")
+            prompt = self.tokenizer(prompt)["input_ids"]
+        if isinstance(prompt, torch.Tensor | np.ndarray):
+            prompt = prompt.tolist()
+        if not isinstance(prompt, Sequence) or isinstance(prompt, bytes):
+            raise InvalidParameterError(
+                f"a prompt is text or a sequence of token ids, got {type(prompt).__name__}"
+            )
+        if len(prompt) == 0:
+            raise InvalidParameterError("the prompt is empty")
+        ids = []
+        for tok in prompt:
+            if isinstance(tok, bool) or not isinstance(tok, int | np.integer):
+                raise InvalidTokenError(f"prompt token ids must be integers, got {tok!r}")
+            if not 0 <= int(tok) < self.info.vocab_size:
+                raise InvalidTokenError(f"prompt token id {int(tok)} is outside [0, {self.info.vocab_size})")
+            ids.append(int(tok))
+        return ids
+
+    def add_request(self, request_id: Hashable, prompt: Any, params: RequestParams | None = None) -> None:
+        """Queues a request (``prompt``: text or token ids). Bad input raises a typed
+        :class:`SuffixSpecError` and changes nothing."""
+        params = RequestParams() if params is None else params
+        if not isinstance(params, RequestParams):
+            raise InvalidParameterError(f"params must be a RequestParams, got {type(params).__name__}")
+        try:
+            hash(request_id)
+        except TypeError:
+            raise InvalidParameterError(
+                f"request ids must be hashable, got {type(request_id).__name__}"
+            ) from None
+        if request_id in self._requests:
+            raise DuplicateRequestError(f"request {request_id!r} is already running")
+        ids = self._prompt_ids(prompt)
+        limit = self.info.max_positions
+        if limit is not None and len(ids) + params.max_new_tokens > limit:
+            raise InvalidParameterError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({params.max_new_tokens}) exceeds the "
+                f"model's {limit} positions"
+            )
+        config = prepare_generation_config(
+            self.model, None, max_new_tokens=params.max_new_tokens, **params.sampling_overrides()
+        )
+        scorer = TargetScorer(build_processors(self.model, config, len(ids)))
+        generator = None
+        if params.do_sample and params.seed is not None:
+            generator = torch.Generator(device=self.info.device).manual_seed(params.seed)
+        stops = self._eos if params.stop_token_ids is None else tuple(params.stop_token_ids)
+        handle = next(self._handles)
+        slo = params.slo
+        now = time.monotonic()
+        self.scheduler.add_request(  # validates against the pool before anything changes
+            handle,
+            len(ids),
+            len(ids) + params.max_new_tokens,
+            now,
+            priority=params.priority,
+            tpot_ms=None if slo is None else slo.tpot_ms,
+            ttft_ms=None if slo is None else slo.ttft_ms,
+        )
+        request = EngineRequest(request_id, handle, ids, params, scorer, stops, generator, tokens=list(ids))
+        request.stats.arrival_time = now
+        self._requests[request_id] = request
+        self._by_handle[handle] = request
+        self.proposer.start(request_id, np.asarray(ids, dtype=np.int32))
+
+    def abort(self, request_id: Hashable) -> None:
+        """Ends a request now: its KV blocks are freed and its partial output is not cached."""
+        request = self._requests.get(request_id)
+        if request is None:
+            raise UnknownRequestError(f"no running request {request_id!r}")
+        self.scheduler.abort(request.handle)
+        undo = getattr(self.proposer, "abort", None)
+        if callable(undo):
+            undo([request_id])
+        else:
+            self.proposer.finish(request_id)
+        request.finished, request.finish_reason = True, "abort"
+        self._forget(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._requests)
+
+    def __contains__(self, request_id: object) -> bool:
+        """Whether ``request_id`` is queued or running."""
+        try:
+            return request_id in self._requests
+        except TypeError:  # unhashable
+            return False
+
+    def _forget(self, request: EngineRequest) -> None:
+        del self._requests[request.request_id]
+        del self._by_handle[request.handle]
+
+    # -- one step -----------------------------------------------------------------------------
+    def _drafts(self) -> dict[int, TokenTree]:
+        if self.scheduler.policy == "none":
+            return {}
+        ready = [self._by_handle[h] for h in self.scheduler.decode_ready()]
+        if not ready:
+            return {}
+        depths = [r.remaining - 1 for r in ready]
+        budgets = [self.spec.node_budget if d > 0 else 0 for d in depths]
+        contexts = [np.asarray(r.tokens, dtype=np.int32) for r in ready]
+        trees = self.proposer.propose([r.request_id for r in ready], contexts, budgets, depths)
+        drafts = {}
+        for r, tree, budget, depth in zip(ready, trees, budgets, depths, strict=True):
+            tree = merge_duplicate_siblings(fit_tree(tree, budget, depth))
+            if len(tree):
+                drafts[r.handle] = tree
+        return drafts
+
+    def step(self) -> list[RequestOutput]:
+        """Runs one model forward pass for the scheduled requests; returns the output of every
+        request that gained tokens or finished in it."""
+        drafts = self._drafts()
+        plan = self.scheduler.schedule(time.monotonic(), drafts)
+        for handle in plan.preempted:
+            self._by_handle[handle].stats.preemptions += 1
+        handles = plan.request_ids.tolist()
+        if not handles:
+            self.scheduler.commit(time.monotonic(), [], [])
+            return []
+        ctx_lens, chunk_lens, query_lens = plan.context_lens, plan.chunk_lens, plan.query_lens
+        offsets, nodes_all, parents_all = plan.tree_offsets, plan.tree_nodes, plan.tree_parents
+        ids: list[int] = []
+        positions: list[int] = []
+        trees: list[TokenTree] = []
+        row_parents: list[np.ndarray] = []
+        for b, handle in enumerate(handles):
+            r = self._by_handle[handle]
+            ctx, chunk = int(ctx_lens[b]), int(chunk_lens[b])
+            nodes, parents = nodes_all[offsets[b] : offsets[b + 1]], parents_all[offsets[b] : offsets[b + 1]]
+            tokens = np.asarray(drafts[handle].token_ids)[nodes] if len(nodes) else np.zeros(0, np.int32)
+            tree = TokenTree(np.asarray(tokens, dtype=np.int32), np.asarray(parents, dtype=np.int32))
+            trees.append(tree)
+            row_parents.append(np.asarray(parents, dtype=np.int64))
+            ids.extend(r.tokens[ctx : ctx + chunk])
+            ids.extend(np.asarray(tokens).tolist())
+            positions.extend(range(ctx, ctx + chunk))
+            positions.extend((ctx + chunk - 1 + _depths(np.asarray(parents))).tolist())
+        device = self.info.device
+        meta = step_meta(
+            plan.slot_mapping,
+            plan.block_tables,
+            ctx_lens,
+            chunk_lens,
+            query_lens,
+            row_parents,
+            self.scheduler.block_size,
+            device,
+        )
+        with paged_attention_active(self.model), torch.no_grad():
+            out = self.model(
+                input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+                position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+                use_cache=False,
+                **{PAGED_KWARG: PagedBatch(self.kv, meta)},
+            )
+        logits = out.logits[0]
+        accepted, moves = self._verify(plan, handles, trees, logits)
+        if moves:
+            src, dst = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*moves, strict=True))
+            self.kv.move(src, dst)
+        now = time.monotonic()
+        self.scheduler.commit(now, plan.request_ids, accepted)
+        outputs = []
+        for b, handle in enumerate(handles):
+            r = self._by_handle[handle]
+            if not plan.emits[b]:
+                continue
+            r.update_text(self.tokenizer)
+            if r.finished:
+                self.scheduler.finish(handle)
+                self.proposer.finish(r.request_id)  # the response feeds the suffix cache
+                r.stats.finish_time = now
+                self._forget(r)
+            outputs.append(r.take_output())
+        return outputs
+
+    def _verify(
+        self, plan: Any, handles: list[int], trees: list[TokenTree], logits: torch.Tensor
+    ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Acceptance of every emitting row; returns the accepted node counts and the K/V moves
+        (flat source slot, flat destination slot) that compact the accepted nodes."""
+        bs = self.scheduler.block_size
+        accepted, moves, offset = [], [], 0
+        now = time.monotonic()
+        for b, handle in enumerate(handles):
+            q, chunk, ctx = int(plan.query_lens[b]), int(plan.chunk_lens[b]), int(plan.context_lens[b])
+            row_offset, offset = offset, offset + q
+            if not plan.emits[b]:
+                accepted.append(0)
+                continue
+            r, tree = self._by_handle[handle], trees[b]
+            block = logits[row_offset + chunk - 1 : row_offset + q]  # the root, then the nodes
+            if r.params.do_sample:
+                nodes, bonus = accept_sampling([tree], r.scorer.probs(block)[None], r.generator)[0]
+            elif len(tree):
+                nodes, bonus = accept_greedy([tree], r.scorer.greedy(block).cpu().numpy()[None])[0]
+            else:
+                nodes, bonus = np.zeros(0, np.int64), int(r.scorer.greedy(block[:1])[0])
+            table = plan.block_tables[b]
+            for k, node in enumerate(np.asarray(nodes).tolist()):
+                src = int(plan.slot_mapping[row_offset + chunk + node])
+                pos = ctx + chunk + k
+                dst = int(table[pos // bs]) * bs + pos % bs
+                if src != dst:
+                    moves.append((src, dst))
+            emitted = np.append(np.asarray(tree.token_ids)[nodes], bonus).astype(np.int32)
+            before = len(r.output)
+            r.emit(emitted, now)
+            if len(r.output) > before:
+                self.proposer.extend(r.request_id, np.asarray(r.output[before:], dtype=np.int32))
+            r.stats.steps += 1
+            r.stats.draft_tokens += len(tree)
+            r.stats.accepted_tokens += len(nodes)
+            accepted.append(len(nodes))
+        return accepted, moves
+
+    # -- offline batches ------------------------------------------------------------------------
+    def generate(
+        self, prompts: Sequence[Any], params: RequestParams | Sequence[RequestParams] | None = None
+    ) -> list[RequestOutput]:
+        """Runs ``prompts`` to completion (with any requests already running); returns their
+        outputs in order, ``token_ids`` holding every generated token."""
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise InvalidParameterError("prompts must be a sequence of prompts (text or token ids)")
+        if params is None or isinstance(params, RequestParams):
+            per_prompt = [params] * len(prompts)
+        else:
+            per_prompt = list(params)
+            if len(per_prompt) != len(prompts):
+                raise InvalidParameterError(f"{len(per_prompt)} params for {len(prompts)} prompts")
+        ids = [("suffixspec.Engine.generate", next(self._auto_ids)) for _ in prompts]
+        added = []
+        try:
+            for rid, prompt, p in zip(ids, prompts, per_prompt, strict=True):
+                self.add_request(rid, prompt, p)
+                added.append(rid)
+        except BaseException:
+            for rid in added:
+                self.abort(rid)
+            raise
+        results: dict[Hashable, RequestOutput] = {}
+        while any(rid not in results for rid in ids):
+            for output in self.step():
+                if output.finished and output.request_id in ids:
+                    results[output.request_id] = output
+        final = []
+        for rid in ids:
+            out = results[rid]
+            out.new_token_ids, out.new_text = list(out.token_ids), out.text
+            final.append(out)
+        return final

@@ -1,0 +1,95 @@
+"""One request's state inside the engine: its tokens, decoding settings and stop conditions."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from suffixspec.engine.params import RequestOutput, RequestParams, RequestStats
+from suffixspec.generation.logits import TargetScorer
+
+
+@dataclass
+class EngineRequest:
+    request_id: Hashable
+    handle: int  # the scheduler's id
+    prompt: list[int]
+    params: RequestParams
+    scorer: TargetScorer
+    stop_token_ids: tuple[int, ...]
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)  # prompt + output
+    stats: RequestStats = field(default_factory=RequestStats)
+    finished: bool = False
+    finish_reason: str | None = None
+    text: str = ""
+    reported: int = 0  # output tokens already returned by step()
+    reported_text: int = 0
+
+    @property
+    def output(self) -> list[int]:
+        return self.tokens[len(self.prompt) :]
+
+    @property
+    def remaining(self) -> int:
+        return self.params.max_new_tokens - len(self.output)
+
+    def emit(self, tokens: np.ndarray, now: float) -> None:
+        """Appends the step's tokens, cut at a stop token or the token budget."""
+        keep = [int(t) for t in tokens[: self.remaining]]
+        for i, tok in enumerate(keep):
+            if tok in self.stop_token_ids:
+                keep = keep[: i + 1]
+                self.finished, self.finish_reason = True, "stop"
+                break
+        if keep and self.stats.first_token_time is None:
+            self.stats.first_token_time = now
+        self.tokens.extend(keep)
+        if not self.finished and self.remaining == 0:
+            self.finished, self.finish_reason = True, "length"
+
+    def update_text(self, tokenizer: Any) -> None:
+        """Decodes the output; a stop string ends the request and is cut from the text."""
+        if tokenizer is None:
+            return
+        self.text = tokenizer.decode(self.output, skip_special_tokens=True)
+        for stop in self.params.stop:
+            at = self.text.find(stop)
+            if at >= 0:
+                self.text = self.text[:at]
+                self.finished, self.finish_reason = True, "stop"
+
+    def _stable_text(self) -> str:
+        text = self.text.rstrip("\ufffd")
+        hold = 0
+        for stop in self.params.stop:
+            for k in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:k]):
+                    hold = k
+                    break
+        return text[: len(text) - hold]
+
+    def take_output(self) -> RequestOutput:
+        """The output since the last call (what :meth:`Engine.step` returns for the request)."""
+        new = self.output[self.reported :]
+        self.reported = len(self.output)
+        # Text still being decoded can change its last characters (an incomplete character, the
+        # start of a stop string that a later token may complete): report those once final.
+        stable = self.text if self.finished else self._stable_text()
+        new_text = stable[self.reported_text :] if len(stable) >= self.reported_text else ""
+        self.reported_text = max(self.reported_text, len(stable))
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt_token_ids=list(self.prompt),
+            token_ids=list(self.output),
+            new_token_ids=new,
+            text=self.text,
+            new_text=new_text,
+            finished=self.finished,
+            finish_reason=self.finish_reason,
+            stats=self.stats,
+        )
