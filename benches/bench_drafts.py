@@ -20,27 +20,33 @@ speedup ``tokens / sum(1 + cost * drafted)`` and speculate time per call (fastes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
 import sys
 import time
 import zlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from suffixspec.config import SpecConfig
 from suffixspec.replay.engine import replay_all
-from suffixspec.replay.methods import Proposer, SpecParams, make_proposer
+from suffixspec.replay.methods import Method, Proposer, make_proposer
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
-PARAMS = SpecParams(max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1)
+# arctic-inference's semantics (no minimum match length: arctic has none).
+PARAMS = SpecConfig(
+    max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1, min_match_len=0
+)
 #: Tree mode: the same, with a 64-node verification budget.
-TREE_PARAMS = PARAMS.with_(max_spec_tokens=64, tree_budget=64)
+TREE_PARAMS = PARAMS.replace(max_spec_tokens=64, max_tree_nodes=64)
 #: The drafter under test first, then the arctic stand-in, then arctic-inference (if installed).
 METHODS = ("suffixspec", "suffixspec-arctic", "arctic")
 TREE_METHODS = ("suffixspec-tree", "suffixspec-arctic-tree", "arctic-tree")
@@ -84,30 +90,31 @@ class FastestOfRepeats:
     """Each ``propose`` runs ``repeats`` times (it leaves the cache unchanged); the fastest counts."""
 
     def __init__(self, inner: Proposer, repeats: int) -> None:
-        self.inner, self.repeats, self.name = inner, repeats, inner.name
+        self.inner, self.repeats = inner, repeats
         self.fastest_ns: list[int] = []
 
-    def start(self, req_id: int, prompt: np.ndarray) -> None:
+    def start(self, req_id: Hashable, prompt: np.ndarray) -> None:
         self.inner.start(req_id, prompt)
 
-    def propose(self, req_id: int, context: np.ndarray) -> Any:
+    def propose(self, *args: Any) -> Any:
         best = None
         for _ in range(self.repeats):
             t0 = time.perf_counter_ns()
-            draft = self.inner.propose(req_id, context)
+            drafts = self.inner.propose(*args)
             elapsed = time.perf_counter_ns() - t0
             best = elapsed if best is None else min(best, elapsed)
         self.fastest_ns.append(best)
-        return draft
+        return drafts
 
-    def observe(self, req_id: int, tokens: np.ndarray) -> None:
-        self.inner.observe(req_id, tokens)
+    def extend(self, req_id: Hashable, tokens: np.ndarray) -> None:
+        self.inner.extend(req_id, tokens)
 
-    def stop(self, req_id: int) -> None:
-        self.inner.stop(req_id)
+    def finish(self, req_id: Hashable) -> None:
+        self.inner.finish(req_id)
 
     def memory_bytes(self) -> int:
-        return self.inner.memory_bytes()
+        report = getattr(self.inner, "memory_bytes", None)
+        return int(report()) if report is not None else 0
 
 
 def run_half(trace: TokenizedTrace, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -116,7 +123,8 @@ def run_half(trace: TokenizedTrace, methods: list[str], args: argparse.Namespace
     gc.collect()
     gc.disable()
     try:
-        results = replay_all(trace, proposers, progress=True)
+        replayed = [Method(m, p, params.node_budget) for m, p in zip(methods, proposers, strict=True)]
+        results = replay_all(trace, replayed, progress=True)
     finally:
         gc.enable()
     out: dict[str, Any] = {"requests": len(trace), "output_tokens": trace.output_tokens}
@@ -193,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     params = TREE_PARAMS if args.tree else PARAMS
-    settings = {"params": params.__dict__, "limit": args.limit, "agentic_limit": args.agentic_limit}
+    settings = {"params": dataclasses.asdict(params), "limit": args.limit}
+    settings["agentic_limit"] = args.agentic_limit
     stem = "bench_drafts_tree" if args.tree else "bench_drafts"
     (args.out / f"{stem}.md").write_text(text + "\n")
     (args.out / f"{stem}.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))

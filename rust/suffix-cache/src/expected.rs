@@ -14,13 +14,16 @@
 //!   `c / (n + EVIDENCE_PRIOR / m)` for a match of `m` tokens (a prior pseudo-occurrence that
 //!   continues differently, worth less after a longer match). A continuation seen once after
 //!   a 3-token match then decays fast (0.6 per token), one seen once after a 30-token match
-//!   slowly (0.94 per token), and one seen 50 times hardly at all. A node is worth verifying
+//!   slowly (0.94 per token), and one seen 50 times hardly at all. The global tree's
+//!   continuations get half that prior ([`SHARED_EVIDENCE_PRIOR`]): they are the model's own
+//!   earlier outputs, which it repeats more faithfully than the prompt's text (tool output,
+//!   files, user turns) that the prompt tree holds. A node is worth verifying
 //!   while its estimate exceeds [`NODE_COST`], so copies draft long (up to
 //!   `max_spec_tokens`) and guesses draft little, whatever `max_spec_factor` says.
 //!
 //! Among match lengths (and the two trees of a request) the draft with the highest gain, the
 //! sum over its nodes of estimate minus node cost, wins; ties go to the longer match and to the
-//! prompt tree. Both constants were tuned on half of the sessions of each shared trace (one
+//! prompt tree. The constants were tuned on half of the sessions of each shared trace (one
 //! value for all traces) and reported on the other half (`benches/README.md`).
 
 use std::cmp::Ordering;
@@ -34,14 +37,18 @@ use crate::{Draft, SpecParams, TokenId};
 /// price of one verified node, in accepted tokens.
 pub(crate) const NODE_COST: f64 = 0.2;
 
-/// Weight of the prior "continues differently" occurrence, per matched token.
+/// Weight of the prior "continues differently" occurrence, per matched token, in a request's
+/// prompt tree (and in a standalone tree).
 const EVIDENCE_PRIOR: f64 = 2.0;
 
-/// Estimated probability of a step below a match of `m` tokens that `child` of the `parent`
-/// occurrences took.
+/// The same in the global tree of earlier responses (see the module docs).
+const SHARED_EVIDENCE_PRIOR: f64 = 1.0;
+
+/// Estimated probability of a step that `child` of the `parent` occurrences took, below a
+/// match whose prior weight is `doubt` (the evidence prior over the match length).
 #[inline]
-fn step_estimate(child: u32, parent: u32, m: usize) -> f64 {
-    f64::from(child) / (f64::from(parent) + EVIDENCE_PRIOR / m as f64)
+fn step_estimate(child: u32, parent: u32, doubt: f64) -> f64 {
+    f64::from(child) / (f64::from(parent) + doubt)
 }
 
 /// What a draft brings net of its verification cost (comparable across trees).
@@ -51,27 +58,31 @@ pub(crate) fn gain(draft: &Draft) -> f64 {
 
 /// A range of match lengths sharing their occurrences: drafts start at `start` (the shortest
 /// length, which leaves the most depth), `longest` is the match length the estimates use,
-/// `base` the occurrences that can continue, `nodes` the most nodes and `depth` the deepest
-/// node allowed.
+/// `doubt` the prior weight of its estimates, `base` the occurrences that can continue, `nodes`
+/// the most nodes and `depth` the deepest node allowed.
 #[derive(Debug, Clone, Copy)]
 struct Match {
     start: Position,
     longest: usize,
+    doubt: f64,
     base: u32,
     nodes: usize,
     depth: usize,
 }
 
 /// Best draft (see the module docs); `own_suffix` = how many context tokens end the tree's
-/// own sequence (0 when none): suffixes that long or shorter occur there without continuation.
+/// own sequence (0 when none): suffixes that long or shorter occur there without continuation;
+/// `shared`: the tree is the global tree of earlier responses.
 pub(crate) fn best_draft(
     suffixes: &mut Suffixes<'_>,
     longest: usize,
     params: &SpecParams,
     own_suffix: usize,
     tree_spec: bool,
+    shared: bool,
 ) -> Draft {
     let tree = suffixes.tree;
+    let prior = if shared { SHARED_EVIDENCE_PRIOR } else { EVIDENCE_PRIOR };
     let max_depth = tree.max_depth();
     let mut best: Option<(Match, usize)> = None;
     let mut best_draft = Draft::default();
@@ -85,7 +96,8 @@ pub(crate) fn best_draft(
         let base = tree.node(start.node).count.saturating_sub(own);
         let depth = max_depth - shortest;
         if base > 0 && params.max_spec_tokens > 0 && depth > 0 {
-            let m = Match { start, longest: len, base, nodes: params.max_spec_tokens, depth };
+            let doubt = prior / len as f64;
+            let m = Match { start, longest: len, doubt, base, nodes: params.max_spec_tokens, depth };
             if tree_spec {
                 let draft = tree_draft(tree, m, params.min_token_prob);
                 let g = gain(&draft);
@@ -146,7 +158,7 @@ fn walk(
             },
         };
         let next_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
-        let next_est = (est * step_estimate(step.count, count, m.longest)).min(1.0);
+        let next_est = (est * step_estimate(step.count, count, m.doubt)).min(1.0);
         if next_freq < min_prob || next_est <= NODE_COST {
             break;
         }
@@ -232,7 +244,7 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64) -> Draft {
         children.sort_unstable_by_key(|step| step.token);
         for &step in &children {
             let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
-            let child_est = (est * step_estimate(step.count, count, m.longest)).min(1.0);
+            let child_est = (est * step_estimate(step.count, count, m.doubt)).min(1.0);
             if child_freq >= min_prob && child_est > NODE_COST {
                 frontier.push(Candidate {
                     est: child_est,

@@ -35,26 +35,40 @@ impl SuffixTree {
         context: &[TokenId],
         params: &SpecParams,
     ) -> Result<Draft, CacheError> {
+        self.speculate_from(own, false, context, params)
+    }
+
+    /// [`Self::speculate_after`] in the cache's global tree of earlier responses (`shared`),
+    /// whose continuations [`crate::Drafter::Suffixspec`] trusts more than a prompt's.
+    pub(crate) fn speculate_from(
+        &self,
+        own: Option<u64>,
+        shared: bool,
+        context: &[TokenId],
+        params: &SpecParams,
+    ) -> Result<Draft, CacheError> {
         params.validate()?;
         check_tokens(context)?;
-        Ok(best_draft(self, context, params, own))
+        Ok(best_draft(self, context, params, own, shared))
     }
 }
 
 /// Best draft over all match lengths (see [`SpecParams`]); `context` is already validated.
 /// `own` is the tree's sequence that the context is the continuation of, if any (the
-/// request's own prompt + response): only [`Drafter::Suffixspec`] uses it.
+/// request's own prompt + response) and `shared` whether the tree is the cache's global one:
+/// only [`Drafter::Suffixspec`] uses them.
 pub(crate) fn best_draft(
     tree: &SuffixTree,
     context: &[TokenId],
     params: &SpecParams,
     own: Option<u64>,
+    shared: bool,
 ) -> Draft {
     let usable = context.len().min(tree.max_depth());
     let context = &context[context.len() - usable..];
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => draft_with(tree, context, params, own, &mut scratch),
-        Err(_) => draft_with(tree, context, params, own, &mut Scratch::default()),
+        Ok(mut scratch) => draft_with(tree, context, params, own, shared, &mut scratch),
+        Err(_) => draft_with(tree, context, params, own, shared, &mut Scratch::default()),
     })
 }
 
@@ -63,6 +77,7 @@ fn draft_with(
     context: &[TokenId],
     params: &SpecParams,
     own: Option<u64>,
+    shared: bool,
     scratch: &mut Scratch,
 ) -> Draft {
     let Scratch { matched, scores } = scratch;
@@ -75,7 +90,7 @@ fn draft_with(
         (Drafter::Arctic, false) => best_path_draft(&mut suffixes, longest, params, scores),
         (Drafter::Suffixspec, tree_spec) => {
             let own_suffix = own.map_or(0, |seq| tree.common_suffix(seq, context));
-            crate::expected::best_draft(&mut suffixes, longest, params, own_suffix, tree_spec)
+            crate::expected::best_draft(&mut suffixes, longest, params, own_suffix, tree_spec, shared)
         }
     }
 }

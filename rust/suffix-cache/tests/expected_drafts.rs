@@ -201,3 +201,29 @@ fn long_matches_draft_longer_than_short_ones() {
     assert!(long.token_ids.len() > short.token_ids.len(), "{long:?} vs {short:?}");
     assert!(long.probs[0] > short.probs[0]);
 }
+
+#[test]
+fn earlier_responses_are_trusted_more_than_the_prompt() {
+    // The same span seen once, after the same 3-token match: in an earlier response (global
+    // tree) its continuation is estimated higher than in the request's own prompt.
+    let span: Vec<TokenId> = (100..140).collect();
+    let p = params(32, 0.0, false);
+    let context = [1, 2, 3, 100, 101, 102];
+    let draft = |prompt: &[TokenId], earlier_response: Option<&[TokenId]>| {
+        let mut cache = SuffixCache::new(CacheConfig::default()).unwrap();
+        if let Some(response) = earlier_response {
+            cache.start_request(1, &[]).unwrap();
+            cache.add_active_response(1, response).unwrap();
+            cache.stop_request(1).unwrap();
+        }
+        cache.start_request(2, prompt).unwrap();
+        cache.add_active_response(2, &context).unwrap();
+        cache.speculate(2, &context, &p).unwrap()
+    };
+    let from_prompt = draft(&span, None);
+    let from_response = draft(&[9, 9], Some(&span));
+    assert_eq!(from_prompt.token_ids[..2], span[3..5]);
+    assert_eq!(from_response.token_ids[..2], span[3..5]);
+    assert!(from_response.probs[0] > from_prompt.probs[0], "{from_response:?} vs {from_prompt:?}");
+    assert!(from_response.token_ids.len() > from_prompt.token_ids.len());
+}
