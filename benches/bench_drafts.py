@@ -27,7 +27,6 @@ import json
 import sys
 import time
 import zlib
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ import numpy as np
 
 from suffixspec.config import SpecConfig
 from suffixspec.replay.engine import replay_all
-from suffixspec.replay.methods import Method, Proposer, make_proposer
+from suffixspec.replay.methods import Method, make_proposer
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
+from timing import FastestOfRepeats
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
@@ -84,37 +84,6 @@ def half_of(trace: TokenizedTrace, sessions: list[str | None], half: int) -> Tok
         prompt_deltas=tuple(prompts[i] for i in keep),
         outputs=tuple(trace.outputs[i] for i in keep),
     )
-
-
-class FastestOfRepeats:
-    """Each ``propose`` runs ``repeats`` times (it leaves the cache unchanged); the fastest counts."""
-
-    def __init__(self, inner: Proposer, repeats: int) -> None:
-        self.inner, self.repeats = inner, repeats
-        self.fastest_ns: list[int] = []
-
-    def start(self, req_id: Hashable, prompt: np.ndarray) -> None:
-        self.inner.start(req_id, prompt)
-
-    def propose(self, *args: Any) -> Any:
-        best = None
-        for _ in range(self.repeats):
-            t0 = time.perf_counter_ns()
-            drafts = self.inner.propose(*args)
-            elapsed = time.perf_counter_ns() - t0
-            best = elapsed if best is None else min(best, elapsed)
-        self.fastest_ns.append(best)
-        return drafts
-
-    def extend(self, req_id: Hashable, tokens: np.ndarray) -> None:
-        self.inner.extend(req_id, tokens)
-
-    def finish(self, req_id: Hashable) -> None:
-        self.inner.finish(req_id)
-
-    def memory_bytes(self) -> int:
-        report = getattr(self.inner, "memory_bytes", None)
-        return int(report()) if report is not None else 0
 
 
 def run_half(trace: TokenizedTrace, methods: list[str], args: argparse.Namespace) -> dict[str, Any]:
