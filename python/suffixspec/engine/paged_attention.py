@@ -20,11 +20,11 @@ import torch
 from suffixspec.engine.paged_cache import PagedKVCache, StepMeta
 from suffixspec.errors import IncompatibleModelError
 from suffixspec.kernels import reference
+from suffixspec.kernels.integration import refuse_unsupported_options
 
 __all__ = ["PAGED_KWARG", "PagedBatch", "paged_attention", "paged_attention_active"]
 
 PAGED_KWARG = "suffixspec_paged"
-_UNSUPPORTED_KWARGS = ("sliding_window", "softcap", "s_aux")
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,7 @@ def _attention(original: Callable[..., Any]) -> Callable[..., Any]:
             return original(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
-        for name in _UNSUPPORTED_KWARGS:
-            if kwargs.get(name) is not None:
-                raise IncompatibleModelError(f"paged attention does not implement {name!r}")
+        refuse_unsupported_options(kwargs, module, "paged attention")
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             raise IncompatibleModelError(

@@ -30,7 +30,19 @@ PLAN_KWARG = "suffixspec_plan"
 # prepare their inputs differently).
 _SUPPORTED_ORIGINALS = ("sdpa", "eager")
 # Attention kwargs that change the maths in ways tree attention does not implement.
+# Attention options transformers passes per layer that tree attention (contiguous or paged) does
+# not implement.
 _UNSUPPORTED_KWARGS = ("sliding_window", "softcap", "s_aux")
+
+
+def refuse_unsupported_options(kwargs: dict[str, Any], module: torch.nn.Module, implementation: str) -> None:
+    """Raises :class:`IncompatibleModelError` if a layer asks for an attention option that
+    suffixspec's tree attention does not implement (rather than ignoring it silently)."""
+    for name in _UNSUPPORTED_KWARGS:
+        if kwargs.get(name) is not None:
+            raise IncompatibleModelError(
+                f"{implementation} does not implement {name!r} (used by {type(module).__name__})"
+            )
 
 
 def _model_facts(model: Any) -> tuple[str, torch.device, torch.dtype, int, str | None]:
@@ -172,11 +184,7 @@ def _make_attention(backend: str, original: str) -> Callable[..., Any]:
             return _original_attention(original, module)(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
-        for unsupported in _UNSUPPORTED_KWARGS:
-            if kwargs.get(unsupported) is not None:
-                raise IncompatibleModelError(
-                    f"tree attention does not implement {unsupported!r} (used by {type(module).__name__})"
-                )
+        refuse_unsupported_options(kwargs, module, "tree attention")
         # The plan's masks replace attention_mask (the engine builds both from the same tree).
         return tree_attention(query, key, value, tree_plan, scaling), None
 
