@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Hashable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -159,19 +159,23 @@ class SuffixProposer:
         # A path draft needs no more tokens than the request can still emit; a tree may be wider.
         wanted = [budgets[i] if spec.use_tree_spec else min(budgets[i], max_depths[i]) for i in asked]
         kwargs = {**spec.speculate_kwargs(), "max_spec_tokens": max(wanted)}
-        if len(asked) == 1:  # one request: the plain call skips the batch's thread-pool hand-off
-            i = asked[0]
-            drafts = [self.cache.speculate(req_ids[i], contexts[i][-self.context_len :], **kwargs)]
-        else:
-            drafts = self.cache.speculate_batch(
-                [req_ids[i] for i in asked], [contexts[i][-self.context_len :] for i in asked], **kwargs
-            )
+        drafts = self._speculate(
+            [req_ids[i] for i in asked], [contexts[i][-self.context_len :] for i in asked], kwargs
+        )
         for i, draft in zip(asked, drafts, strict=True):
-            if len(draft) and draft.match_len >= spec.min_match_len:
+            if len(draft.token_ids) and draft.match_len >= spec.min_match_len:
                 trees[i] = TokenTree.from_draft(draft)
                 if self.vocab_size is not None:
                     trees[i] = within_vocab(trees[i], self.vocab_size)
         return trees
+
+    def _speculate(
+        self, req_ids: list[Hashable], contexts: list[TokenArray], kwargs: dict[str, Any]
+    ) -> list[Any]:
+        """The cache's drafts for these requests (one native call)."""
+        if len(req_ids) == 1:  # one request: the plain call skips the batch's thread-pool hand-off
+            return [self.cache.speculate(req_ids[0], contexts[0], **kwargs)]
+        return self.cache.speculate_batch(req_ids, contexts, **kwargs)
 
     def finish(self, req_id: Hashable) -> None:
         self.cache.stop_request(req_id)

@@ -59,46 +59,20 @@ def chain_parents(n: int) -> np.ndarray:
     return _CHAIN[:n].copy() if n <= len(_CHAIN) else np.arange(-1, n - 1, dtype=np.int32)
 
 
-class ArcticProposer:
+class ArcticProposer(SuffixProposer):
     """arctic-inference's ``SuffixDecodingCache`` driven as vLLM drives it: one ``speculate`` call
-    per request and step. Its memory is the trees' own estimate."""
+    per request and step (arctic has no batched call, and one drafter: its own). Everything
+    else is :class:`~suffixspec.proposer.SuffixProposer`'s. Its memory is the trees' own estimate."""
 
-    def __init__(self, cache: Any, spec: SpecConfig) -> None:
-        self.cache = cache
-        self.spec = spec
-
-    def start(self, req_id: Hashable, prompt: TokenArray) -> None:
-        self.cache.start_request(req_id, prompt)
-
-    def extend(self, req_id: Hashable, tokens: TokenArray) -> None:
-        self.cache.add_active_response(req_id, tokens)
-
-    def propose(
-        self,
-        req_ids: Sequence[Hashable],
-        contexts: Sequence[TokenArray],
-        budgets: Sequence[int],
-        max_depths: Sequence[int],
-    ) -> list[TokenTree]:
-        spec, trees = self.spec, []
-        for req_id, context, budget in zip(req_ids, contexts, budgets, strict=True):
-            if budget <= 0 or not len(context):
-                trees.append(empty_tree())
-                continue
-            kwargs = {**spec.speculate_kwargs(), "max_spec_tokens": budget}
-            del kwargs["drafter"]  # arctic's cache has one drafter: its own
-            draft = self.cache.speculate(req_id, context, **kwargs)
-            if len(draft.token_ids) and draft.match_len >= spec.min_match_len:
-                trees.append(TokenTree(draft.token_ids, draft.parents, draft.probs))
-            else:
-                trees.append(empty_tree())
-        return trees
-
-    def finish(self, req_id: Hashable) -> None:
-        self.cache.stop_request(req_id)
+    def _speculate(
+        self, req_ids: list[Hashable], contexts: list[TokenArray], kwargs: dict[str, Any]
+    ) -> list[Any]:
+        kwargs = {k: v for k, v in kwargs.items() if k != "drafter"}
+        return [self.cache.speculate(r, c, **kwargs) for r, c in zip(req_ids, contexts, strict=True)]
 
     def memory_bytes(self) -> int:
-        trees = [self.cache._global_tree, *self.cache._local_trees.values()]
+        cache: Any = self.cache  # arctic's SuffixDecodingCache
+        trees = [cache._global_tree, *cache._local_trees.values()]
         return int(sum(t.estimate_memory() for t in trees))
 
 
