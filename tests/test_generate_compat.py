@@ -16,7 +16,7 @@ import suffixspec  # noqa: E402
 import suffixspec.hf  # noqa: E402
 from suffixspec import kernels  # noqa: E402
 from suffixspec.generation.compat import inspect_model, original_attn_implementation  # noqa: E402
-from tiny_models import VOCAB, tiny_model  # noqa: E402
+from tiny_models import plain_greedy_tokens, random_prompts, tiny_model  # noqa: E402
 
 NEW = 20
 
@@ -26,14 +26,11 @@ def llama():
 
 
 def prompts_of(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+    return random_prompts(lengths, seed)
 
 
 def plain(model, prompt, new=NEW):
-    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)[
-        0, len(prompt) :
-    ].tolist()
+    return plain_greedy_tokens(model, prompt, new)
 
 
 def test_the_kv_cache_goes_under_the_forward_signatures_own_name():

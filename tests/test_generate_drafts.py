@@ -15,7 +15,7 @@ import suffixspec  # noqa: E402
 from suffixspec.errors import InvalidTokenError, InvalidTreeError  # noqa: E402
 from suffixspec.generation import Proposer  # noqa: E402
 from suffixspec.generation.proposer import merge_duplicate_siblings, within_vocab  # noqa: E402
-from tiny_models import VOCAB, tiny_model  # noqa: E402
+from tiny_models import VOCAB, plain_greedy_tokens, random_prompts, tiny_model  # noqa: E402
 
 NEW = 24
 
@@ -25,14 +25,11 @@ def llama():
 
 
 def prompts_of(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+    return random_prompts(lengths, seed)
 
 
 def plain(model, prompt, new=NEW):
-    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False)[
-        0, len(prompt) :
-    ].tolist()
+    return plain_greedy_tokens(model, prompt, new)
 
 
 def snapshot(cache):

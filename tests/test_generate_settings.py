@@ -16,7 +16,7 @@ import suffixspec.hf  # noqa: E402
 from suffixspec.errors import InvalidParameterError  # noqa: E402
 from suffixspec.generation import SuffixProposer  # noqa: E402
 from suffixspec.generation.config import SpecConfig  # noqa: E402
-from tiny_models import VOCAB, tiny_model  # noqa: E402
+from tiny_models import plain_greedy_tokens, random_prompts, tiny_model  # noqa: E402
 
 NEW = 24
 HOOK = suffixspec.hf.generate
@@ -27,14 +27,11 @@ def llama():
 
 
 def prompts_of(lengths, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+    return random_prompts(lengths, seed)
 
 
 def plain(model, prompt, new=NEW, **kw):
-    return model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False, **kw)[
-        0, len(prompt) :
-    ].tolist()
+    return plain_greedy_tokens(model, prompt, new, **kw)
 
 
 def padded(prompts, pad=0):

@@ -97,3 +97,15 @@ def _build(class_name: str, seed: int, overrides: dict[str, Any]) -> torch.nn.Mo
     with torch.no_grad():
         model.get_output_embeddings().weight.mul_(HEAD_SCALE)
     return model.eval()
+
+
+def random_prompts(lengths: list[int] | tuple[int, ...], seed: int = 0) -> list[list[int]]:
+    """Prompts of the given lengths, token ids drawn from ``[3, VOCAB)`` (0-2 stay free for specials)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, VOCAB, (n,), generator=gen).tolist() for n in lengths]
+
+
+def plain_greedy_tokens(model: torch.nn.Module, prompt: list[int], new: int, **kwargs: Any) -> list[int]:
+    """The new tokens of plain greedy ``model.generate`` for one prompt (the reference of exactness tests)."""
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False, **kwargs)  # type: ignore[operator]
+    return out[0, len(prompt) :].tolist()
