@@ -36,9 +36,9 @@ from suffixspec.replay.methods import Method, make_method
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
 from timing import FastestOfRepeats
+from workloads import DEFAULT_WORKLOADS, tokenizer_path, trace_paths
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
 # arctic-inference's semantics on both sides (no minimum match length: arctic has none).
 PARAMS = SpecConfig(
     max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1, min_match_len=0
@@ -254,11 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("arctic_inference") is None:
         print("arctic-inference is not installed: run ./dev peers first", file=sys.stderr)
         return 2
-    tokenizer = load_tokenizer(args.tokenizer or args.workloads / "tokenizers" / "llama3" / "tokenizer.json")
-    paths = sorted(args.workloads.glob("*.jsonl"))
-    if args.only:
-        wanted = set(args.only.split(","))
-        paths = [p for p in paths if p.stem in wanted]
+    tokenizer = load_tokenizer(tokenizer_path(args.workloads, args.tokenizer))
+    paths = trace_paths(args.workloads, args.only)
     if not paths:
         print(f"no workloads found in {args.workloads}", file=sys.stderr)
         return 2

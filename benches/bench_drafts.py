@@ -38,9 +38,9 @@ from suffixspec.replay.methods import Method, make_proposer
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
 from timing import FastestOfRepeats
+from workloads import DEFAULT_WORKLOADS, tokenizer_path, trace_paths
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WORKLOADS = ROOT.parent / "shared" / "workloads"
 # arctic-inference's semantics (no minimum match length: arctic has none).
 PARAMS = SpecConfig(
     max_depth=64, max_spec_tokens=32, max_spec_factor=1.0, min_token_prob=0.1, min_match_len=0
@@ -138,11 +138,8 @@ def table(rows: list[dict[str, Any]], methods: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    tokenizer = load_tokenizer(args.tokenizer or args.workloads / "tokenizers" / "llama3" / "tokenizer.json")
-    paths = sorted(args.workloads.glob("*.jsonl"))
-    if args.only:
-        wanted = set(args.only.split(","))
-        paths = [p for p in paths if p.stem in wanted]
+    tokenizer = load_tokenizer(tokenizer_path(args.workloads, args.tokenizer))
+    paths = trace_paths(args.workloads, args.only)
     if not paths:
         print(f"no workloads found in {args.workloads}", file=sys.stderr)
         return 2
