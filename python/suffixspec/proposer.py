@@ -21,6 +21,7 @@ import numpy.typing as npt
 from suffixspec._native import TokenTree
 from suffixspec.cache import SuffixCache
 from suffixspec.config import SpecConfig
+from suffixspec.errors import InvalidTokenError, InvalidTreeError
 
 __all__ = [
     "Proposer",
@@ -30,6 +31,7 @@ __all__ = [
     "fit_tree",
     "limit_depth",
     "merge_duplicate_siblings",
+    "verifiable_trees",
     "within_vocab",
 ]
 
@@ -88,6 +90,37 @@ def fit_tree(tree: TokenTree, budget: int, max_depth: int) -> TokenTree:
     if len(tree) == 0:
         return tree
     return limit_depth(tree.prune(budget) if len(tree) > budget else tree, max_depth)
+
+
+def verifiable_trees(
+    trees: Any,
+    req_ids: Sequence[Hashable],
+    budgets: Sequence[int],
+    max_depths: Sequence[int],
+    vocab_size: int,
+) -> list[TokenTree]:
+    """What every loop verifies of a proposer's answer to one ``propose`` call: the answer checked
+    (one :class:`TokenTree` per request, token ids inside the model's vocabulary, else a typed
+    error naming the request), siblings of equal token merged, then fitted to each request's
+    budget and depth (:func:`fit_tree`). One function, so that ``generate`` and the engine verify
+    the same trees from the same drafts (tests/test_loops_agree.py)."""
+    if not isinstance(trees, (list, tuple)) or len(trees) != len(req_ids):
+        got = f"{len(trees)} trees" if isinstance(trees, (list, tuple)) else type(trees).__name__
+        raise InvalidTreeError(f"the proposer returned {got} for {len(req_ids)} requests")
+    fitted = []
+    for req_id, tree, budget, depth in zip(req_ids, trees, budgets, max_depths, strict=True):
+        if not isinstance(tree, TokenTree):
+            raise InvalidTreeError(
+                f"the proposer returned a {type(tree).__name__} for request {req_id!r}, not a TokenTree"
+            )
+        top = int(np.asarray(tree.token_ids).max()) if len(tree) else -1
+        if top >= vocab_size:  # (negative ids are refused by TokenTree itself)
+            raise InvalidTokenError(
+                f"the proposer drafted token id {top} for request {req_id!r}, outside the "
+                f"model's vocabulary [0, {vocab_size})"
+            )
+        fitted.append(fit_tree(merge_duplicate_siblings(tree), budget, depth))
+    return fitted
 
 
 @runtime_checkable

@@ -34,7 +34,7 @@ from suffixspec.errors import (
 from suffixspec.generation.compat import inspect_model, prepare_generation_config
 from suffixspec.generation.logits import TargetScorer, build_processors
 from suffixspec.generation.verify import accept_greedy, accept_sampling
-from suffixspec.proposer import Proposer, SuffixProposer, fit_tree, merge_duplicate_siblings
+from suffixspec.proposer import Proposer, SuffixProposer, verifiable_trees
 
 __all__ = ["PAGED_ARCHITECTURES", "Engine"]
 
@@ -250,10 +250,11 @@ class Engine:
         depths = [r.remaining - 1 for r in ready]
         budgets = [self.spec.node_budget if d > 0 else 0 for d in depths]
         contexts = [np.asarray(r.tokens, dtype=np.int32) for r in ready]
-        trees = self.proposer.propose([r.request_id for r in ready], contexts, budgets, depths)
+        req_ids = [r.request_id for r in ready]
+        trees = self.proposer.propose(req_ids, contexts, budgets, depths)
+        trees = verifiable_trees(trees, req_ids, budgets, depths, self.info.vocab_size)
         drafts = {}
-        for r, tree, budget, depth in zip(ready, trees, budgets, depths, strict=True):
-            tree = merge_duplicate_siblings(fit_tree(tree, budget, depth))
+        for r, tree in zip(ready, trees, strict=True):
             if len(tree):
                 drafts[r.handle] = tree
         return drafts

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from suffixspec._native import TokenTree, build_tree_batch
-from suffixspec.errors import InvalidParameterError, InvalidTokenError, InvalidTreeError
+from suffixspec.errors import InvalidParameterError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.batch import Request, left_pad
 from suffixspec.generation.compat import ModelInfo
@@ -22,7 +22,7 @@ from suffixspec.generation.masks import block_mask
 from suffixspec.generation.stats import BatchStats
 from suffixspec.generation.streaming import StreamSink
 from suffixspec.generation.verify import accept_greedy, accept_sampling, sample_tokens
-from suffixspec.proposer import Proposer, empty_tree, fit_tree, merge_duplicate_siblings
+from suffixspec.proposer import Proposer, empty_tree, verifiable_trees
 
 _NO_NODES = np.zeros(0, dtype=np.int64)
 
@@ -244,8 +244,7 @@ class SpeculativeLoop:
         trees = self.proposer.propose(
             [r.req_id for r in active], [r.context for r in active], budgets, depths
         )
-        trees = self._checked_trees(trees, active)
-        trees = [fit_tree(t, b, d) for t, b, d in zip(trees, budgets, depths, strict=True)]
+        trees = verifiable_trees(trees, [r.req_id for r in active], budgets, depths, self.info.vocab_size)
         t1 = time.perf_counter()
         results = self._verify(kv, active, trees)
         t2 = time.perf_counter()
@@ -275,27 +274,6 @@ class SpeculativeLoop:
         else:
             for req_id in list(self._open):
                 self._finish(req_id)
-
-    def _checked_trees(self, trees: Any, active: list[Request]) -> list[TokenTree]:
-        """The proposer's trees, checked (typed errors for malformed ones or ids outside the
-        vocabulary) and with duplicate siblings merged."""
-        if not isinstance(trees, (list, tuple)) or len(trees) != len(active):
-            got = f"{len(trees)} trees" if isinstance(trees, (list, tuple)) else type(trees).__name__
-            raise InvalidTreeError(f"the proposer returned {got} for {len(active)} requests")
-        checked = []
-        for r, tree in zip(active, trees, strict=True):
-            if not isinstance(tree, TokenTree):
-                raise InvalidTreeError(
-                    f"the proposer returned a {type(tree).__name__} for request {r.req_id!r}, not a TokenTree"
-                )
-            top = int(np.asarray(tree.token_ids).max()) if len(tree) else -1
-            if top >= self.info.vocab_size:  # (negative ids are refused by TokenTree itself)
-                raise InvalidTokenError(
-                    f"the proposer drafted token id {top} for request {r.req_id!r}, outside the "
-                    f"model's vocabulary [0, {self.info.vocab_size})"
-                )
-            checked.append(merge_duplicate_siblings(tree))
-        return checked
 
     def _finish(self, req_id: Any) -> None:
         del self._open[req_id]

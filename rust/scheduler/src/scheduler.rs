@@ -22,7 +22,7 @@ use crate::error::{invalid, SchedulerError};
 use crate::plan::StepPlan;
 use crate::pool::{BlockPool, DEFAULT_BLOCK_SIZE};
 use crate::request::{Phase, RequestSpec, RequestState};
-use crate::selection::{required_tokens, validate_tree, Candidate, Policy, Selector};
+use crate::selection::{max_depth, required_tokens, validate_tree, Candidate, Policy, Selector};
 
 /// Sizes and policies of a scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,6 +108,8 @@ pub struct Scheduler {
     last_verify: usize,
     stats: SchedulerStats,
     selector: Selector,
+    /// Scratch of `max_depth` while building candidates.
+    depth_scratch: Vec<u32>,
 }
 
 impl Scheduler {
@@ -148,6 +150,7 @@ impl Scheduler {
             last_verify: 0,
             stats: SchedulerStats::default(),
             selector: Selector::default(),
+            depth_scratch: Vec::new(),
         })
     }
 
@@ -436,8 +439,17 @@ impl Scheduler {
                         }
                         _ => None,
                     };
-                    // Room for the accepted nodes plus the bonus token within max_len.
-                    let max_nodes = state.spec.max_len.saturating_sub(state.computed + s.chunk + 1);
+                    // Room for the accepted nodes plus the bonus token within max_len. A tree no
+                    // deeper than that room (the engine fits depths to it) cannot overrun it with
+                    // any accepted path, so it may keep all its nodes, side branches included;
+                    // a deeper one is capped by count, which bounds every path too.
+                    let room = state.spec.max_len.saturating_sub(state.computed + s.chunk + 1);
+                    let parents = drafts[d].parents;
+                    let max_nodes = if max_depth(parents, &mut self.depth_scratch) <= room {
+                        u32::try_from(parents.len()).unwrap_or(u32::MAX)
+                    } else {
+                        room
+                    };
                     Candidate { parents: drafts[d].parents, probs: drafts[d].probs, required, max_nodes }
                 }
                 None => {

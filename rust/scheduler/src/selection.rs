@@ -225,7 +225,7 @@ impl Values {
 }
 
 /// Depth of the deepest node of a parents-first tree.
-fn max_depth(parents: &[i32], scratch: &mut Vec<u32>) -> u32 {
+pub(crate) fn max_depth(parents: &[i32], scratch: &mut Vec<u32>) -> u32 {
     scratch.clear();
     for &p in parents {
         let depth = if p < 0 { 1 } else { scratch[p as usize] + 1 };

@@ -357,7 +357,14 @@ proptest! {
             let mut results = Vec::new();
             for b in 0..plan.batch_size() {
                 let id = plan.request_ids[b];
-                let accepted = if plan.tree_lens[b] > 0 { (next() % (plan.tree_lens[b] as u64 + 1)) as u32 } else { 0 };
+                // A verifier accepts one root-to-node path: at most the chosen tree's depth.
+                let parents = plan.trees.parents_of(b);
+                let mut depth = vec![0u32; parents.len()];
+                for (i, &p) in parents.iter().enumerate() {
+                    depth[i] = if p < 0 { 1 } else { depth[p as usize] + 1 };
+                }
+                let deepest = depth.iter().copied().max().unwrap_or(0);
+                let accepted = if deepest > 0 { (next() % (u64::from(deepest) + 1)) as u32 } else { 0 };
                 results.push((id, accepted));
             }
             if let Some(every) = abort_every {

@@ -181,3 +181,28 @@ fn adaserve_serves_the_late_request_and_baselines_do_not() {
     assert_eq!(run(Policy::Uniform { draft_tokens: 2 }), vec![2, 2]);
     assert_eq!(run(Policy::NoSpeculation), vec![0, 0]);
 }
+
+#[test]
+fn near_max_len_a_shallow_branching_tree_keeps_its_side_branches_and_a_deep_one_is_capped() {
+    let mut s = Scheduler::new(SchedulerConfig { policy: Policy::ProbabilityGreedy, ..config(16) }).unwrap();
+    s.add_request(1, spec(4, 8, 0)).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    // 5 tokens known: room for 2 accepted nodes + the bonus token.
+    commit_all(&mut s, 0.0, &plan);
+    // Depth 2 with 4 nodes: no accepted path can pass max_len, so every node is verified.
+    let (parents, probs) = ([-1, 0, -1, 2], [0.9, 0.8, 0.5, 0.4]);
+    let plan = s.schedule(0.1, &[Draft { request: 1, parents: &parents, probs: &probs }]).unwrap();
+    assert_eq!(plan.tree_lens[0], 4);
+    s.commit(0.1, &[(1, 2)]).unwrap();
+    assert_eq!(s.request(1).unwrap().known, 8);
+    s.finish(1).unwrap();
+
+    // Depth 3 exceeds the room of 2: the tree is cut to 2 nodes, so no path can overrun.
+    s.add_request(2, spec(4, 8, 0)).unwrap();
+    let plan = s.schedule(0.2, &[]).unwrap();
+    commit_all(&mut s, 0.2, &plan);
+    let (parents, probs) = ([-1, 0, 1, -1], [0.9, 0.8, 0.7, 0.5]);
+    let plan = s.schedule(0.3, &[Draft { request: 2, parents: &parents, probs: &probs }]).unwrap();
+    assert_eq!(plan.tree_lens[0], 2);
+    s.check_integrity().unwrap();
+}
