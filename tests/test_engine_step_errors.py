@@ -37,7 +37,9 @@ def _fail_call(monkeypatch: pytest.MonkeyPatch, model: Any, call: int) -> list[i
     return calls
 
 
-def test_failed_forward_ends_its_step_requests_and_the_engine_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_forward_ends_its_step_requests_and_the_engine_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = tiny_model(CLASS)
     prompts = _prompts(21, 4)
     engine = Engine(model, num_blocks=64, max_running=2)  # two run, two wait
@@ -70,7 +72,9 @@ def test_failed_forward_ends_its_step_requests_and_the_engine_goes_on(monkeypatc
         _check_exact(CLASS, prompt, out.token_ids)
 
 
-def test_async_streams_of_the_failed_step_raise_and_the_others_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_async_streams_of_the_failed_step_raise_and_the_others_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = tiny_model(CLASS)
     prompts = _prompts(22, 2)
     engine = AsyncEngine(model, num_blocks=64, max_running=1)  # "late" waits while "early" fails

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from typing import Any, TypeVar
 
 from suffixspec.engine.engine import Engine
@@ -54,6 +54,18 @@ class AsyncEngine:
     ) -> AsyncIterator[RequestOutput]:
         """Adds the request and yields its output after every step that advanced it, the last
         one ``finished``. Bad input raises the engine's typed errors before anything runs."""
+        stream = await self.add_request(request_id, prompt, params)
+        try:
+            async for out in stream:
+                yield out
+        finally:
+            await stream.aclose()
+
+    async def add_request(
+        self, request_id: Hashable, prompt: Any, params: RequestParams | None = None
+    ) -> AsyncGenerator[RequestOutput, None]:
+        """Adds the request now (bad input, or a full queue, raises here) and returns its stream,
+        to iterate to the end or close (``aclose``: the request is aborted)."""
         queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         async with self._lock:
             waiting = len(self.engine.scheduler.waiting)
@@ -62,6 +74,11 @@ class AsyncEngine:
             self.engine.add_request(request_id, prompt, params)
             self._streams[request_id] = queue
         self._start()
+        return self._stream(request_id, queue)
+
+    async def _stream(
+        self, request_id: Hashable, queue: asyncio.Queue[RequestOutput | BaseException]
+    ) -> AsyncGenerator[RequestOutput, None]:
         finished = False
         try:
             while not finished:
@@ -73,7 +90,9 @@ class AsyncEngine:
         finally:
             self._streams.pop(request_id, None)
             if not finished:
-                await self.abort(request_id)
+                # Shielded: a cancelled consumer (a client that went away) must still free the
+                # request's blocks, even if the abort waits for a step to end.
+                await asyncio.shield(self.abort(request_id))
 
     async def abort(self, request_id: Hashable) -> None:
         """Ends the request if it is still running (no error when it already ended); its stream
