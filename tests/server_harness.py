@@ -36,10 +36,12 @@ CHAT_TEMPLATE = (
 EURO_CHAIN_TEXT = ("x", "€")
 
 
-def make_model_dir(out: Path, *, chat_template: bool) -> Path:
+def make_model_dir(out: Path, *, chat_template: bool, context: int = 1024) -> Path:
+    """The test model with ``context`` positions (rotary: no weights depend on it)."""
     make_tiny_llama(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
+    model.config.max_position_embeddings = context
     chain = [i for text in EURO_CHAIN_TEXT for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
     emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     with torch.no_grad():
