@@ -14,14 +14,24 @@ from suffixspec.cli import main
 
 
 def _suffixspec(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "suffixspec", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "suffixspec", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_serve_is_listed_and_documents_its_options() -> None:
     assert "serve" in _suffixspec("--help").stdout
     out = _suffixspec("serve", "--help")
     assert out.returncode == 0
-    for option in ("--model", "--host", "--port", "--max-queued", "--shutdown-timeout", "--num-blocks", "--policy"):
+    for option in (
+        "--model",
+        "--host",
+        "--port",
+        "--max-queued",
+        "--shutdown-timeout",
+        "--num-blocks",
+        "--policy",
+    ):
         assert option in out.stdout
 
 

@@ -87,6 +87,18 @@ def test_a_client_that_disconnects_mid_stream_has_its_request_aborted_and_kv_fre
     assert after["suffixspec_generated_tokens_total"] - before["suffixspec_generated_tokens_total"] < LONG
 
 
+def test_a_client_that_leaves_before_a_whole_response_has_its_request_aborted(server: ServerProcess) -> None:
+    before = server.metrics()
+    body = {"model": server.model, "prompt": "import os\n", "max_tokens": LONG, "temperature": 0}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=1.0)
+    _wait_until(lambda: server.metrics()["suffixspec_kv_blocks_used"] == 0)
+    after = server.metrics()
+    aborted = "suffixspec_requests_total{outcome=abort}"
+    assert after[aborted] == before[aborted] + 1
+    assert after["suffixspec_generated_tokens_total"] - before["suffixspec_generated_tokens_total"] < LONG
+
+
 def test_a_full_queue_gets_429(server: ServerProcess, client: Any, model_dir: Path) -> None:
     running = [_long_stream(client, server.model, p) for p in ("class A:", "hello world")]
     waiting = client.completions.create(

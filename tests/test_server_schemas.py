@@ -52,7 +52,9 @@ def test_openai_defaults_sample_with_the_model_config_and_neutral_values_mean_of
 def test_chat_prefers_max_completion_tokens_and_joins_text_parts() -> None:
     body = {
         "model": "m",
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+        ],
         "max_tokens": 5,
         "max_completion_tokens": 7,
     }

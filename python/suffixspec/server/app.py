@@ -7,12 +7,13 @@ OpenAI's chunk format, ending with ``data: [DONE]``), ``/v1/models``, ``/health`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +100,7 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
     engine.max_waiting = max_queued
     engine.on_step = served.metrics.observe_step
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await engine.abort_all()  # whatever is left once the server stops
@@ -145,7 +146,7 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
         return Response(served.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest) -> Response:
+    async def completions(body: CompletionRequest, http: Request) -> Response:
         try:
             _check_model(served, body.model)
             prompt = body.single_prompt()
@@ -153,18 +154,18 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
             ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
             _check_prompt_fits(served, ids, param="prompt")
             params = to_request_params(body, default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS)
-            return await _serve(served, body.stream, body.stream_options, ids, params, chat=False)
+            return await _serve(served, http, body, ids, params, chat=False)
         except Exception as exc:
             raise _refused(served, exc) from exc
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> Response:
+    async def chat_completions(body: ChatCompletionRequest, http: Request) -> Response:
         try:
             _check_model(served, body.model)
             ids = _chat_prompt(engine, body)
             _check_prompt_fits(served, ids, param="messages")
             params = to_request_params(body, default_max_tokens=served.context_len - len(ids))
-            return await _serve(served, body.stream, body.stream_options, ids, params, chat=True)
+            return await _serve(served, http, body, ids, params, chat=True)
         except Exception as exc:
             raise _refused(served, exc) from exc
 
@@ -217,19 +218,39 @@ def _chat_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+#: How often a non-streaming request checks that its client is still there.
+_DISCONNECT_POLL_S = 0.25
+
+
 async def _serve(
-    served: _Served, stream: bool, stream_options: Any, ids: list[int], params: RequestParams, *, chat: bool
+    served: _Served, http: Request, body: Any, ids: list[int], params: RequestParams, *, chat: bool
 ) -> Response:
     request_id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     outputs = _followed(served, await served.engine.add_request(request_id, ids, params), params)
-    if stream:
-        usage = bool(stream_options is not None and stream_options.include_usage)
+    if body.stream:  # a client that leaves ends the response: its stream closes, the request aborts
+        usage = bool(body.stream_options is not None and body.stream_options.include_usage)
         events = _events(served, request_id, outputs, chat=chat, include_usage=usage)
         return StreamingResponse(events, media_type="text/event-stream")
-    last = None
-    try:
+
+    async def last_output() -> RequestOutput | None:
+        last = None
         async for out in outputs:
             last = out
+        return last
+
+    # Nothing is sent before the end: watch the connection, so that a client that leaves
+    # aborts its request instead of leaving it to run.
+    task = asyncio.ensure_future(last_output())
+    while not task.done():
+        await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+        if not task.done() and await http.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            logger.info("request %s: the client went away; aborted", request_id)
+            return Response(status_code=499)
+    try:
+        last = task.result()
     except Exception as exc:
         raise _api_error(exc) from exc
     assert last is not None
