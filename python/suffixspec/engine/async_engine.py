@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable
 from typing import Any, TypeVar
 
 from suffixspec.engine.engine import Engine
 from suffixspec.engine.params import RequestOutput, RequestParams
 from suffixspec.errors import InvalidParameterError, QueueFullError
 
-__all__ = ["AsyncEngine"]
+__all__ = ["AsyncEngine", "RequestStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class AsyncEngine:
 
     async def add_request(
         self, request_id: Hashable, prompt: Any, params: RequestParams | None = None
-    ) -> AsyncGenerator[RequestOutput, None]:
+    ) -> RequestStream:
         """Adds the request now (bad input, or a full queue, raises here) and returns its stream,
         to iterate to the end or close (``aclose``: the request is aborted)."""
         queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
@@ -74,25 +74,7 @@ class AsyncEngine:
             self.engine.add_request(request_id, prompt, params)
             self._streams[request_id] = queue
         self._start()
-        return self._stream(request_id, queue)
-
-    async def _stream(
-        self, request_id: Hashable, queue: asyncio.Queue[RequestOutput | BaseException]
-    ) -> AsyncGenerator[RequestOutput, None]:
-        finished = False
-        try:
-            while not finished:
-                item = await queue.get()
-                if isinstance(item, BaseException):
-                    raise item
-                finished = item.finished
-                yield item
-        finally:
-            self._streams.pop(request_id, None)
-            if not finished:
-                # Shielded: a cancelled consumer (a client that went away) must still free the
-                # request's blocks, even if the abort waits for a step to end.
-                await asyncio.shield(self.abort(request_id))
+        return RequestStream(self, request_id, queue)
 
     async def abort(self, request_id: Hashable) -> None:
         """Ends the request if it is still running (no error when it already ended); its stream
@@ -109,7 +91,7 @@ class AsyncEngine:
     def _abort(self, request_id: Hashable) -> None:
         if request_id in self.engine:
             out = self.engine.abort(request_id)
-            stream = self._streams.get(request_id)
+            stream = self._streams.pop(request_id, None)
             if stream is not None:
                 stream.put_nowait(out)
 
@@ -138,14 +120,54 @@ class AsyncEngine:
                     # The forward pass failed: its requests ended with "error", the others go on.
                     logger.exception("a step failed; its %d request(s) end", len(self.engine.failed_outputs))
                     for out in self.engine.failed_outputs:
-                        stream = self._streams.get(out.request_id)
+                        stream = self._streams.pop(out.request_id, None)
                         if stream is not None:
                             stream.put_nowait(exc)
                     outputs = []
                 if self.on_step is not None:
                     self.on_step(outputs, time.monotonic() - start)
-            for out in outputs:
-                stream = self._streams.get(out.request_id)
+            for out in outputs:  # an ended request's stream leaves (its queue holds the rest)
+                stream = (
+                    self._streams.pop(out.request_id, None)
+                    if out.finished
+                    else self._streams.get(out.request_id)
+                )
                 if stream is not None:
                     stream.put_nowait(out)
             await asyncio.sleep(0)  # let streams and new requests in between steps
+
+
+class RequestStream:
+    """One request's outputs, an async iterator that ends after the ``finished`` one. Closing
+    it before then (``aclose``, also when never iterated) aborts the request."""
+
+    def __init__(
+        self, owner: AsyncEngine, request_id: Hashable, queue: asyncio.Queue[RequestOutput | BaseException]
+    ):
+        self.request_id = request_id
+        self._owner, self._queue, self._done = owner, queue, False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):  # its step failed: the request has ended
+            self._end()
+            raise item
+        if item.finished:
+            self._end()
+        return item
+
+    def _end(self) -> None:
+        self._done = True
+        self._owner._streams.pop(self.request_id, None)
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._end()
+            # Shielded: a cancelled consumer (a client that went away) must still free the
+            # request's blocks, even when the abort waits for a running step to end.
+            await asyncio.shield(self._owner.abort(self.request_id))

@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from suffixspec.engine.async_engine import AsyncEngine
+from suffixspec.engine.async_engine import AsyncEngine, RequestStream
 from suffixspec.engine.params import RequestOutput, RequestParams
 from suffixspec.errors import QueueFullError, SuffixSpecError
 from suffixspec.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -258,7 +258,7 @@ async def _serve(
 
 
 async def _followed(
-    served: _Served, stream: AsyncGenerator[RequestOutput, None], params: RequestParams
+    served: _Served, stream: RequestStream, params: RequestParams
 ) -> AsyncGenerator[RequestOutput, None]:
     """``stream``, recording in the metrics how the request ended (a stream left before its end:
     ``abort``; the engine failed: ``error``)."""
