@@ -15,14 +15,13 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from suffixspec.engine.async_engine import AsyncEngine, RequestStream
 from suffixspec.engine.params import RequestOutput, RequestParams
 from suffixspec.errors import QueueFullError, SuffixSpecError
 from suffixspec.server.metrics import CONTENT_TYPE, ServerMetrics
@@ -32,6 +31,9 @@ from suffixspec.server.schemas import (
     CompletionRequest,
     to_request_params,
 )
+
+if TYPE_CHECKING:  # the engine (torch) loads only once a model is served
+    from suffixspec.engine.async_engine import AsyncEngine, RequestStream
 
 __all__ = ["APIError", "build_app"]
 

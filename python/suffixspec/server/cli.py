@@ -76,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(path: str | None, device: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, default served name)."""
+    if path is not None and not Path(path).expanduser().exists():  # said before torch loads
+        raise ModelNotFoundError(f"--model {path}: no such file or directory")
     import torch
 
     if path is None:
@@ -85,8 +87,6 @@ def _load(path: str | None, device: str) -> tuple[Any, Any, str]:
         name = DEFAULT_MODEL_NAME
     else:
         directory = Path(path).expanduser()
-        if not directory.exists():
-            raise ModelNotFoundError(f"--model {path}: no such file or directory")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from suffixspec.default_model.store import quiet_transformers

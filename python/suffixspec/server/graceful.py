@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from suffixspec.engine.async_engine import AsyncEngine
+if TYPE_CHECKING:
+    from suffixspec.engine.async_engine import AsyncEngine
 
 __all__ = ["GracefulServer"]
 
