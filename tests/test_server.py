@@ -204,7 +204,11 @@ def test_bad_chat_requests_get_a_clear_4xx(
 def test_malformed_json_and_unknown_routes(server: ServerProcess, client: Any) -> None:
     headers = {"content-type": "application/json"}
     for path in ("/v1/completions", "/v1/chat/completions"):
-        _error(httpx.post(f"{server.base_url}{path}", content=b'{"model": ', headers=headers), 400, "JSON")
+        _error(
+            httpx.post(f"{server.base_url}{path}", content=b'{"model": ', headers=headers),
+            400,
+            "malformed JSON",
+        )
     _error(httpx.get(f"{server.base_url}/v1/nothing"), 404, "Not Found")
     with pytest.raises(openai.NotFoundError, match="does not exist"):
         client.completions.create(model="gpt-4", prompt="a", max_tokens=2)

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from suffixspec.engine.params import RequestOutput, RequestParams
-from suffixspec.errors import QueueFullError, SuffixSpecError
+from suffixspec.errors import InvalidParameterError, QueueFullError, SuffixSpecError
 from suffixspec.server.metrics import CONTENT_TYPE, ServerMetrics
 from suffixspec.server.schemas import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
@@ -97,7 +97,7 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
     """The app serving ``engine`` as ``model_name``; more than ``max_queued`` requests waiting
     for admission are answered 429."""
     if engine.engine.tokenizer is None:
-        raise SuffixSpecError("the server needs the engine's tokenizer")
+        raise InvalidParameterError("the server needs the engine's tokenizer")
     served = _Served(engine, model_name, _context_len(engine), ServerMetrics(), int(time.time()))
     engine.max_waiting = max_queued
     engine.on_step = served.metrics.observe_step
@@ -119,6 +119,9 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
         served.metrics.observe_refused("invalid")
         problems = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":
+                detail = err.get("ctx", {}).get("error", "")
+                return APIError(400, f"malformed JSON body: {err.get('msg')} {detail}".strip()).response()
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return APIError(400, "invalid request body: " + "; ".join(problems)).response()
@@ -152,8 +155,10 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
         try:
             _check_model(served, body.model)
             prompt = body.single_prompt()
-            tokenizer = engine.engine.tokenizer
-            ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
+            if isinstance(prompt, str):  # between steps: the step thread decodes with it
+                ids = await engine.inspect(lambda e: list(e.tokenizer(prompt)["input_ids"]))
+            else:
+                ids = list(prompt)
             _check_prompt_fits(served, ids, param="prompt")
             params = to_request_params(body, default_max_tokens=COMPLETIONS_DEFAULT_MAX_TOKENS)
             return await _serve(served, http, body, ids, params, chat=False)
@@ -164,7 +169,7 @@ def build_app(engine: AsyncEngine, *, model_name: str, max_queued: int | None = 
     async def chat_completions(body: ChatCompletionRequest, http: Request) -> Response:
         try:
             _check_model(served, body.model)
-            ids = _chat_prompt(engine, body)
+            ids = await engine.inspect(lambda e: _chat_prompt(e.tokenizer, body))
             _check_prompt_fits(served, ids, param="messages")
             params = to_request_params(body, default_max_tokens=served.context_len - len(ids))
             return await _serve(served, http, body, ids, params, chat=True)
@@ -205,8 +210,7 @@ def _check_prompt_fits(served: _Served, ids: list[int], param: str) -> None:
         )
 
 
-def _chat_prompt(engine: AsyncEngine, body: ChatCompletionRequest) -> list[int]:
-    tokenizer = engine.engine.tokenizer
+def _chat_prompt(tokenizer: Any, body: ChatCompletionRequest) -> list[int]:
     if not getattr(tokenizer, "chat_template", None):
         raise APIError(
             400, "this model's tokenizer has no chat template: use /v1/completions with a text prompt"
