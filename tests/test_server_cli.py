@@ -60,3 +60,11 @@ def test_serve_exits_2_on_a_missing_model(tmp_path: Path) -> None:
     out = _suffixspec("serve", "--model", str(tmp_path / "nothing"), "--port", "0")
     assert out.returncode == 2
     assert "no such file or directory" in out.stderr
+
+
+@pytest.mark.parametrize("option", [["--max-queued", "0"], ["--shutdown-timeout", "-1"]])
+def test_serve_refuses_bad_limits(option: list[str]) -> None:
+    pytest.importorskip("uvicorn")
+    out = _suffixspec("serve", *option, "--port", "0")
+    assert out.returncode == 2
+    assert "--max-queued must be at least 1" in out.stderr

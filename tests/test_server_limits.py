@@ -71,6 +71,17 @@ def test_chat_without_a_chat_template_is_400(server: ServerProcess, client: Any)
         client.chat.completions.create(model=server.model, messages=[{"role": "user", "content": "hi"}])
 
 
+def test_characters_spanning_steps_stream_whole(server: ServerProcess, client: Any, model_dir: Path) -> None:
+    """One token per step here: each three-token "€" spans three steps of the stream."""
+    stream = client.completions.create(
+        model=server.model, prompt="def f(x", max_tokens=40, temperature=0, stream=True
+    )
+    parts = [chunk.choices[0].text for chunk in stream]
+    expected = greedy_text(model_dir, "def f(x", 40)[1]
+    # Released too early, a "€" would reach the client as U+FFFD halves and the text would differ.
+    assert "".join(parts) == expected and expected.count("€") >= 3
+
+
 def test_a_client_that_disconnects_mid_stream_has_its_request_aborted_and_kv_freed(
     server: ServerProcess, client: Any
 ) -> None:

@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     from suffixspec.server.graceful import GracefulServer
 
     logging.config.dictConfig(_log_config())
-    if args.max_queued < 0 or args.shutdown_timeout < 0:
-        logger.error("--max-queued and --shutdown-timeout must not be negative")
+    if args.max_queued < 1 or args.shutdown_timeout < 0:
+        # Every request waits for admission at first: --max-queued 0 would refuse them all.
+        logger.error("--max-queued must be at least 1 and --shutdown-timeout not negative")
         return 2
     try:
         logger.info("loading %s", args.model or "the built-in default model")
