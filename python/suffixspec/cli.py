@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "suffixspec.replay.cli",
         "replay real traces model-free: what would speculation buy on this workload?",
     ),
+    "serve": (
+        "suffixspec.server.cli",
+        "an OpenAI-compatible HTTP server (the built-in default model or --model PATH)",
+    ),
 }
 
 
@@ -40,6 +44,11 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "tokenizers": "replay",
     "matplotlib": "replay",
     "cupy": "cuda",
+    "fastapi": "serve",
+    "starlette": "serve",
+    "pydantic": "serve",
+    "uvicorn": "serve",
+    "prometheus_client": "serve",
 }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidTreeError",
     "KernelUnavailableError",
     "ModelNotFoundError",
+    "QueueFullError",
     "SuffixSpecError",
     "TraceFormatError",
     "UnknownRequestError",
@@ -77,3 +78,7 @@ class ModelNotFoundError(SuffixSpecError, FileNotFoundError):
 class EngineIntegrationError(SuffixSpecError, RuntimeError):
     """suffixspec cannot take over an inference engine's drafting as asked (an engine version it
     was not tested with, another plugin replacing the same drafter, a missing opt-in)."""
+
+
+class QueueFullError(SuffixSpecError, RuntimeError):
+    """A request refused because too many are already waiting (a server answers 429)."""

@@ -141,6 +141,9 @@ class Engine:
         self._by_handle: dict[int, EngineRequest] = {}
         self._handles = itertools.count()
         self._auto_ids = itertools.count()
+        #: The outputs of the requests that the last :meth:`step` ended with ``"error"``
+        #: because its forward pass raised (empty after a step that ran).
+        self.failed_outputs: list[RequestOutput] = []
 
     # -- requests -----------------------------------------------------------------------------
     def _prompt_ids(self, prompt: Any) -> list[int]:
@@ -212,19 +215,27 @@ class Engine:
         self._by_handle[handle] = request
         self.proposer.start(request_id, np.asarray(ids, dtype=np.int32))
 
-    def abort(self, request_id: Hashable) -> None:
-        """Ends a request now: its KV blocks are freed and its partial output is not cached."""
+    def abort(self, request_id: Hashable) -> RequestOutput:
+        """Ends a request now: its KV blocks are freed and its partial output is not cached.
+        Returns its last output (``finish_reason`` ``"abort"``)."""
         request = self._requests.get(request_id)
         if request is None:
             raise UnknownRequestError(f"no running request {request_id!r}")
+        return self._end(request, "abort")
+
+    def _end(self, request: EngineRequest, reason: str) -> RequestOutput:
+        """Ends a request before it finished (abort, failed step): frees its KV blocks, keeps
+        its partial output out of the suffix cache, and returns its last output."""
         self.scheduler.abort(request.handle)
         undo = getattr(self.proposer, "abort", None)
         if callable(undo):
-            undo([request_id])
+            undo([request.request_id])
         else:
-            self.proposer.finish(request_id)
-        request.finished, request.finish_reason = True, "abort"
+            self.proposer.finish(request.request_id)
+        request.finished, request.finish_reason = True, reason
+        request.stats.finish_time = time.monotonic()
         self._forget(request)
+        return request.take_output()
 
     def has_unfinished(self) -> bool:
         return bool(self._requests)
@@ -261,7 +272,12 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         """Runs one model forward pass for the scheduled requests; returns the output of every
-        request that gained tokens or finished in it."""
+        request that gained tokens or finished in it.
+
+        A forward pass that raises (out of memory, ...) ends the requests of this step with
+        ``finish_reason`` ``"error"`` (their KV freed, their outputs in :attr:`failed_outputs`)
+        and propagates; the engine stays usable for the other requests and new ones."""
+        self.failed_outputs = []
         drafts = self._drafts()
         plan = self.scheduler.schedule(time.monotonic(), drafts)
         for handle in plan.preempted:
@@ -299,13 +315,19 @@ class Engine:
             self.scheduler.block_size,
             device,
         )
-        with paged_attention_active(self.model), torch.no_grad():
-            out = self.model(
-                input_ids=torch.tensor([ids], dtype=torch.long, device=device),
-                position_ids=torch.tensor([positions], dtype=torch.long, device=device),
-                use_cache=False,
-                **{PAGED_KWARG: PagedBatch(self.kv, meta)},
-            )
+        try:
+            with paged_attention_active(self.model), torch.no_grad():
+                out = self.model(
+                    input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+                    position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+                    use_cache=False,
+                    **{PAGED_KWARG: PagedBatch(self.kv, meta)},
+                )
+        except Exception:
+            # Nothing of this step was committed: ending its requests releases the scheduler's
+            # step and their blocks, so the next step starts from a consistent state.
+            self.failed_outputs = [self._end(self._by_handle[h], "error") for h in handles]
+            raise
         logits = out.logits[0]
         accepted, moves = self._verify(plan, handles, trees, logits)
         if moves:

@@ -13,8 +13,9 @@ from suffixspec.errors import InvalidParameterError
 
 __all__ = ["FINISH_REASONS", "SLO", "RequestOutput", "RequestParams", "RequestStats"]
 
-#: Why a request ended: max_new_tokens reached, a stop token, a stop string, or ``abort``.
-FINISH_REASONS = ("length", "stop", "abort")
+#: Why a request ended: max_new_tokens reached, a stop token, a stop string, ``abort``, or
+#: ``error`` (the forward pass of one of its steps raised).
+FINISH_REASONS = ("length", "stop", "abort", "error")
 
 
 @dataclass(frozen=True)
