@@ -56,7 +56,10 @@ class RequestParams:
         temperature, top_k, top_p: the sampling warpers, as ``model.generate`` applies them
             (None: the model's generation config decides).
         seed: seeds the request's own generator (sampling only), so its output does not depend
-            on the other requests of the batch.
+            on the other requests of the batch. It does depend on the drafts: verification draws
+            one random number per tried draft node, so the same seed repeats its output only
+            from the same suffix-cache state (a cache that learned from earlier responses drafts
+            differently). Every output follows the model's distribution either way.
         stop_token_ids: tokens that end the request (kept in the output); None: the model's
             ``eos_token_id``.
         stop: strings that end the request (needs the engine's tokenizer; the text stops
