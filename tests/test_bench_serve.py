@@ -58,7 +58,12 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
     (result,) = report["results"]
     assert result["model"] == "default" and result["workload"] == "mini" and result["requests"] == 6
     assert (out / "default_mini.png").stat().st_size > 0
-    # The step-cost model was measured: distinct increasing token counts, non-decreasing times.
+    # The step-cost model was measured: distinct increasing token counts, non-decreasing times,
+    # and the clock's fit (non-negative coefficients).
+    assert result["step_cost"]["source"] == "measured on this machine"
+    fit = result["step_cost"]["fit"]
+    assert min(fit["fixed_s"], fit["per_request_s"], fit["per_token_s"]) >= 0
+    assert fit["fixed_s"] + fit["per_request_s"] + fit["per_token_s"] > 0
     points = result["step_cost"]["points"]
     assert points and all(t > 0 for _, t in points)
     assert [n for n, _ in points] == sorted({n for n, _ in points})
@@ -87,7 +92,9 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
         assert len(same) == 1
         (arrivals, classes) = same.pop()
         assert len(arrivals) == 6 and sorted(classes) == ["batch", "chat"] + ["tight"] * 4
-    assert "targets" in result
+    assert isinstance(result["targets"], list)
+    for check in result["targets"]:
+        assert set(check["met"]) == {"attainment_vs_uniform", "attainment_vs_none", "goodput_vs_uniform"}
     assert "adaserve" in done.stdout and "trace-forced" in done.stdout
 
 
