@@ -606,8 +606,12 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
         if not mine:
             continue
         rates = [r for r, _ in mine]
-        ax1.plot(rates, [s["attainment"] for _, s in mine], marker="o", label=policy)
-        ax2.plot(rates, [s["goodput_tok_s"] for _, s in mine], marker="o", label=policy)
+        # Distinct markers and dashes: policies that coincide stay visible.
+        style = dict(
+            marker="osD^"[POLICIES.index(policy)], linestyle=("-", "--", "-.", ":")[POLICIES.index(policy)]
+        )
+        ax1.plot(rates, [s["attainment"] for _, s in mine], label=policy, **style)
+        ax2.plot(rates, [s["goodput_tok_s"] for _, s in mine], label=policy, **style)
     for ax, label in ((ax1, "SLO attainment"), (ax2, "goodput (tokens/s)")):
         ax.set_xscale("log")
         ax.set_xlabel("request rate (requests/s)")
