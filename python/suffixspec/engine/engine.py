@@ -33,6 +33,7 @@ from suffixspec.errors import (
 )
 from suffixspec.generation.compat import inspect_model, prepare_generation_config
 from suffixspec.generation.logits import TargetScorer, build_processors
+from suffixspec.generation.loop import AcceptancePolicy
 from suffixspec.generation.verify import accept_greedy, accept_sampling
 from suffixspec.proposer import Proposer, SuffixProposer, verifiable_trees
 
@@ -91,6 +92,9 @@ class Engine:
         max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
         draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
             :class:`suffixspec._native.Scheduler`).
+        acceptance: the generation loop's :class:`~suffixspec.generation.loop.AcceptancePolicy`
+            (trace-forced benchmarks): it replaces the model's greedy choices in verification;
+            greedy requests only. None (the default): exact greedy acceptance.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class Engine:
         max_verify_tokens: int | None = None,
         draft_tokens: int | None = None,
         cost_points: Sequence[tuple[int, float]] | None = None,
+        acceptance: AcceptancePolicy | None = None,
     ):
         self.info = _check_model(model)
         spec = SpecConfig() if spec is None else spec
@@ -129,6 +134,7 @@ class Engine:
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
+        self.acceptance = acceptance
         self.cache = SuffixCache(**spec.cache_kwargs()) if cache is None else cache
         if proposer is not None and not isinstance(proposer, Proposer):
             raise InvalidParameterError(f"proposer must implement Proposer, got {type(proposer).__name__}")
@@ -174,6 +180,8 @@ class Engine:
         params = RequestParams() if params is None else params
         if not isinstance(params, RequestParams):
             raise InvalidParameterError(f"params must be a RequestParams, got {type(params).__name__}")
+        if self.acceptance is not None and params.do_sample:
+            raise InvalidParameterError("an acceptance policy replaces greedy choices; sampling has none")
         try:
             hash(request_id)
         except TypeError:
@@ -367,10 +375,14 @@ class Engine:
             block = logits[row_offset + chunk - 1 : row_offset + q]  # the root, then the nodes
             if r.params.do_sample:
                 nodes, bonus = accept_sampling([tree], r.scorer.probs(block)[None], r.generator)[0]
-            elif len(tree):
-                nodes, bonus = accept_greedy([tree], r.scorer.greedy(block).cpu().numpy()[None])[0]
             else:
-                nodes, bonus = np.zeros(0, np.int64), int(r.scorer.greedy(block[:1])[0])
+                targets = r.scorer.greedy(block).cpu().numpy()[None]  # [1, nodes + 1]
+                if self.acceptance is not None:
+                    targets = np.asarray(self.acceptance([r], [tree], targets), dtype=np.int64)
+                if len(tree):
+                    nodes, bonus = accept_greedy([tree], targets)[0]
+                else:
+                    nodes, bonus = np.zeros(0, np.int64), int(targets[0, 0])
             table = plan.block_tables[b]
             for k, node in enumerate(np.asarray(nodes).tolist()):
                 src = int(plan.slot_mapping[row_offset + chunk + node])

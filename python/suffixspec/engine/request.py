@@ -30,6 +30,19 @@ class EngineRequest:
     reported: int = 0  # output tokens already returned by step()
     reported_text: int = 0
 
+    # What an acceptance policy sees (suffixspec.generation.loop.AcceptanceRequest).
+    @property
+    def req_id(self) -> Hashable:
+        return self.request_id
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt)
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
     @property
     def output(self) -> list[int]:
         return self.tokens[len(self.prompt) :]

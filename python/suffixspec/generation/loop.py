@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -27,8 +27,21 @@ from suffixspec.proposer import Proposer, empty_tree, verifiable_trees
 _NO_NODES = np.zeros(0, dtype=np.int64)
 
 
+class AcceptanceRequest(Protocol):
+    """What an :class:`AcceptancePolicy` sees of a request (the loop's `Request` and the engine's
+    requests both have it): its id, prompt length and tokens so far (prompt + output)."""
+
+    @property
+    def req_id(self) -> Hashable: ...
+    @property
+    def prompt_len(self) -> int: ...
+    @property
+    def length(self) -> int: ...
+
+
 class AcceptancePolicy(Protocol):
-    """The loop's public seam for trace-forced benchmarks (greedy decoding only).
+    """The public seam for trace-forced benchmarks (greedy decoding only), taken by this loop and
+    by :class:`suffixspec.Engine` (``acceptance=``).
 
     Called with the requests of a forward pass, their draft trees (empty ones for the prefill and
     plain steps) and the model's argmax of every block row `[B, n]` (row 0: after the root, row
@@ -38,7 +51,7 @@ class AcceptancePolicy(Protocol):
     """
 
     def __call__(
-        self, requests: Sequence[Request], trees: Sequence[TokenTree], targets: np.ndarray
+        self, requests: Sequence[AcceptanceRequest], trees: Sequence[TokenTree], targets: np.ndarray
     ) -> np.ndarray: ...
 
 
