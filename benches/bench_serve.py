@@ -44,7 +44,6 @@ import json
 import math
 import sys
 import time
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,22 +268,12 @@ class StepCounter:
 
 
 @contextlib.contextmanager
-def counting(model: Any, counter: StepCounter, virtual: bool) -> Iterator[None]:
-    """Hooks `counter` on `model`; with `virtual`, the engine reads its time from the counter.
-
-    The engine takes ``time.monotonic()`` from its module's ``time``; the virtual clock swaps that
-    name for the run (an ``Engine(clock=...)`` argument would be cleaner, but ``Engine.step`` is
-    being reworked elsewhere; this keeps the benchmark self-contained)."""
-    import suffixspec.engine.engine as engine_module
-
+def counting(model: Any, counter: StepCounter) -> Iterator[None]:
+    """Hooks `counter` on `model` for the run."""
     handle = model.register_forward_hook(counter, with_kwargs=True)
-    real = engine_module.time
-    if virtual:
-        engine_module.time = types.SimpleNamespace(monotonic=counter.monotonic)  # type: ignore[assignment]
     try:
         yield
     finally:
-        engine_module.time = real
         handle.remove()
 
 
@@ -350,6 +339,8 @@ def run_once(
             return engine.scheduler.step_time(tokens)
 
     counter = StepCounter(step_cost if virtual else None)
+    if virtual:
+        engine.clock = counter.monotonic  # the engine plans and stamps with the virtual time
     order = np.argsort(arrivals.times, kind="stable")
     finished: dict[int, Any] = {}
     wall0 = time.perf_counter()
@@ -357,7 +348,7 @@ def run_once(
     def now() -> float:
         return counter.now if virtual else time.perf_counter() - wall0
 
-    with counting(mut.model, counter, virtual), torch.inference_mode():
+    with counting(mut.model, counter), torch.inference_mode():
         start = engine_time = now()
         added = 0
         while added < len(order) or engine.has_unfinished():
@@ -487,7 +478,7 @@ def measure_step_cost(mut: ModelUnderTest, loaded: Any, args: argparse.Namespace
     for policy, group, points in runs:
         engine = make_engine(mut, loaded, policy, args, points)
         counter = StepCounter()
-        with counting(mut.model, counter, virtual=False), torch.inference_mode():
+        with counting(mut.model, counter), torch.inference_mode():
             for i, (prompt, output) in enumerate(group):
                 engine.add_request(
                     i, prompt, RequestParams(max_new_tokens=int(output.size), stop_token_ids=[])

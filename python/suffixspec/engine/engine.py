@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from suffixspec.engine.paged_attention import PAGED_KWARG, PagedBatch, paged_att
 from suffixspec.engine.paged_cache import PagedKVCache, step_meta
 from suffixspec.engine.params import RequestOutput, RequestParams
 from suffixspec.engine.request import EngineRequest
+from suffixspec.engine.step_cost import MeasuredStepCost
 from suffixspec.errors import (
     DuplicateRequestError,
     IncompatibleModelError,
@@ -91,10 +92,14 @@ class Engine:
             ``"uniform"`` (``draft_tokens`` per request) or ``"none"`` (no speculation).
         max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
         draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
-            :class:`suffixspec._native.Scheduler`).
+            :class:`suffixspec._native.Scheduler`). Without ``cost_points`` the engine times its
+            own steps and refits the model every few dozen steps (:attr:`step_cost`).
         acceptance: the generation loop's :class:`~suffixspec.generation.loop.AcceptancePolicy`
             (trace-forced benchmarks): it replaces the model's greedy choices in verification;
             greedy requests only. None (the default): exact greedy acceptance.
+        clock: seconds, the time the scheduler plans with (SLO deadlines, TTFT/TPOT) and that
+            per-request stats record (default ``time.monotonic``; benchmarks pass a virtual
+            clock). Settable later as ``engine.clock``.
     """
 
     def __init__(
@@ -115,7 +120,9 @@ class Engine:
         draft_tokens: int | None = None,
         cost_points: Sequence[tuple[int, float]] | None = None,
         acceptance: AcceptancePolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
+        self.clock = clock
         self.info = _check_model(model)
         spec = SpecConfig() if spec is None else spec
         if not isinstance(spec, SpecConfig):
@@ -150,6 +157,9 @@ class Engine:
         #: The outputs of the requests that the last :meth:`step` ended with ``"error"``
         #: because its forward pass raised (empty after a step that ran).
         self.failed_outputs: list[RequestOutput] = []
+        #: Without ``cost_points`` the engine measures its own steps and refits the scheduler's
+        #: step-cost model from them (``engine/step_cost.py``); supplied points stay fixed.
+        self.step_cost = MeasuredStepCost() if cost_points is None else None
 
     # -- requests -----------------------------------------------------------------------------
     def _prompt_ids(self, prompt: Any) -> list[int]:
@@ -207,7 +217,7 @@ class Engine:
         stops = self._eos if params.stop_token_ids is None else tuple(params.stop_token_ids)
         handle = next(self._handles)
         slo = params.slo
-        now = time.monotonic()
+        now = self.clock()
         self.scheduler.add_request(  # validates against the pool before anything changes
             handle,
             len(ids),
@@ -241,7 +251,7 @@ class Engine:
         else:
             self.proposer.finish(request.request_id)
         request.finished, request.finish_reason = True, reason
-        request.stats.finish_time = time.monotonic()
+        request.stats.finish_time = self.clock()
         self._forget(request)
         return request.take_output()
 
@@ -286,13 +296,14 @@ class Engine:
         ``finish_reason`` ``"error"`` (their KV freed, their outputs in :attr:`failed_outputs`)
         and propagates; the engine stays usable for the other requests and new ones."""
         self.failed_outputs = []
+        started = time.perf_counter()  # the step's real cost, whatever clock the engine plans with
         drafts = self._drafts()
-        plan = self.scheduler.schedule(time.monotonic(), drafts)
+        plan = self.scheduler.schedule(self.clock(), drafts)
         for handle in plan.preempted:
             self._by_handle[handle].stats.preemptions += 1
         handles = plan.request_ids.tolist()
         if not handles:
-            self.scheduler.commit(time.monotonic(), [], [])
+            self.scheduler.commit(self.clock(), [], [])
             return []
         ctx_lens, chunk_lens, query_lens = plan.context_lens, plan.chunk_lens, plan.query_lens
         offsets, nodes_all, parents_all = plan.tree_offsets, plan.tree_nodes, plan.tree_parents
@@ -341,8 +352,12 @@ class Engine:
         if moves:
             src, dst = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*moves, strict=True))
             self.kv.move(src, dst)
-        now = time.monotonic()
+        now = self.clock()
         self.scheduler.commit(now, plan.request_ids, accepted)
+        if self.step_cost is not None:
+            points = self.step_cost.record(len(ids), time.perf_counter() - started)
+            if points is not None:
+                self.scheduler.set_cost_model(points)
         outputs = []
         for b, handle in enumerate(handles):
             r = self._by_handle[handle]
@@ -364,7 +379,7 @@ class Engine:
         (flat source slot, flat destination slot) that compact the accepted nodes."""
         bs = self.scheduler.block_size
         accepted, moves, offset = [], [], 0
-        now = time.monotonic()
+        now = self.clock()
         for b, handle in enumerate(handles):
             q, chunk, ctx = int(plan.query_lens[b]), int(plan.chunk_lens[b]), int(plan.context_lens[b])
             row_offset, offset = offset, offset + q

@@ -113,7 +113,7 @@ class RequestParams:
 
 @dataclass
 class RequestStats:
-    """Per-request counters; times are seconds of ``time.monotonic()``."""
+    """Per-request counters; times are seconds of the engine's clock (``time.monotonic()`` by default)."""
 
     arrival_time: float = 0.0
     first_token_time: float | None = None

@@ -1,7 +1,8 @@
 //! The step-cost model: the wall time of one engine step as a function of the tokens it
-//! feeds, piecewise linear through measured (or supplied) points. The engine measures a few
-//! step sizes when it starts (tests inject a fixed model); selection uses the model to pick
-//! the verify budget that maximises expected tokens per second.
+//! feeds, piecewise linear through measured (or supplied) points. The Python engine times its
+//! own steps and refits the model as it runs, unless the caller supplies the points (tests
+//! inject a fixed model); selection uses the model to pick the verify budget that maximises
+//! expected tokens per second.
 use crate::error::{invalid, SchedulerError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -56,7 +57,7 @@ impl StepCostModel {
 }
 
 impl Default for StepCostModel {
-    /// A placeholder until the engine measures its model: 10 ms plus 0.1 ms per token.
+    /// A placeholder until the engine has measured its steps: 10 ms plus 0.1 ms per token.
     fn default() -> Self {
         Self { points: vec![(0.0, 0.010), (1.0, 0.0101)] }
     }
