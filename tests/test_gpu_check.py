@@ -40,6 +40,7 @@ def test_dry_run_writes_a_complete_report(tmp_path):
     assert {name: stage["status"] for name, stage in report["stages"].items()} == {
         "device": "ok",
         "tests": "ok",
+        "decode": "ok",
         "sweep": "ok",
         "paged": "ok",
     }
@@ -59,7 +60,18 @@ def test_dry_run_writes_a_complete_report(tmp_path):
         assert {c["candidate"]["variant"] for c in row["candidates"]} >= {"w4", "w8"}
         assert row["best"] in [c["candidate"] for c in row["candidates"]]
     assert len(report["best"]) == len(report["sweep"])
-    assert (tmp_path / "report.log").read_text().count("stage") >= 8
+    assert (tmp_path / "report.log").read_text().count("stage") >= 10
+    # The plain-decode stage: every baseline of every point timed beside its weight-read limit.
+    decode = report["decode"]
+    assert {(r["batch"], r["baseline"]) for r in decode} == {
+        (1, "loop"), (1, "generate"), (1, "graph"), (3, "loop"), (3, "graph"),
+    }  # fmt: skip
+    for row in decode:
+        assert "error" not in row and "skipped" not in row, row
+        assert row["step_s"] > 0 and row["tok_s"] > 0 and row["model"] == "tiny"
+        assert row["weight_read_s"] == row["weight_bytes"] / report["device"]["nominal_bandwidth"]
+        assert row["step_over_weight_read"] == row["step_s"] / row["weight_read_s"]
+        assert row.get("captured", False) is False  # no CUDA graph on a CPU
 
 
 def test_an_exhausted_budget_skips_stages_cleanly(tmp_path):
@@ -71,10 +83,11 @@ def test_an_exhausted_budget_skips_stages_cleanly(tmp_path):
 
 def test_failing_tests_are_recorded_and_the_sweep_still_runs(tmp_path):
     # An unknown test path makes pytest exit non-zero; the sweep must still run.
-    proc, report = run_check(tmp_path, "--tests", "tests/no_such_file.py", "--skip", "paged")
+    proc, report = run_check(tmp_path, "--tests", "tests/no_such_file.py", "--skip", "paged,decode")
     stages = report["stages"]
     assert stages["tests"]["status"] == "ok" and report["tests"]["returncode"] != 0
     assert stages["sweep"]["status"] == "ok" and stages["paged"]["status"] == "skipped"
+    assert stages["decode"]["status"] == "skipped" and report["decode"] == []
     assert proc.returncode == 0
 
 
@@ -109,12 +122,14 @@ def test_the_reduced_preset_sets_the_short_run_grid_and_explicit_options_win():
     spec.loader.exec_module(module)
     full = module.parse_args([])
     reduced = module.parse_args(["--reduced"])
-    assert reduced.prefix == [4096, 32768] and reduced.budget_s == 300 and reduced.tests_budget_s == 90
+    assert reduced.prefix == [4096, 32768] and reduced.budget_s == 420 and reduced.tests_budget_s == 90
+    assert reduced.decode_budget_s == 150 and full.decode_budget_s == 180
     assert reduced.batch == full.batch == [1, 8, 64] and reduced.nodes == full.nodes == [16, 64, 128]
     assert reduced.tests is None  # every GPU test file
     grid = module.shapes(reduced)
     assert len(grid) == 3 * 2 * 3 + 1 and sum(s["head_dim"] == 64 for s in grid) == 1
     overridden = module.parse_args(["--budget-s", "200", "--reduced", "--prefix", "8192"])
+    assert overridden.decode_budget_s == 150
     assert overridden.budget_s == 200 and overridden.prefix == [8192] and overridden.tests_budget_s == 90
     # Sweep children get --reduced too (their budget is the parent's remainder).
     assert module.child_argv(["--reduced", "--budget-s", "300"]) == ["--reduced"]
