@@ -343,30 +343,45 @@ def generate_decode(
 ) -> Timing:
     """HF `model.generate` (greedy) on the left-padded group for as many tokens as its longest
     traced output. It cannot be teacher-forced, so it decodes the model's own tokens: the same
-    shapes and steps. Prefill = a 1-token `generate` call; decode = the full call minus that.
-    Every row runs to the end (generate keeps finished rows); only the traced tokens count."""
+    shapes and steps. The prefill ends where generate first checks its stopping criteria (a
+    criterion that synchronises and reads the clock once). Every row runs to the end (generate
+    keeps finished rows); only the traced tokens count."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
     from suffixspec.generation.batch import left_pad
+
+    class FirstTokenClock(StoppingCriteria):
+        at: float | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+            if self.at is None:
+                _sync(device)
+                self.at = time.perf_counter()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     _, lengths = _forced_tokens(group)
     ids, mask = left_pad([p for p, _ in group], pad_id=0)
-    inputs = {
-        "input_ids": torch.from_numpy(ids).to(device),
-        "attention_mask": torch.from_numpy(mask).to(device),
-    }
-    fixed = {"do_sample": False, "pad_token_id": 0, "eos_token_id": None, **kwargs}
+    n = int(lengths.max())
+    clock = FirstTokenClock()
     with torch.inference_mode():
         _sync(device)
         t0 = time.perf_counter()
-        model.generate(**inputs, max_new_tokens=1, min_new_tokens=1, **fixed)
-        _sync(device)
-        t1 = time.perf_counter()
-        n = int(lengths.max())
-        model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, **fixed)
+        model.generate(
+            input_ids=torch.from_numpy(ids).to(device),
+            attention_mask=torch.from_numpy(mask).to(device),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+            stopping_criteria=StoppingCriteriaList([clock]),
+            **kwargs,
+        )
         _sync(device)
         t2 = time.perf_counter()
+    assert clock.at is not None
     total = int(lengths.sum())
-    prefill = t1 - t0
-    return Timing(prefill, max(t2 - t1 - prefill, 0.0), total, total - len(group), n - 1)
+    return Timing(clock.at - t0, t2 - clock.at, total, total - len(group), n - 1)
 
 
 class PlainBaselines:

@@ -63,9 +63,10 @@ def test_dry_run_writes_a_complete_report(tmp_path):
     assert (tmp_path / "report.log").read_text().count("stage") >= 10
     # The plain-decode stage: every baseline of every point timed beside its weight-read limit.
     decode = report["decode"]
-    assert {(r["batch"], r["baseline"]) for r in decode} == {
-        (1, "loop"), (1, "generate"), (1, "graph"), (3, "loop"), (3, "graph"),
-    }  # fmt: skip
+    assert [(r["batch"], r["prompt"], r["baseline"], r.get("cudnn_sdp")) for r in decode] == [
+        (1, 24, "loop", None), (1, 24, "generate", None), (1, 24, "graph", None),
+        (3, 24, "loop", None), (3, 24, "graph", None), (3, 30, "loop", False),
+    ]  # fmt: skip
     for row in decode:
         assert "error" not in row and "skipped" not in row, row
         assert row["step_s"] > 0 and row["tok_s"] > 0 and row["model"] == "tiny"
