@@ -398,6 +398,14 @@ class PlainBaselines:
     def graph_captured(self) -> bool:
         return self._graph is not None and bool(self._graph.captured_buckets)
 
+    def graph_decoder(self) -> Any:
+        """The `GraphDecoder` of the `graph` baseline (built on first use)."""
+        if self._graph is None:
+            from suffixspec.generation.cuda_graphs import GraphDecoder
+
+            self._graph = GraphDecoder(self.model, max_len=self.max_len)
+        return self._graph
+
     def run(self, name: str, group: Sequence[tuple[np.ndarray, np.ndarray]]) -> Timing:
         if name == "loop":
             return plain_decode(self.model, group, self.device)
@@ -406,11 +414,7 @@ class PlainBaselines:
         if name == "compiled":
             return generate_decode(self.model, group, self.device, **self._compile_kwargs())
         if name == "graph":
-            if self._graph is None:
-                from suffixspec.generation.cuda_graphs import GraphDecoder
-
-                self._graph = GraphDecoder(self.model, max_len=self.max_len)
-            return graph_decode(self._graph, group, self.device)
+            return graph_decode(self.graph_decoder(), group, self.device)
         raise ValueError(f"unknown baseline {name!r}")
 
     def _compile_kwargs(self) -> dict[str, Any]:

@@ -577,11 +577,11 @@ def run_decode(report: Report, args: argparse.Namespace, budget: Budget) -> None
     if facts is None and args.facts_from is not None and args.facts_from.exists():
         facts = json.loads(args.facts_from.read_text()).get("device")
     facts = facts or device_facts(args.dry_run)
-    bandwidth = facts.get("nominal_bandwidth") or facts.get("measured_bandwidth")
     decode_rows(
         report.data["decode"],
         dry_run=args.dry_run,
-        bandwidth=bandwidth,
+        bandwidth=facts.get("nominal_bandwidth") or facts.get("measured_bandwidth"),
+        flops=facts.get("nominal_bf16_flops") or facts.get("measured_bf16_flops"),
         time_left=budget.left,
         log=report.log,
         save=report.save,

@@ -134,3 +134,81 @@ def test_unsupported_models_are_refused():
         GraphDecoder(eager, max_len=16, capture=False)
     with pytest.raises(IncompatibleModelError):
         GraphDecoder(torch.nn.Linear(2, 2), max_len=16, capture=False)
+
+
+def ancestor_mask(parents: list[int]) -> torch.Tensor:
+    n = len(parents)
+    mask = torch.eye(n, dtype=torch.bool)
+    for i, parent in enumerate(parents):
+        while parent >= 0:
+            mask[i, parent] = True
+            parent = parents[parent]
+    return mask
+
+
+def test_the_uncaptured_verify_step_computes_the_eager_tree_logits_and_commits_nothing():
+    from transformers import DynamicCache
+
+    from suffixspec.generation.batch import left_pad
+
+    model = llama()
+    prompts = random_prompts([7, 12], seed=5)
+    decoder = GraphDecoder(model, max_len=64, node_buckets=(4, 8), capture=False)
+    committed = [5, 9, 11]  # tokens fed by decode steps before the verification
+    decoder.start(prompts)
+    for token in committed:
+        decoder.step([token, token + 1])
+    parents = [-1, 0, 0, 1, 3]  # a 5-node tree: runs in the 8-node bucket with 3 padding nodes
+    tree = ancestor_mask(parents).expand(2, 5, 5)
+    tokens = torch.tensor([[40, 41, 42, 43, 44], [50, 51, 52, 53, 54]])
+    got = decoder.verify(tokens, tree)
+
+    # Eager: the same prefill and steps on a DynamicCache, then the tree block with a 4D mask.
+    ids, mask = left_pad([np.asarray(p) for p in prompts], pad_id=0)
+    ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask).bool()
+    positions = (mask_t.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(input_ids=ids_t, attention_mask=mask_t.long(), position_ids=positions, past_key_values=cache)
+        next_pos = positions[:, -1:] + 1
+        for token in committed:
+            mask_t = torch.cat([mask_t, mask_t.new_ones((2, 1))], dim=1)
+            step_ids = torch.tensor([[token], [token + 1]])
+            model(
+                input_ids=step_ids, attention_mask=mask_t.long(), position_ids=next_pos, past_key_values=cache
+            )
+            next_pos = next_pos + 1
+        block_mask = torch.cat([mask_t[:, None, :].expand(2, 5, -1), tree], dim=-1)[:, None]
+        depth = tree.sum(-1) - 1
+        want = model(
+            input_ids=tokens, attention_mask=block_mask, position_ids=next_pos + depth, past_key_values=cache
+        ).logits
+    assert got.shape == want.shape == (2, 5, model.config.vocab_size)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # The verification committed nothing: the next decode step is the one without it.
+    after = decoder.step([7, 8])
+    fresh = GraphDecoder(model, max_len=64, capture=False)
+    fresh.start(prompts)
+    for token in committed:
+        fresh.step([token, token + 1])
+    torch.testing.assert_close(after, fresh.step([7, 8]), rtol=0, atol=0)
+    assert set(decoder._buckets[2].verifiers) == {8}
+
+
+def test_bad_verify_calls_are_refused():
+    model = llama()
+    decoder = GraphDecoder(model, max_len=24, node_buckets=(4, 8), capture=False)
+    tree = ancestor_mask([-1, 0]).expand(1, 2, 2)
+    with pytest.raises(InvalidParameterError, match="before start"):
+        decoder.verify(torch.tensor([[1, 2]]), tree)
+    decoder.start(random_prompts([10]))
+    with pytest.raises(InvalidParameterError, match="tree_mask"):
+        decoder.verify(torch.tensor([[1, 2, 3]]), tree)
+    with pytest.raises(InvalidParameterError, match="largest bucket"):
+        decoder.verify(
+            torch.ones((1, 9), dtype=torch.long), ancestor_mask(list(range(-1, 8))).expand(1, 9, 9)
+        )
+    for _ in range(11):
+        decoder.step([3])
+    with pytest.raises(InvalidParameterError, match="does not fit"):
+        decoder.verify(torch.tensor([[1, 2]]), tree)  # 21 slots used + a 4-node bucket > 24

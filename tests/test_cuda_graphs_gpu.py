@@ -75,3 +75,36 @@ def test_graph_decoding_is_reused_across_batches_of_one_bucket():
     graph = decoder._buckets[2].graph
     decoder.greedy(prompts([60, 5], seed=3), 20)
     assert decoder.greedy(first, 20) == a and decoder._buckets[2].graph is graph
+
+
+def chain_tree(batch: int, nodes: int) -> torch.Tensor:
+    parents = [-1] + [0 if i <= 4 else i - 4 for i in range(1, nodes)]
+    mask = torch.eye(nodes, dtype=torch.bool)
+    for i, parent in enumerate(parents):
+        while parent >= 0:
+            mask[i, parent] = True
+            parent = parents[parent]
+    return mask.expand(batch, nodes, nodes).cuda()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_replayed_verification_equals_the_eager_step_and_commits_nothing(dtype):
+    model = tiny_llama(dtype)
+    batch = prompts([40, 13, 70], seed=4)
+    graphs = GraphDecoder(model, max_len=256, buckets=(4,), node_buckets=(16, 64), capture=True)
+    eager = GraphDecoder(model, max_len=256, buckets=(4,), node_buckets=(16, 64), capture=False)
+    for decoder in (graphs, eager):
+        decoder.start(batch)
+        decoder.step(torch.tensor([5, 6, 7]))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for nodes in (9, 64):  # a padded 16-node bucket, then a full 64-node one
+        tokens = torch.randint(3, 256, (3, nodes), generator=gen, device="cuda")
+        got = graphs.verify(tokens, chain_tree(3, nodes))
+        want = eager.verify(tokens, chain_tree(3, nodes))
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert graphs.captured_verifiers == ((4, 16), (4, 64)) and eager.captured_verifiers == ()
+    # The committed state is untouched: the next decode steps agree with a decoder that never verified.
+    fresh = GraphDecoder(model, max_len=256, buckets=(4,), capture=True)
+    fresh.start(batch)
+    fresh.step(torch.tensor([5, 6, 7]))
+    torch.testing.assert_close(graphs.step(torch.tensor([8, 9, 10])), fresh.step(torch.tensor([8, 9, 10])))

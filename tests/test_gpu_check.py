@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benches" / "gpu_check.py"
 
@@ -61,18 +63,28 @@ def test_dry_run_writes_a_complete_report(tmp_path):
         assert row["best"] in [c["candidate"] for c in row["candidates"]]
     assert len(report["best"]) == len(report["sweep"])
     assert (tmp_path / "report.log").read_text().count("stage") >= 10
-    # The plain-decode stage: every baseline of every point timed beside its weight-read limit.
+    # The plain-decode stage: every baseline of every point timed beside its weight-read limit,
+    # the verification step beside the decode step and its compute roofline.
     decode = report["decode"]
     assert [(r["batch"], r["prompt"], r["baseline"], r.get("cudnn_sdp")) for r in decode] == [
         (1, 24, "loop", None), (1, 24, "generate", None), (1, 24, "graph", None),
-        (3, 24, "loop", None), (3, 24, "graph", None), (3, 30, "loop", False),
+        (3, 24, "loop", None), (3, 24, "graph", None),
+        (2, 40, "graph", None), (2, 40, "graph-verify", None),
+        (3, 30, "loop", False),
     ]  # fmt: skip
     for row in decode:
         assert "error" not in row and "skipped" not in row, row
-        assert row["step_s"] > 0 and row["tok_s"] > 0 and row["model"] == "tiny"
+        assert row["step_s"] > 0 and row["model"] == "tiny"
         assert row["weight_read_s"] == row["weight_bytes"] / report["device"]["nominal_bandwidth"]
-        assert row["step_over_weight_read"] == row["step_s"] / row["weight_read_s"]
         assert row.get("captured", False) is False  # no CUDA graph on a CPU
+        if row["baseline"] == "graph-verify":
+            graph = decode[decode.index(row) - 1]
+            assert row["decode_step_s"] == graph["step_s"] and row["nodes"] == 64
+            floor = max(row["decode_step_s"], row["compute_roofline_s"])
+            assert row["verify_over_floor"] == pytest.approx(row["step_s"] / floor)
+        else:
+            assert row["tok_s"] > 0
+            assert row["step_over_weight_read"] == row["step_s"] / row["weight_read_s"]
 
 
 def test_an_exhausted_budget_skips_stages_cleanly(tmp_path):

@@ -17,15 +17,22 @@ leave the batch when they finish (the shapes are fixed): the caller ignores them
 ``capture=False`` runs the very same step function eagerly (no graph): on a CPU it is the way to
 check that the step computes the eager logits, so that a GPU run only has to check the capture.
 
+``verify(tokens, tree_mask)`` runs a fixed-shape verification step of the active batch: per row a
+token tree of at most a *node bucket* of nodes (padded with nodes that see only the prefix and
+themselves), attending to the committed prefix and to its tree ancestors, at positions prefix +
+depth; it returns the logits of every node and leaves the committed state unchanged (the tree's
+KV entries are scratch, overwritten by the next step). It is captured per (batch bucket, node
+bucket). Committing accepted tree tokens into the static cache (KV compaction) is not built: the
+speculative loop keeps its eager path; this step measures what a captured verification costs.
+
 Not covered (the caller keeps the eager path): architectures other than the ``llama`` model type,
-attention implementations other than ``sdpa``, sliding-window or non-attention layers,
-speculative verification steps (a fixed-shape verify step is future work).
+attention implementations other than ``sdpa``, sliding-window or non-attention layers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,18 +42,20 @@ from suffixspec.errors import IncompatibleModelError, InvalidParameterError, Ker
 
 #: Batch-size buckets: a batch runs in the smallest bucket that holds it.
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+#: Tree-size buckets of verification steps (nodes per row, root included).
+DEFAULT_NODE_BUCKETS = (16, 32, 64, 128)
 #: transformers model types whose decode step is captured (HF's Llama forward with a static cache
 #: and an explicit 4D mask has no host synchronisation and no data-dependent Python branch).
 SUPPORTED_MODEL_TYPES = frozenset({"llama"})
 
 
-def bucket_for(batch: int, buckets: Sequence[int]) -> int:
-    """The smallest bucket holding `batch` rows."""
-    if batch < 1:
-        raise InvalidParameterError(f"batch must be >= 1, got {batch}")
-    fitting = [b for b in buckets if b >= batch]
+def bucket_for(size: int, buckets: Sequence[int], what: str = "batch") -> int:
+    """The smallest bucket holding `size` (rows of a batch, or nodes of a tree)."""
+    if size < 1:
+        raise InvalidParameterError(f"{what} must be >= 1, got {size}")
+    fitting = [b for b in buckets if b >= size]
     if not fitting:
-        raise InvalidParameterError(f"batch {batch} exceeds the largest bucket {max(buckets)}")
+        raise InvalidParameterError(f"{what} {size} exceeds the largest bucket {max(buckets)}")
     return min(fitting)
 
 
@@ -82,14 +91,27 @@ class _Bucket:
     visible: torch.Tensor  # [size, max_len] bool: cache slots each row attends to
     logits: torch.Tensor | None = None  # [size, vocab]: the captured step's output
     graph: Any = None  # torch.cuda.CUDAGraph once captured
+    verifiers: dict[int, _Verifier] = field(default_factory=dict)  # by node bucket
+
+
+@dataclass
+class _Verifier:
+    """The static buffers of one verification shape (batch bucket x node bucket)."""
+
+    ids: torch.Tensor  # [size, nodes] int64: the trees' tokens
+    tree: torch.Tensor  # [size, nodes, nodes] bool: node i sees node j (its ancestors and itself)
+    logits: torch.Tensor | None = None  # [size, nodes, vocab]: the captured step's output
+    graph: Any = None
 
 
 class GraphDecoder:
-    """Greedy-free plain decoding of one batch at a time over static buffers (see module doc).
+    """Plain decoding of one batch at a time over static buffers (see the module doc).
 
     ``start(prompts)`` prefills (eager) and returns the last prompt position's logits ``[B, V]``;
-    each ``step(tokens)`` feeds one token per row and returns the next logits ``[B, V]`` (a view
-    of a static buffer when captured: read it before the next step).
+    each ``step(tokens)`` feeds one token per row and returns the next logits ``[B, V]``;
+    ``verify(tokens, tree_mask)`` returns the logits of a token tree per row ``[B, n, V]`` without
+    committing it. Returned logits are views of static buffers when captured: read them before
+    the next call. ``greedy(prompts, n)`` is plain greedy decoding on top of start/step.
     """
 
     def __init__(
@@ -98,6 +120,7 @@ class GraphDecoder:
         *,
         max_len: int,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
+        node_buckets: Sequence[int] = DEFAULT_NODE_BUCKETS,
         capture: bool | None = None,
     ) -> None:
         check_graph_support(model)
@@ -105,6 +128,8 @@ class GraphDecoder:
             raise InvalidParameterError(f"max_len must be >= 2, got {max_len}")
         if not buckets or min(buckets) < 1:
             raise InvalidParameterError(f"buckets must be positive batch sizes, got {list(buckets)}")
+        if not node_buckets or min(node_buckets) < 1:
+            raise InvalidParameterError(f"node_buckets must be positive tree sizes, got {list(node_buckets)}")
         self.device = next(model.parameters()).device
         if capture is None:
             capture = self.device.type == "cuda"
@@ -118,6 +143,7 @@ class GraphDecoder:
         self.cache_kwarg = inspect_model(model).cache_kwarg
         self.max_len = int(max_len)
         self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        self.node_buckets = tuple(sorted(set(int(b) for b in node_buckets)))
         self.capture = bool(capture)
         self._buckets: dict[int, _Bucket] = {}
         self._pool: Any = None
@@ -131,7 +157,8 @@ class GraphDecoder:
         if bucket is None:
             bucket = self._new_bucket(size)
             if self.capture:
-                self._capture(bucket)
+                self._capture(bucket, lambda: self._forward(bucket), "logits", bucket)
+                self._reset(bucket)  # the warm-up advanced slot, positions and the cache's own length
             self._buckets[size] = bucket
         return bucket
 
@@ -170,22 +197,22 @@ class GraphDecoder:
         bucket.positions.zero_()
         bucket.visible.zero_()
 
-    def _capture(self, bucket: _Bucket) -> None:
-        """Warm-up steps on a side stream (allocates the cache, cuBLAS workspaces), capture, reset."""
+    def _capture(self, bucket: _Bucket, step: Any, output: str, holder: Any) -> None:
+        """Warm-up runs of `step` on a side stream (allocate the cache, cuBLAS workspaces), then
+        its capture; the captured output tensor goes to `holder.<output>`, the graph to
+        `holder.graph`. The caller undoes what the warm-up runs changed."""
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.inference_mode(), torch.cuda.stream(stream):
             for _ in range(2):
-                self._forward(bucket)
+                step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
-        self._reset(bucket)  # the warm-up advanced slot, positions and the cache's own length
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph, pool=self._pool):
-            bucket.logits = self._forward(bucket)
-        bucket.graph = graph
-        self._reset(bucket)  # capture recorded the step without running it; start clean anyway
+            setattr(holder, output, step())
+        holder.graph = graph
 
     # -- decoding ------------------------------------------------------------------------------------
     def start(self, prompts: Sequence[np.ndarray | Sequence[int]]) -> torch.Tensor:
@@ -254,6 +281,78 @@ class GraphDecoder:
             assert bucket.logits is not None
             return bucket.logits[: self._batch]
 
+    # -- verification --------------------------------------------------------------------------------
+    def verify(self, tokens: torch.Tensor, tree_mask: torch.Tensor) -> torch.Tensor:
+        """One verification step of the active batch: `tokens` ``[B, n]`` (node 0 = the tree's
+        root, the token a decode step would feed), `tree_mask` ``[B, n, n]`` bool (node i sees node
+        j: its ancestors and itself). Returns the logits of every node ``[B, n, V]`` (a view of a
+        static buffer when captured); the committed state is unchanged."""
+        bucket = self._active
+        if bucket is None:
+            raise InvalidParameterError("verify() before start()")
+        tokens = torch.as_tensor(tokens, dtype=torch.long).to(self.device)
+        tree = torch.as_tensor(tree_mask, dtype=torch.bool).to(self.device)
+        batch, n = tokens.shape if tokens.ndim == 2 else (-1, -1)
+        if batch != self._batch or tree.shape != (batch, n, n):
+            raise InvalidParameterError(
+                f"verify() needs tokens [{self._batch}, n] and tree_mask [{self._batch}, n, n], "
+                f"got {tuple(tokens.shape)} and {tuple(tree.shape)}"
+            )
+        nodes = bucket_for(n, self.node_buckets, "tree of")
+        if self._written + nodes > self.max_len:
+            raise InvalidParameterError(
+                f"a {nodes}-node tree does not fit the static cache of {self.max_len}"
+            )
+        verifier = self._verifier(bucket, nodes)
+        with torch.inference_mode():
+            verifier.ids.zero_()
+            verifier.tree.copy_(
+                torch.eye(nodes, dtype=torch.bool, device=self.device).expand_as(verifier.tree)
+            )
+            verifier.ids[:batch, :n].copy_(tokens)
+            verifier.tree[:batch, :n, :n].copy_(tree)
+            if bucket.size > batch:  # filler rows follow the first row
+                verifier.ids[batch:].copy_(verifier.ids[:1].expand(bucket.size - batch, -1))
+                verifier.tree[batch:].copy_(verifier.tree[:1].expand(bucket.size - batch, -1, -1))
+            if verifier.graph is None:
+                return self._verify_forward(bucket, verifier)[:batch, :n]
+            verifier.graph.replay()
+            assert verifier.logits is not None
+            return verifier.logits[:batch, :n]
+
+    def _verifier(self, bucket: _Bucket, nodes: int) -> _Verifier:
+        verifier = bucket.verifiers.get(nodes)
+        if verifier is None:
+            on = {"device": self.device}
+            verifier = _Verifier(
+                ids=torch.zeros((bucket.size, nodes), dtype=torch.long, **on),
+                tree=torch.eye(nodes, dtype=torch.bool, **on).repeat(bucket.size, 1, 1),
+            )
+            if self.capture:  # the warm-up runs leave the committed state as it was
+                self._capture(bucket, lambda: self._verify_forward(bucket, verifier), "logits", verifier)
+            bucket.verifiers[nodes] = verifier
+        return verifier
+
+    def _verify_forward(self, bucket: _Bucket, verifier: _Verifier) -> torch.Tensor:
+        """One verification forward on static buffers; the function that is captured. The tree's
+        KV entries go to the slots after the committed prefix and are then given up again."""
+        from suffixspec.generation.compat import rewind_static_cache
+
+        nodes = verifier.ids.shape[1]
+        slots = bucket.slot + torch.arange(nodes, device=self.device)
+        mask = bucket.visible[:, None, :].expand(-1, nodes, -1).clone()  # the committed prefix
+        mask.index_copy_(2, slots, verifier.tree)  # and the tree's own ancestors
+        positions = bucket.positions + verifier.tree.sum(-1) - 1  # prefix length + depth
+        out = self.model(
+            input_ids=verifier.ids,
+            position_ids=positions,
+            attention_mask=mask[:, None],
+            use_cache=True,
+            **{self.cache_kwarg: bucket.cache},
+        )
+        rewind_static_cache(bucket.cache, nodes)
+        return out.logits
+
     def greedy(self, prompts: Sequence[np.ndarray | Sequence[int]], max_new_tokens: int) -> list[list[int]]:
         """Plain greedy decoding of `prompts` as one batch: `max_new_tokens` tokens per prompt."""
         if max_new_tokens < 1:
@@ -266,5 +365,15 @@ class GraphDecoder:
 
     @property
     def captured_buckets(self) -> tuple[int, ...]:
-        """Buckets whose step is captured (empty without capture)."""
+        """Buckets whose decode step is captured (empty without capture)."""
         return tuple(size for size, b in sorted(self._buckets.items()) if b.graph is not None)
+
+    @property
+    def captured_verifiers(self) -> tuple[tuple[int, int], ...]:
+        """(batch bucket, node bucket) of every captured verification step."""
+        return tuple(
+            (size, nodes)
+            for size, b in sorted(self._buckets.items())
+            for nodes, v in sorted(b.verifiers.items())
+            if v.graph is not None
+        )
