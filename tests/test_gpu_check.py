@@ -136,13 +136,13 @@ def test_the_reduced_preset_sets_the_short_run_grid_and_explicit_options_win():
     full = module.parse_args([])
     reduced = module.parse_args(["--reduced"])
     assert reduced.prefix == [4096, 32768] and reduced.budget_s == 420 and reduced.tests_budget_s == 90
-    assert reduced.decode_budget_s == 150 and full.decode_budget_s == 180
+    assert reduced.decode_budget_s == full.decode_budget_s == 180
     assert reduced.batch == full.batch == [1, 8, 64] and reduced.nodes == full.nodes == [16, 64, 128]
     assert reduced.tests is None  # every GPU test file
     grid = module.shapes(reduced)
     assert len(grid) == 3 * 2 * 3 + 1 and sum(s["head_dim"] == 64 for s in grid) == 1
     overridden = module.parse_args(["--budget-s", "200", "--reduced", "--prefix", "8192"])
-    assert overridden.decode_budget_s == 150
+    assert overridden.decode_budget_s == 180
     assert overridden.budget_s == 200 and overridden.prefix == [8192] and overridden.tests_budget_s == 90
     # Sweep children get --reduced too (their budget is the parent's remainder).
     assert module.child_argv(["--reduced", "--budget-s", "300"]) == ["--reduced"]

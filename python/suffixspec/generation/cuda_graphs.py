@@ -140,7 +140,10 @@ class GraphDecoder:
         from suffixspec.generation.compat import inspect_model
 
         self.model = model
-        self.cache_kwarg = inspect_model(model).cache_kwarg
+        info = inspect_model(model)
+        self.cache_kwarg = info.cache_kwarg
+        # The prefill needs the last position's logits only (not [B, prompt, vocab]).
+        self._last_logits_only = {"logits_to_keep": 1} if info.supports_logits_to_keep else {}
         self.max_len = int(max_len)
         self.buckets = tuple(sorted(set(int(b) for b in buckets)))
         self.node_buckets = tuple(sorted(set(int(b) for b in node_buckets)))
@@ -257,6 +260,7 @@ class GraphDecoder:
             attention_mask=mask[:, None],
             use_cache=True,
             **{self.cache_kwarg: bucket.cache},
+            **self._last_logits_only,
         )
         return out.logits[:, -1]
 
