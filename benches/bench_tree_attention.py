@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from roofline import nominal
+from roofline import nominal, weight_read_s
 from suffixspec import kernels
 from suffixspec.kernels import cuda_backend
 from timing import CudaTimer
@@ -147,8 +147,10 @@ def model_points(args: argparse.Namespace, timer: CudaTimer) -> list[dict]:
         for batch in args.model_batch
         for prefix in args.model_prefix
     ]
+    limit = weight_read_s(model, peak_bandwidth(torch.cuda.get_device_name(0), args.peak_tbps))
     for row in rows:
         row["model"] = args.model
+        row["weight_read_s"] = limit  # the floor of any step of this model (benches/roofline.py)
     return rows
 
 
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if model_rows:
         print(f"\nmodel {args.model}: verification ({args.nodes}-node tree, kernel) vs single-token decode")
+        limit = model_rows[0].get("weight_read_s")
+        print(f"weight-read limit of a step: {fmt(limit, 1e3)} ms")
         print(f"{'batch':>5} {'prefix':>6} {'decode ms':>9} {'verify ms':>9} {'ratio':>6} {'sdpa ms':>8} "
               f"{'ratio':>6}  (kernel ratio target <= 1.3)")  # fmt: skip
         for r in model_rows:
