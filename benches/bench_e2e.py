@@ -6,9 +6,17 @@ acceptance is *forced from the trace*: each request carries its traced output, a
 the loop runs the real proposal (suffix cache), tree build, forward pass (CUDA tree-attention
 kernel or torch), and KV compaction, but accepts the draft path that matches the traced
 continuation (and emits the next traced token as the bonus) instead of the model's argmax.
-The plain baseline decodes one token per forward pass with a `DynamicCache`, teacher-forced
-with the same traced tokens, so both produce exactly the same tokens. Every figure is therefore
-**trace-forced**: the speed a model that generated these traces would get.
+Plain decoding is measured four ways side by side (`--baselines`): `loop` (one token per
+forward pass with a `DynamicCache`, teacher-forced with the traced tokens, finished rows leave the
+batch), `generate` (HF `model.generate`, dynamic cache), `compiled` (`model.generate` with a static
+cache and its forward compiled by `torch.compile`) and `graph` (suffixspec's CUDA-graph decode
+steps, `suffixspec.generation.cuda_graphs`; on a CPU the same static-buffer step runs uncaptured).
+Every speedup is against the fastest of them. Every method runs each workload twice from a fresh
+state and the second run is timed (`--no-repeat`: the first), so first-sight costs per shape
+(library plans, compilation, allocator growth) count for none of them; the first run's decode
+time is kept as `cold_decode_s`. Every figure is **trace-forced**: the speed a model that
+generated these traces would get. On a GPU the weight-read limit (parameter bytes / nominal
+bandwidth per forward pass) is reported beside the figures.
 
 Workloads (`../shared/workloads`): agentic (mini-SWE-agent / deepseek-chat), SQL (Spider),
 code (HumanEval), chat (AlpacaEval), tokenized with the Llama-3 tokenizer. Prompts keep their
@@ -18,7 +26,8 @@ in batches of each `--batch` size (finished responses enter the cache; finished 
 batch, in both methods).
 
     ./dev bench bench_e2e [--models 1b,8b] [--workloads agentic,sql,code,chat] [--batch 1,16]
-        [--limit 16] [--warm 64] [--attention auto,torch] [--out FILE.json]
+        [--limit 16] [--warm 64] [--attention auto,torch] [--baselines loop,generate,compiled,graph]
+        [--no-repeat] [--out FILE.json]
     ./dev bench bench_e2e --tiny        # a tiny random Llama on CPU (smoke test)
 """
 
@@ -28,7 +37,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +46,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roofline import nominal, weight_read_s  # noqa: E402
+
 DEFAULT_TRACES = ROOT.parent / "shared" / "workloads"
 LABEL = "trace-forced"
 
@@ -84,6 +96,8 @@ TINY = dict(
     num_key_value_heads=2,
     tie_word_embeddings=True,
 )
+#: Plain-decoding baselines (see the module docstring).
+BASELINES = ("loop", "generate", "compiled", "graph")
 # Real runs / --tiny defaults of the size settings.
 SIZES = {
     "limit": (16, 4),
@@ -112,6 +126,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt tail kept (4096; --tiny 64)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="output head kept (128; --tiny 16)")
     p.add_argument("--attention", default="auto,torch", help="suffixspec attention modes: auto, cuda, torch")
+    p.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help=f"plain-decoding baselines of {BASELINES}; speedups are against the fastest",
+    )
+    p.add_argument(
+        "--no-repeat",
+        action="store_true",
+        help="time each method's first run (default: run twice from a fresh state, time the second)",
+    )
     p.add_argument("--max-spec-tokens", type=int, default=16)
     p.add_argument("--tree", action="store_true", help="tree drafts (default: path drafts)")
     p.add_argument(
@@ -127,6 +151,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, tiny if args.tiny else real)
     args.batch = [int(b) for b in _csv(str(args.batch))]
     args.attention = _csv(args.attention)
+    args.baselines = _csv(args.baselines)
+    if not args.baselines or set(args.baselines) - set(BASELINES):
+        p.error(f"--baselines: choose from {BASELINES}")
     args.models = ["tiny"] if args.tiny else _csv(args.models)
     args.workloads = _csv(args.workloads)
     unknown = [m for m in args.models if m != "tiny" and m not in MODELS]
@@ -219,9 +246,10 @@ class Timing:
     decode_s: float = 0.0
     new_tokens: int = 0
     decode_tokens: int = 0  # tokens emitted after the prefill's first one
+    steps: int = 0  # forward passes after the prefill
 
     def add(self, other: Timing) -> None:
-        for f in ("prefill_s", "decode_s", "new_tokens", "decode_tokens"):
+        for f in ("prefill_s", "decode_s", "new_tokens", "decode_tokens", "steps"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
 
 
@@ -239,10 +267,7 @@ def _plain_decode(model: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], de
     from suffixspec.generation.batch import left_pad
 
     ids, mask = left_pad([p for p, _ in group], pad_id=0)
-    lengths = np.asarray([o.size for _, o in group])
-    forced = np.zeros((len(group), lengths.max()), dtype=np.int64)
-    for b, (_, out) in enumerate(group):
-        forced[b, : out.size] = out
+    forced, lengths = _forced_tokens(group)
     forced_t = torch.from_numpy(forced).to(device)
     mask_t = torch.from_numpy(mask).to(device)
     positions = (mask_t.cumsum(-1) - 1).masked_fill_(mask_t == 0, 1)
@@ -281,7 +306,124 @@ def _plain_decode(model: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], de
     _sync(device)
     t2 = time.perf_counter()
     total = int(lengths.sum())
-    return Timing(t1 - t0, t2 - t1, total, total - len(group))
+    return Timing(t1 - t0, t2 - t1, total, total - len(group), int(lengths.max()) - 1)
+
+
+def _forced_tokens(group: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The traced outputs as a right-padded `[B, longest]` int64 array, and their lengths."""
+    lengths = np.asarray([o.size for _, o in group])
+    forced = np.zeros((len(group), lengths.max()), dtype=np.int64)
+    for b, (_, out) in enumerate(group):
+        forced[b, : out.size] = out
+    return forced, lengths
+
+
+def graph_decode(
+    decoder: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device
+) -> Timing:
+    """The plain loop on suffixspec's `GraphDecoder`: one replayed CUDA graph per step over a
+    static cache (uncaptured on a CPU), teacher-forced, argmax read back each step. Rows stay in
+    the batch until the longest finishes (static shapes); only their real tokens count."""
+    forced, lengths = _forced_tokens(group)
+    forced_t = torch.from_numpy(forced).to(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    decoder.start([p for p, _ in group]).argmax(-1).cpu()
+    t1 = time.perf_counter()
+    for i in range(1, int(lengths.max())):
+        decoder.step(forced_t[:, i - 1]).argmax(-1).cpu()
+    _sync(device)
+    t2 = time.perf_counter()
+    total = int(lengths.sum())
+    return Timing(t1 - t0, t2 - t1, total, total - len(group), int(lengths.max()) - 1)
+
+
+def generate_decode(
+    model: Any, group: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device, **kwargs: Any
+) -> Timing:
+    """HF `model.generate` (greedy) on the left-padded group for as many tokens as its longest
+    traced output. It cannot be teacher-forced, so it decodes the model's own tokens: the same
+    shapes and steps. The prefill ends where generate first checks its stopping criteria (a
+    criterion that synchronises and reads the clock once). Every row runs to the end (generate
+    keeps finished rows); only the traced tokens count."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from suffixspec.generation.batch import left_pad
+
+    class FirstTokenClock(StoppingCriteria):
+        at: float | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
+            if self.at is None:
+                _sync(device)
+                self.at = time.perf_counter()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    _, lengths = _forced_tokens(group)
+    ids, mask = left_pad([p for p, _ in group], pad_id=0)
+    n = int(lengths.max())
+    clock = FirstTokenClock()
+    with torch.inference_mode():
+        _sync(device)
+        t0 = time.perf_counter()
+        model.generate(
+            input_ids=torch.from_numpy(ids).to(device),
+            attention_mask=torch.from_numpy(mask).to(device),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+            stopping_criteria=StoppingCriteriaList([clock]),
+            **kwargs,
+        )
+        _sync(device)
+        t2 = time.perf_counter()
+    assert clock.at is not None
+    total = int(lengths.sum())
+    return Timing(clock.at - t0, t2 - clock.at, total, total - len(group), n - 1)
+
+
+class PlainBaselines:
+    """The plain-decoding baselines of one model (module docstring), each run on a group of
+    requests. `compiled` keeps one static cache per batch size of `max_len` positions (so groups
+    of one size share one compiled graph) and uses transformers' own `torch.compile` of the
+    decode forward (`compile_config`; mode reduce-overhead on CUDA)."""
+
+    def __init__(self, model: Any, device: torch.device, max_len: int) -> None:
+        self.model, self.device, self.max_len = model, device, max_len
+        self._graph: Any = None
+
+    @property
+    def graph_captured(self) -> bool:
+        return self._graph is not None and bool(self._graph.captured_buckets)
+
+    def graph_decoder(self) -> Any:
+        """The `GraphDecoder` of the `graph` baseline (built on first use)."""
+        if self._graph is None:
+            from suffixspec.generation.cuda_graphs import GraphDecoder
+
+            self._graph = GraphDecoder(self.model, max_len=self.max_len)
+        return self._graph
+
+    def run(self, name: str, group: Sequence[tuple[np.ndarray, np.ndarray]]) -> Timing:
+        if name == "loop":
+            return plain_decode(self.model, group, self.device)
+        if name == "generate":
+            return generate_decode(self.model, group, self.device)
+        if name == "compiled":
+            return generate_decode(self.model, group, self.device, **self._compile_kwargs())
+        if name == "graph":
+            return graph_decode(self.graph_decoder(), group, self.device)
+        raise ValueError(f"unknown baseline {name!r}")
+
+    def _compile_kwargs(self) -> dict[str, Any]:
+        from transformers import CompileConfig
+
+        cuda = self.device.type == "cuda"
+        config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead" if cuda else "default")
+        config._compile_all_devices = not cuda  # transformers compiles on accelerators only unless told
+        return {"cache_implementation": "static", "max_cache_len": self.max_len, "compile_config": config}
 
 
 # -- speculative decoding, forced from the trace --------------------------------------------------
@@ -442,11 +584,54 @@ class Row:
     shares: dict[str, float]  # of suffixspec's decode time
     forcing_s: float  # the trace forcing itself (benchmark work, not counted in suffixspec's time)
     mismatches: int  # requests whose forced output differs from the trace (must be 0)
+    fastest_plain: str = ""  # the baseline behind plain_tok_s and the speedups
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)  # every plain baseline
+    spec_cold_decode_s: float = 0.0  # suffixspec's first (untimed) run, for comparison
+    weight_read_step_s: float | None = None  # parameter bytes / nominal bandwidth (GPU only)
+    plain_limit_tok_s: float | None = None  # decode tokens / (loop steps x weight_read_step_s)
+    spec_limit_tok_s: float | None = None  # decode tokens / (suffixspec passes x weight_read_step_s)
 
 
-def make_row(model: str, workload: Workload, batch: int, attention: str, plain: Timing, spec: SpecRun) -> Row:
+def baseline_figures(timed: Timing, cold: Timing) -> dict[str, Any]:
+    """One plain baseline's figures (decode phase unless named e2e)."""
+    e2e = timed.prefill_s + timed.decode_s
+    return {
+        "tok_s": timed.decode_tokens / timed.decode_s if timed.decode_s else 0.0,
+        "e2e_tok_s": timed.new_tokens / e2e if e2e else 0.0,
+        "decode_s": timed.decode_s,
+        "prefill_s": timed.prefill_s,
+        "cold_decode_s": cold.decode_s,
+        "steps": timed.steps,
+        "step_s": timed.decode_s / timed.steps if timed.steps else None,
+    }
+
+
+def fastest(baselines: dict[str, Timing]) -> str:
+    """The baseline with the highest decode tokens/s (the one speedups are computed against)."""
+    return max(
+        baselines,
+        key=lambda k: baselines[k].decode_tokens / baselines[k].decode_s if baselines[k].decode_s else 0.0,
+    )
+
+
+def make_row(
+    model: str,
+    workload: Workload,
+    batch: int,
+    attention: str,
+    baselines: dict[str, tuple[Timing, Timing]],
+    spec: SpecRun,
+    spec_cold: SpecRun | None = None,
+    weight_read_step_s: float | None = None,
+) -> Row:
+    """`baselines`: name -> (timed, cold) plain timings; `spec`: the timed suffixspec run."""
+    best = fastest({k: timed for k, (timed, _) in baselines.items()})
+    plain = baselines[best][0]
     plain_e2e = plain.prefill_s + plain.decode_s
     spec_e2e = spec.timing.prefill_s + spec.timing.decode_s
+    plain_passes = _plain_passes(workload, batch)
+    limit = weight_read_step_s
+    decode_tokens = spec.timing.decode_tokens
     return Row(
         label=LABEL,
         model=model,
@@ -466,13 +651,28 @@ def make_row(model: str, workload: Workload, batch: int, attention: str, plain: 
         acceptance=spec.accepted / spec.drafted if spec.drafted else 0.0,
         mean_draft=spec.drafted / spec.steps if spec.steps else 0.0,
         forward_passes=spec.forward_passes,
-        plain_forward_passes=_plain_passes(workload, batch),
+        plain_forward_passes=plain_passes,
         shares={k: spec.phases.get(f"{k}_s", 0.0) / spec.timing.decode_s for k in PHASES}
         if spec.timing.decode_s
         else dict.fromkeys(PHASES, 0.0),
         forcing_s=spec.forcing_s,
         mismatches=spec.mismatches,
+        fastest_plain=best,
+        baselines={k: baseline_figures(timed, cold) for k, (timed, cold) in baselines.items()},
+        spec_cold_decode_s=(spec_cold or spec).timing.decode_s,
+        weight_read_step_s=limit,
+        plain_limit_tok_s=decode_tokens / (plain_passes * limit) if limit and plain_passes else None,
+        spec_limit_tok_s=decode_tokens / (spec.forward_passes * limit)
+        if limit and spec.forward_passes
+        else None,
     )
+
+
+def sum_timings(timings: Iterable[Timing]) -> Timing:
+    total = Timing()
+    for t in timings:
+        total.add(t)
+    return total
 
 
 def _plain_passes(workload: Workload, batch: int) -> int:
@@ -483,18 +683,26 @@ def _plain_passes(workload: Workload, batch: int) -> int:
 
 def print_table(rows: list[Row], header: str) -> None:
     print(f"{LABEL.upper()} ({header})")
+    names = list(dict.fromkeys(k for r in rows for k in r.baselines))
     head = (
-        "model", "workload", "batch", "attention", "tokens", "plain tok/s", "spec tok/s", "speedup",
-        "e2e speedup", "tok/step", "accept", "shares prop/upd/tree/fwd/comp/other %", "mismatch",
+        "model", "workload", "batch", "attention", "tokens", *(f"{k} tok/s" for k in names), "fastest plain",
+        "spec tok/s", "speedup", "e2e speedup", "weight-read limit plain/spec tok/s", "tok/step", "accept",
+        "shares prop/upd/tree/fwd/comp/other %", "mismatch",
     )  # fmt: skip
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         shares = "/".join(f"{100 * r.shares[k]:.0f}" for k in PHASES)
+        plain = " | ".join(f"{r.baselines[k]['tok_s']:.1f}" if k in r.baselines else "-" for k in names)
+        limit = (
+            f"{r.plain_limit_tok_s:.0f}/{r.spec_limit_tok_s:.0f}"
+            if r.plain_limit_tok_s and r.spec_limit_tok_s
+            else "-"
+        )
         print(
-            f"| {r.model} | {r.workload} | {r.batch} | {r.backend} | {r.new_tokens} | {r.plain_tok_s:.1f} | "
-            f"{r.spec_tok_s:.1f} | {r.speedup:.2f}x | {r.e2e_speedup:.2f}x | {r.tokens_per_step:.2f} | "
-            f"{100 * r.acceptance:.0f}% | {shares} | {r.mismatches} |"
+            f"| {r.model} | {r.workload} | {r.batch} | {r.backend} | {r.new_tokens} | {plain} | "
+            f"{r.fastest_plain} | {r.spec_tok_s:.1f} | {r.speedup:.2f}x | {r.e2e_speedup:.2f}x | {limit} | "
+            f"{r.tokens_per_step:.2f} | {100 * r.acceptance:.0f}% | {shares} | {r.mismatches} |"
         )
 
 
@@ -529,25 +737,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         vocab = _LLAMA3_VOCAB
     rows: list[Row] = []
     models = {}
+    repeats = 1 if args.no_repeat else 2
     for name in args.models:
         model, models[name] = build_model(name, vocab, device)
         print(f"[bench_e2e] {models[name]} on {device}", file=sys.stderr)
         _explain_fallback(model, device, args)
         _warm_up(model, workloads[0], device, args)
+        bandwidth = nominal(torch.cuda.get_device_name(device))[0] if device.type == "cuda" else None
+        limit = weight_read_s(model, bandwidth)
+        plain = PlainBaselines(model, device, args.max_prompt_tokens + args.max_new_tokens)
         for workload in workloads:
             for batch in args.batch:
-                plain = Timing()
-                for start in range(0, len(workload.requests), batch):
-                    plain.add(plain_decode(model, workload.requests[start : start + batch], device))
+                groups = [workload.requests[i : i + batch] for i in range(0, len(workload.requests), batch)]
+                baselines = {}
+                for baseline in args.baselines:
+                    runs = [sum_timings(plain.run(baseline, g) for g in groups) for _ in range(repeats)]
+                    baselines[baseline] = (runs[-1], runs[0])
                 for attention in args.attention:
-                    spec = spec_decode(model, workload, batch, attention, args)
-                    row = make_row(name, workload, batch, attention, plain, spec)
+                    specs = [spec_decode(model, workload, batch, attention, args) for _ in range(repeats)]
+                    row = make_row(name, workload, batch, attention, baselines, specs[-1], specs[0], limit)
+                    if "graph" in row.baselines:
+                        row.baselines["graph"]["captured"] = plain.graph_captured
                     rows.append(row)
                     print(
                         f"[bench_e2e] {name} {workload.name} b{batch} {row.backend}: "
-                        f"{row.plain_tok_s:.1f} -> {row.spec_tok_s:.1f} tok/s ({row.speedup:.2f}x)",
+                        f"{row.plain_tok_s:.1f} ({row.fastest_plain}) -> {row.spec_tok_s:.1f} tok/s "
+                        f"({row.speedup:.2f}x)",
                         file=sys.stderr,
                     )
+        del plain
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
+from roofline import nominal, weight_read_s
 from suffixspec import kernels
 from suffixspec.kernels import cuda_backend
 from timing import CudaTimer
 
-PEAK_TBPS = (("H200", 4.8), ("H100 PCIe", 2.0), ("H100", 3.35), ("A100-SXM4-80GB", 2.04), ("A100", 1.56))
 MODELS = {  # Llama-3-like shapes (random weights)
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                num_key_value_heads=8, head_dim=64),
@@ -64,12 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def peak_bandwidth(name: str, override: float | None) -> float | None:
-    if override is not None:
-        return override * 1e12
-    for key, tbps in PEAK_TBPS:
-        if key in name:
-            return tbps * 1e12
-    return None
+    return override * 1e12 if override is not None else nominal(name)[0]
 
 
 def four_chains(nodes: int) -> list[int]:
@@ -152,8 +147,10 @@ def model_points(args: argparse.Namespace, timer: CudaTimer) -> list[dict]:
         for batch in args.model_batch
         for prefix in args.model_prefix
     ]
+    limit = weight_read_s(model, peak_bandwidth(torch.cuda.get_device_name(0), args.peak_tbps))
     for row in rows:
         row["model"] = args.model
+        row["weight_read_s"] = limit  # the floor of any step of this model (benches/roofline.py)
     return rows
 
 
@@ -232,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if model_rows:
         print(f"\nmodel {args.model}: verification ({args.nodes}-node tree, kernel) vs single-token decode")
+        limit = model_rows[0].get("weight_read_s")
+        print(f"weight-read limit of a step: {fmt(limit, 1e3)} ms")
         print(f"{'batch':>5} {'prefix':>6} {'decode ms':>9} {'verify ms':>9} {'ratio':>6} {'sdpa ms':>8} "
               f"{'ratio':>6}  (kernel ratio target <= 1.3)")  # fmt: skip
         for r in model_rows:

@@ -38,23 +38,16 @@ from suffixspec import kernels  # noqa: E402
 from suffixspec.kernels import cuda_backend, paged, reference  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from roofline import nominal  # noqa: E402
 from timing import CudaTimer  # noqa: E402
 
 SCHEMA = 1
-# Nominal dense peaks by device name (first match wins): memory bandwidth (B/s), bf16 FLOP/s.
-NOMINAL = (
-    ("H200", 4.8e12, 989e12),
-    ("H100 PCIe", 2.0e12, 756e12),
-    ("H100", 3.35e12, 989e12),
-    ("A100-SXM4-80GB", 2.04e12, 312e12),
-    ("A100", 1.56e12, 312e12),
-)
 HEADS, KV_HEADS = 32, 8
-# --reduced: the grid and caps of a short lent run (~300 s of device time): both layouts, every
-# variant, batch 1/8/64, trees of 16/64/128 nodes, the shortest and longest prefix (4k, 32k),
-# head dim 128 plus the one d64 point, and the whole GPU test selection capped at 90 s.
-# Options given explicitly still win.
-REDUCED = {"prefix": [4096, 32768], "budget_s": 300.0, "tests_budget_s": 90.0}
+# --reduced: the grid and caps of a short lent run (at most 7 minutes of device time): the whole GPU
+# test selection capped at 90 s, the plain-decode stage capped at 180 s, then both layouts, every
+# variant, batch 1/8/64, trees of 16/64/128 nodes, the shortest and longest prefix (4k, 32k), head
+# dim 128 plus the one d64 point. Options given explicitly still win.
+REDUCED = {"prefix": [4096, 32768], "budget_s": 420.0, "tests_budget_s": 90.0, "decode_budget_s": 180.0}
 
 
 def ints(text: str) -> list[int]:
@@ -70,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-timeout-s", type=float, default=60.0, help="per-test timeout (pytest-timeout)")
     p.add_argument("--maxfail", type=int, default=25)
     p.add_argument(
+        "--decode-budget-s", type=float, default=180.0, help="cap of the plain-decode stage (decode_check.py)"
+    )
+    p.add_argument(
         "--tests",
         help="pytest paths run with -m gpu, space-separated (default: tests/test_*_gpu.py; not the whole "
         "folder, whose other modules may need packages the GPU machine lacks)",
@@ -81,7 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--block-size", type=int, default=16, help="paged KV block size")
     p.add_argument("--max-gib", type=float, default=24.0, help="skip points whose KV exceeds this")
-    p.add_argument("--skip", default="", help="comma-separated stages to skip: device,tests,sweep,paged")
+    p.add_argument(
+        "--skip", default="", help="comma-separated stages to skip: device,tests,decode,sweep,paged"
+    )
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny shapes, reference for the kernel")
     p.add_argument(
         "--reduced",
@@ -91,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Internal: each sweep runs in a child process (a kernel fault is sticky for a CUDA context,
     # so it must not poison the other stages); the child runs one layout's sweep and reads the
     # device facts from the parent's report.
-    p.add_argument("--child-layout", choices=["contiguous", "paged"], help=argparse.SUPPRESS)
+    p.add_argument("--child-layout", choices=["contiguous", "paged", "decode"], help=argparse.SUPPRESS)
     p.add_argument("--facts-from", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.reduced:  # the preset replaces the defaults only, so explicit options still win
@@ -128,6 +126,7 @@ class Report:
             "tests": None,
             "sweep": [],
             "best": [],
+            "decode": [],
         }
         self.save()
 
@@ -172,13 +171,6 @@ def run_stage(report: Report, budget: Budget, name: str, fn: Callable[[], Any], 
 
 
 # ---------------------------------------------------------------- device facts
-
-
-def nominal(name: str) -> tuple[float | None, float | None]:
-    for key, bandwidth, flops in NOMINAL:
-        if key in name:
-            return bandwidth, flops
-    return None, None
 
 
 def device_facts(dry_run: bool) -> dict[str, Any]:
@@ -508,12 +500,14 @@ def child_argv(argv: list[str]) -> list[str]:
     return kept
 
 
-def run_isolated(report: Report, argv: list[str], budget: Budget, layout: str, share: float = 1.0) -> None:
+def run_isolated(
+    report: Report, argv: list[str], budget: Budget, layout: str, share: float = 1.0, cap: float | None = None
+) -> None:
     """One layout's sweep in a child process, given ``share`` of the time left; its rows are
     merged into this report (also what a crashed or timed-out child wrote before it died)."""
     child_out = report.path.with_name(f"{report.path.stem}_{layout}.json")
     child_out.unlink(missing_ok=True)
-    left = max(1.0, share * budget.left())
+    left = max(1.0, min(share * budget.left(), cap if cap is not None else float("inf")))
     cmd = [
         sys.executable, str(Path(__file__).resolve()), *child_argv(argv), "--child-layout", layout,
         "--out", str(child_out), "--budget-s", f"{left:.0f}", "--facts-from", str(report.path),
@@ -529,6 +523,7 @@ def run_isolated(report: Report, argv: list[str], budget: Budget, layout: str, s
         child = json.loads(child_out.read_text())
         report.data["sweep"].extend(child.get("sweep", []))
         report.data["best"].extend(child.get("best", []))
+        report.data["decode"].extend(child.get("decode", []))
     if returncode != 0:
         raise RuntimeError(f"the {layout} sweep child exited with {returncode}: {output[-2000:]}")
 
@@ -574,6 +569,25 @@ def run_sweep(report: Report, args: argparse.Namespace, budget: Budget, layout: 
         report.save()
 
 
+def run_decode(report: Report, args: argparse.Namespace, budget: Budget) -> None:
+    """Plain decode steps: every baseline of bench_e2e beside the weight-read limit (decode_check.py)."""
+    from decode_check import decode_rows
+
+    facts = report.data["device"]
+    if facts is None and args.facts_from is not None and args.facts_from.exists():
+        facts = json.loads(args.facts_from.read_text()).get("device")
+    facts = facts or device_facts(args.dry_run)
+    decode_rows(
+        report.data["decode"],
+        dry_run=args.dry_run,
+        bandwidth=facts.get("nominal_bandwidth") or facts.get("measured_bandwidth"),
+        flops=facts.get("nominal_bf16_flops") or facts.get("measured_bf16_flops"),
+        time_left=budget.left,
+        log=report.log,
+        save=report.save,
+    )
+
+
 def summary(row: dict[str, Any]) -> str:
     head = f"{row['layout']:>10} b={row['batch']} prefix={row['prefix']} n={row['nodes']} d={row['head_dim']}"
     if "best_s" not in row:
@@ -599,7 +613,11 @@ def main(argv: list[str] | None = None) -> int:
             report,
             budget,
             args.child_layout,
-            lambda: run_sweep(report, args, budget, args.child_layout),
+            lambda: (
+                run_decode(report, args, budget)
+                if args.child_layout == "decode"
+                else run_sweep(report, args, budget, args.child_layout)
+            ),
             set(),
         )
         return 1 if report.data["stages"][args.child_layout]["status"] == "failed" else 0
@@ -610,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run_stage(report, budget, "device", device, skip)
     run_stage(report, budget, "tests", lambda: run_tests(report, args, budget), skip)
+    cap = args.decode_budget_s
+    run_stage(report, budget, "decode", lambda: run_isolated(report, argv, budget, "decode", cap=cap), skip)
     # The contiguous sweep leaves the paged one at least 45% of the time, so a slow device still
     # reports both layouts.
     share = 1.0 if "paged" in skip else 0.55

@@ -137,7 +137,8 @@ def test_an_acceptance_policy_refuses_sampling() -> None:
 def test_the_benchmark_reports_forced_runs(tmp_path: Path) -> None:
     records = write_trace(tmp_path / "mini.jsonl")
     out = tmp_path / "report.json"
-    done = run_bench(*tiny_args(tmp_path, "--batch", "1,2", "--out", str(out)))
+    baselines = "loop,generate,graph"
+    done = run_bench(*tiny_args(tmp_path, "--batch", "1,2", "--baselines", baselines, "--out", str(out)))
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert report["label"] == "trace-forced"
@@ -146,19 +147,65 @@ def test_the_benchmark_reports_forced_runs(tmp_path: Path) -> None:
         (1, "auto"), (1, "torch"), (2, "auto"), (2, "torch"),
     ]  # fmt: skip
     phases = {"propose", "cache_update", "tree", "forward", "compact", "other"}
+    lengths = [len(o) for _, o in records[3:7]]
     for row in rows:
         assert row["label"] == "trace-forced" and row["workload"] == "mini" and row["model"] == "tiny"
         assert row["mismatches"] == 0
-        assert row["new_tokens"] == sum(len(o) for _, o in records[3:7])
+        assert row["new_tokens"] == sum(lengths)
         assert row["backend"] == ("sdpa-mask" if row["attention"] == "auto" else "torch-reference")
-        assert row["plain_tok_s"] > 0 and row["spec_tok_s"] > 0
+        # Every plain baseline ran; the plain figure and the speedup are the fastest one's.
+        assert set(row["baselines"]) == set(baselines.split(","))
+        rates = {k: b["tok_s"] for k, b in row["baselines"].items()}
+        assert all(r > 0 for r in rates.values()) and row["fastest_plain"] == max(rates, key=rates.get)
+        assert row["plain_tok_s"] == pytest.approx(max(rates.values()))
         assert row["speedup"] == pytest.approx(row["spec_tok_s"] / row["plain_tok_s"])
+        # Each method ran twice: the cold (first) run is kept beside the timed one.
+        assert (
+            all(b["cold_decode_s"] > 0 for b in row["baselines"].values()) and row["spec_cold_decode_s"] > 0
+        )
+        # Steps per group: the longest output minus the prefill's token (rows leave or idle).
+        groups = [lengths[i : i + row["batch"]] for i in range(0, 4, row["batch"])]
+        assert {b["steps"] for b in row["baselines"].values()} == {sum(max(g) - 1 for g in groups)}
+        assert row["baselines"]["graph"]["captured"] is False  # no CUDA here: the uncaptured step
+        assert row["weight_read_step_s"] is None and row["plain_limit_tok_s"] is None  # no bandwidth on a CPU
         assert row["tokens_per_step"] > 1
         assert row["forward_passes"] < row["plain_forward_passes"]
         assert set(row["shares"]) == phases
         assert sum(row["shares"].values()) == pytest.approx(1.0)
         assert row["shares"]["forward"] > 0
-    assert "TRACE-FORCED" in done.stdout
+    assert "TRACE-FORCED" in done.stdout and "fastest plain" in done.stdout
+
+
+def test_the_compiled_baseline_is_timed_after_its_compilation(tmp_path: Path) -> None:
+    write_trace(tmp_path / "mini.jsonl")
+    out = tmp_path / "report.json"
+    args = tiny_args(tmp_path, "--batch", "2", "--attention", "torch", "--baselines", "compiled,loop")
+    done = run_bench(*args, "--limit", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    compiled = row["baselines"]["compiled"]
+    assert compiled["tok_s"] > 0 and compiled["steps"] == row["baselines"]["loop"]["steps"]
+    # The first run compiled the decode forward; the timed second run reuses it.
+    assert compiled["decode_s"] < compiled["cold_decode_s"] / 2
+
+
+def test_weight_read_limits_follow_the_forward_passes() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_e2e", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_e2e", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    workload = bench.Workload("w", "t", [], [(np.arange(3), np.arange(n)) for n in (5, 9, 2)])
+    plain = bench.Timing(0.5, 2.0, 16, 13, 11)
+    spec_run = bench.SpecRun(timing=bench.Timing(0.5, 1.0, 16, 13, 0), forward_passes=4, steps=5)
+    fast = bench.Timing(0.5, 1.0, 16, 13, 11)
+    row = bench.make_row("m", workload, 2, "auto", {"loop": (plain, plain), "graph": (fast, plain)}, spec_run,
+                         weight_read_step_s=0.01)  # fmt: skip
+    assert row.fastest_plain == "graph" and row.plain_tok_s == pytest.approx(13.0) and row.speedup == 1.0
+    assert row.plain_forward_passes == (9 - 1) + (2 - 1)
+    assert row.plain_limit_tok_s == pytest.approx(13 / (9 * 0.01))
+    assert row.spec_limit_tok_s == pytest.approx(13 / (4 * 0.01))
 
 
 def test_a_gpu_run_without_a_gpu_says_so_and_exits_0(tmp_path: Path) -> None:

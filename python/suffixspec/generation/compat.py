@@ -18,6 +18,9 @@ is covered by the generation tests under both versions:
   calls running meanwhile on other threads behave exactly as before.
 - the KV cache keyword: `past_key_values` until 5.23, `cache` from 5.24 (the old name is
   deprecated there and gone from the signatures).
+- `StaticLayer.cumulative_length`: the fill level of each static-cache layer (a device tensor
+  that every update advances); :func:`rewind_static_cache` steps it back after a verification
+  forward whose entries are scratch (the public `crop` exists for dynamic caches only).
 """
 
 from __future__ import annotations
@@ -230,3 +233,10 @@ def attention_switched(model: Any, make_name: Callable[[str], str]) -> Iterator[
             if switch.users == 0:
                 del _switches[model]
                 model.config._attn_implementation = switch.original
+
+
+def rewind_static_cache(cache: Any, tokens: int) -> None:
+    """Steps every layer of a transformers `StaticCache` back by `tokens` positions, on the device
+    (no host synchronisation: capturable); the entries stay in memory and are overwritten next."""
+    for layer in cache.layers:
+        layer.cumulative_length.sub_(tokens)
