@@ -74,14 +74,21 @@ impl Build<'_> {
     fn group_node(&mut self, group: Group) -> (u32, usize) {
         let tokens = self.tokens;
         let n = tokens.len();
-        let first = self.starts[group.lo] as usize;
+        let members = &self.starts[group.lo..group.hi];
+        // Compared against the member that ends first, the others need no compare past its
+        // end (else a long run of one token, or any periodic text, would compare each member
+        // up to max_depth at every depth: max_depth^2 / 2 reads per token).
+        let first = members.iter().copied().max().unwrap_or_default() as usize;
         // Deepest depth every suffix of the group reaches with the same tokens as the first.
         let mut depth = (self.tree.max_depth as usize).min(n - first);
-        for &start in &self.starts[group.lo + 1..group.hi] {
+        for &start in members {
             if depth == group.depth {
                 break;
             }
             let start = start as usize;
+            if start == first {
+                continue;
+            }
             depth = depth.min(n - start);
             let ours = &tokens[first + group.depth..first + depth];
             let theirs = &tokens[start + group.depth..start + depth];
