@@ -79,7 +79,8 @@ impl Build<'_> {
         // end (else a long run of one token, or any periodic text, would compare each member
         // up to max_depth at every depth: max_depth^2 / 2 reads per token).
         let first = members.iter().copied().max().unwrap_or_default() as usize;
-        // Deepest depth every suffix of the group reaches with the same tokens as the first.
+        // Deepest depth every member reaches with the same tokens as `first` (no member ends
+        // before it).
         let mut depth = (self.tree.max_depth as usize).min(n - first);
         for &start in members {
             if depth == group.depth {
@@ -89,7 +90,6 @@ impl Build<'_> {
             if start == first {
                 continue;
             }
-            depth = depth.min(n - start);
             let ours = &tokens[first + group.depth..first + depth];
             let theirs = &tokens[start + group.depth..start + depth];
             if let Some(differ) = ours.iter().zip(theirs).position(|(a, b)| a != b) {
