@@ -26,9 +26,9 @@
 //! Among match lengths (and the two trees of a request) the draft with the highest gain, the
 //! sum over its nodes of estimate minus node cost, wins; ties go to the longer match and to the
 //! prompt tree. The constants were tuned on half of the sessions of each shared trace (one
-//! value for all traces) and reported on the other half (`benches/README.md`), under the
-//! bound that drafts stay within 1.1x arctic's drafted tokens per step on the agentic traces
-//! and tokens per step at least arctic's on every trace.
+//! value for all traces) and reported on the other half (`benches/README.md`), under two
+//! bounds on the train halves: drafts within 1.1x arctic's drafted tokens per step on the
+//! agentic traces, and tokens per step at least arctic's on every trace.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
