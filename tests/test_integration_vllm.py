@@ -61,7 +61,9 @@ def test_drafts_are_python_lists_from_one_batched_call(monkeypatch: pytest.Monke
     batch = Batch({"a": (prompt, [5]), "b": (prompt, [5]), "c": ([1, 2, 3], [4])})
     drafts = proposer.propose(8, batch, [[5], [5], [4]], slot_mappings=None)
     assert len(calls) == 1 and len(calls[0][0]) == 3
-    assert drafts[0] == drafts[1] == [*PATTERN[1:], 5]  # the prompt's continuation after 5
+    # The prompt's continuation after 5, while its estimate exceeds the node cost (0.92 falling to
+    # 0.31 at 12; the next 5 would fall below it).
+    assert drafts[0] == drafts[1] == PATTERN[1:]
     assert all(type(d) is list and all(type(t) is int for t in d) for d in drafts)
     # What vLLM's scheduler does with them must work: truth value and in-place truncation.
     assert drafts[0] and not drafts[2]
@@ -92,8 +94,9 @@ def test_requests_start_extend_and_stop_with_the_batch() -> None:
     assert "a" in cache.cached_requests
     # A new request drafts from a's cached response (its prompt [7] cannot have drafted this).
     drafts = proposer.propose(8, Batch({"c": ([7], [20, 21])}), [[20, 21]])
-    # suffixspec's drafter after a 2-token match in the global tree: one occurrence, prior 1/2 per
-    # step, so the estimates 2/3, 4/9, 8/27 all exceed the node cost 0.2 and a's whole rest is drafted.
+    # suffixspec's drafter after a 2-token match in the global tree: one occurrence, prior 3/8 growing
+    # by 40% per step, so the estimates 0.73, 0.48, 0.28 all exceed the node cost 0.25 and a's whole
+    # rest is drafted.
     assert drafts == [[22, 23, 24]]
     assert set(cache.active_requests) == {"c"}
 

@@ -150,7 +150,10 @@ impl SuffixCache {
                 let shared = global.speculate_from(Some(req), true, context, params)?;
                 let better = match params.drafter {
                     Drafter::Arctic => shared.score > local.score,
-                    Drafter::Suffixspec => crate::expected::gain(&shared) > crate::expected::gain(&local),
+                    Drafter::Suffixspec => {
+                        let tree_spec = params.use_tree_spec;
+                        crate::expected::gain(&shared, tree_spec) > crate::expected::gain(&local, tree_spec)
+                    }
                 };
                 Ok(if better { shared } else { local })
             }

@@ -73,12 +73,13 @@ pub enum Drafter {
     /// `expected` module): (1) continuation frequencies leave out the occurrence that is the
     /// context itself (the request's own sequence ends with the context, and that occurrence
     /// has no continuation yet), so a span seen once before is not halved; (2) each step below
-    /// a match of `m` tokens is estimated as `count(child) / (count(parent) + 2 / m)`, so
-    /// continuations backed by few occurrences after short matches fade fast and those backed
-    /// by many, or following long matches, do not; (3) nodes are drafted while their estimate
-    /// exceeds a node cost of 0.2 accepted tokens (up to `max_spec_tokens` nodes, never deeper
-    /// than `max_depth`, frequencies at least `min_token_prob`); `max_spec_factor` and
-    /// `max_spec_offset` are not used. Probabilities are the estimates (non-increasing along
+    /// a match of `m` tokens, `j` tokens below it, is estimated as
+    /// `count(child) / (count(parent) + k * (1 + 0.4 j) / m)` (`k` = 1.5 in the prompt tree,
+    /// 0.75 in the global tree), so continuations backed by few occurrences after short
+    /// matches fade fast and those backed by many, or following long matches, do not; (3) nodes
+    /// are drafted while their estimate exceeds a node cost of 0.25 accepted tokens (0.27 in
+    /// tree mode; up to `max_spec_tokens` nodes, never deeper than `max_depth`, frequencies at
+    /// least `min_token_prob`); `max_spec_factor` and `max_spec_offset` are not used. Probabilities are the estimates (non-increasing along
     /// paths, in (0, 1]); the draft with the highest gain (score minus node cost per node)
     /// over match lengths and the two trees wins, ties to the longer match and the local tree.
     Suffixspec,

@@ -227,3 +227,36 @@ fn earlier_responses_are_trusted_more_than_the_prompt() {
     assert!(from_response.probs[0] > from_prompt.probs[0], "{from_response:?} vs {from_prompt:?}");
     assert!(from_response.token_ids.len() > from_prompt.token_ids.len());
 }
+
+#[test]
+fn a_copy_seen_once_fades_faster_the_further_it_goes() {
+    // A 60-token span seen once, matched on 10 of its tokens: each further token is trusted
+    // less than the one before (the text may part from its source at any point), while a
+    // continuation seen many times fades little.
+    let span: Vec<TokenId> = (100..160).collect();
+    let p = params(32, 0.0, false);
+    let mut context = span.clone();
+    context.extend([7, 8]);
+    context.extend(&span[..10]);
+    let mut tree = SuffixTree::new(64).unwrap();
+    tree.extend(0, &context).unwrap();
+    let once = tree.speculate_after(Some(0), &context, &p).unwrap();
+    assert_eq!(once.token_ids[..], span[10..10 + once.token_ids.len()]);
+    assert!(once.token_ids.len() >= 3 && once.token_ids.len() < 32, "{once:?}");
+    let steps: Vec<f64> = once.probs.windows(2).map(|w| w[1] / w[0]).collect();
+    assert!(steps.windows(2).all(|w| w[1] < w[0]), "step estimates {steps:?}");
+
+    // The same 12-token phrase 50 times: its continuation is drafted to the end, all of it
+    // above 0.85 (0.99 falling to 0.87 over 8 tokens).
+    let phrase: Vec<TokenId> = (200..212).collect();
+    let mut repeated: Vec<TokenId> = Vec::new();
+    for i in 0..50 {
+        repeated.extend(&phrase);
+        repeated.push(300 + i);
+    }
+    let mut tree = SuffixTree::new(64).unwrap();
+    tree.extend(0, &repeated).unwrap();
+    let many = tree.speculate(&phrase[..4], &p).unwrap();
+    assert_eq!(many.token_ids[..], phrase[4..]);
+    assert!(many.probs.iter().all(|&prob| prob > 0.85), "{many:?}");
+}
