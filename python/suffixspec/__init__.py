@@ -31,7 +31,7 @@ from suffixspec.errors import (
 )
 
 if TYPE_CHECKING:
-    from suffixspec.engine import SLO, AsyncEngine, Engine, RequestOutput, RequestParams
+    from suffixspec.engine import SLO, AsyncEngine, Engine, RequestOutput, RequestParams, ServingStats
     from suffixspec.generation import GenerationOutput, RequestStats, generate
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "RequestOutput",
     "RequestParams",
     "RequestStats",
+    "ServingStats",
     "SpecConfig",
     "SuffixCache",
     "SuffixSpecError",
@@ -74,6 +75,7 @@ _LAZY = {
     "RequestParams": "suffixspec.engine",
     "RequestOutput": "suffixspec.engine",
     "SLO": "suffixspec.engine",
+    "ServingStats": "suffixspec.engine",
 }
 _LAZY_MODULES = {"hf", "kernels", "replay", "generation", "engine"}
 

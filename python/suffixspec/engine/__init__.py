@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from suffixspec.engine.params import SLO, RequestOutput, RequestParams, RequestStats
+from suffixspec.engine.params import SLO, RequestOutput, RequestParams, ServingStats
 
-__all__ = ["SLO", "AsyncEngine", "Engine", "RequestOutput", "RequestParams", "RequestStats"]
+__all__ = ["SLO", "AsyncEngine", "Engine", "RequestOutput", "RequestParams", "ServingStats"]
 
 _LAZY = {"Engine": "suffixspec.engine.engine", "AsyncEngine": "suffixspec.engine.async_engine"}
 

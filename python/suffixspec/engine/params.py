@@ -11,7 +11,7 @@ from typing import Any
 from suffixspec.config import check_int, check_real
 from suffixspec.errors import InvalidParameterError
 
-__all__ = ["FINISH_REASONS", "SLO", "RequestOutput", "RequestParams", "RequestStats"]
+__all__ = ["FINISH_REASONS", "SLO", "RequestOutput", "RequestParams", "ServingStats"]
 
 #: Why a request ended: max_new_tokens reached, a stop token, a stop string, ``abort``, or
 #: ``error`` (the forward pass of one of its steps raised).
@@ -112,8 +112,10 @@ class RequestParams:
 
 
 @dataclass
-class RequestStats:
-    """Per-request counters; times are seconds of the engine's clock (``time.monotonic()`` by default)."""
+class ServingStats:
+    """One served request's counters (``RequestOutput.stats``; ``suffixspec.RequestStats`` is
+    ``generate``'s per-request record); times are seconds of the engine's clock
+    (``time.monotonic()`` by default)."""
 
     arrival_time: float = 0.0
     first_token_time: float | None = None
@@ -157,4 +159,4 @@ class RequestOutput:
     new_text: str = ""
     finished: bool = False
     finish_reason: str | None = None
-    stats: RequestStats = field(default_factory=RequestStats)
+    stats: ServingStats = field(default_factory=ServingStats)

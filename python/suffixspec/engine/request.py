@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from suffixspec.engine.params import RequestOutput, RequestParams, RequestStats
+from suffixspec.engine.params import RequestOutput, RequestParams, ServingStats
 from suffixspec.generation.logits import TargetScorer
 
 
@@ -23,7 +23,7 @@ class EngineRequest:
     stop_token_ids: tuple[int, ...]
     generator: torch.Generator | None
     tokens: list[int] = field(default_factory=list)  # prompt + output
-    stats: RequestStats = field(default_factory=RequestStats)
+    stats: ServingStats = field(default_factory=ServingStats)
     finished: bool = False
     finish_reason: str | None = None
     text: str = ""
