@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from suffixspec.errors import ModelNotFoundError, SuffixSpecError
+from suffixspec.errors import SuffixSpecError
+from suffixspec.model_loading import add_model_argument, load_local_model, resolve_device
 
 __all__ = ["add_arguments", "run"]
 
@@ -148,27 +149,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str, list[dict[str, str]]
         )
         return model, tokenizer, description, info.prompts()
 
-    path = Path(args.model).expanduser()
-    if not path.exists():
-        raise ModelNotFoundError(f"--model {args.model}: no such file or directory")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from suffixspec.default_model.store import format_quantity
 
-    from suffixspec.default_model.store import format_quantity, quiet_transformers
-
-    with quiet_transformers():
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True).eval()
+    model, tokenizer = load_local_model(args.model)
     parameters = format_quantity(sum(p.numel() for p in model.parameters()))
-    description = f"model: {path} ({type(model).__name__}, {parameters} parameters)"
+    description = f"model: {Path(args.model).expanduser()} ({type(model).__name__}, {parameters} parameters)"
     return model, tokenizer, description, []
-
-
-def _device(name: str) -> Any:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -369,11 +355,7 @@ def _first_difference(r: CaseResult, decode: Callable[[list[int]], str]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``suffixspec demo``."""
-    parser.add_argument(
-        "--model",
-        metavar="PATH",
-        help="a local transformers causal LM directory (weights + tokenizer); default: the built-in model",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N", help="tokens per prompt"
     )
@@ -413,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
 
     import suffixspec
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     model.to(device)
     threads = ""
     if device.type == "cpu":

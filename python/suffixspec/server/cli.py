@@ -15,7 +15,8 @@ import logging.config
 from pathlib import Path
 from typing import Any
 
-from suffixspec.errors import ModelNotFoundError, SuffixSpecError
+from suffixspec.errors import SuffixSpecError
+from suffixspec.model_loading import add_model_argument, check_model_path, load_local_model, resolve_device
 
 __all__ = ["DEFAULT_MODEL_NAME", "add_arguments", "run"]
 
@@ -29,11 +30,7 @@ _ABORT_GRACE_S = 5.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``suffixspec serve``."""
-    parser.add_argument(
-        "--model",
-        metavar="PATH",
-        help="a local transformers causal LM directory (weights + tokenizer); default: the built-in model",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--served-model-name",
         metavar="NAME",
@@ -76,28 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load(path: str | None, device: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, default served name)."""
-    if path is not None and not Path(path).expanduser().exists():  # said before torch loads
-        raise ModelNotFoundError(f"--model {path}: no such file or directory")
-    import torch
-
+    if path is not None:
+        check_model_path(path)  # said before torch loads
     if path is None:
         from suffixspec.default_model import load_default_model
 
         model, tokenizer, _ = load_default_model()
         name = DEFAULT_MODEL_NAME
     else:
-        directory = Path(path).expanduser()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from suffixspec.default_model.store import quiet_transformers
-
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).eval()
-        name = directory.resolve().name
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device), tokenizer, name
+        model, tokenizer = load_local_model(path)
+        name = Path(path).expanduser().resolve().name
+    return model.to(resolve_device(device)), tokenizer, name
 
 
 def _log_config() -> dict[str, Any]:
