@@ -100,7 +100,7 @@ class Step:
             self.query_lens,
             parents,
             block_size,
-            torch.device("cpu"),
+            self.cache.key_cache[0].device,
         )
 
 
@@ -109,21 +109,28 @@ def build_step(
     seed: int = 0,
     block_size: int = BS,
     dtype: torch.dtype = torch.float32,
+    *,
+    dims: tuple[int, int, int] = (HQ, HKV, D),
+    device: str = "cpu",
 ) -> Step:
+    """A :class:`Step` of ``rows`` with random K/V and queries (``dims``: query heads, KV heads,
+    head dim), its blocks from a real block pool, on ``device``."""
+    hq, hkv, dim = dims
     gen = torch.Generator().manual_seed(seed)
     needed = sum(-(-(ctx + chunk + len(p)) // block_size) for ctx, chunk, p in rows)
     pool = BlockPool(needed + 4, block_size)
-    cache = PagedKVCache(1, needed + 4, block_size, HKV, D, dtype=dtype)
+    cache = PagedKVCache(1, needed + 4, block_size, hkv, dim, dtype=dtype, device=device)
     full_k, full_v = [], []
     for r, (ctx, chunk, parents) in enumerate(rows):
         q = chunk + len(parents)
         assert pool.reserve(r, ctx + q)
-        k = torch.randn(ctx + q, HKV, D, generator=gen).to(dtype)
-        v = torch.randn(ctx + q, HKV, D, generator=gen).to(dtype)
+        k = torch.randn(ctx + q, hkv, dim, generator=gen).to(device, dtype)
+        v = torch.randn(ctx + q, hkv, dim, generator=gen).to(device, dtype)
         full_k.append(k)
         full_v.append(v)
         if ctx:  # the cached prefix, written where the block table says
-            cache.write(0, torch.from_numpy(pool.slot_mapping(r, 0, ctx).astype(np.int64)), k[:ctx], v[:ctx])
+            prefix = torch.from_numpy(pool.slot_mapping(r, 0, ctx).astype(np.int64)).to(device)
+            cache.write(0, prefix, k[:ctx], v[:ctx])
     width = max(len(pool.block_table(r)) for r in range(len(rows)))
     tables = np.zeros((len(rows), width), np.int32)
     for r in range(len(rows)):
@@ -134,7 +141,7 @@ def build_step(
     n = len(slots)
     new_k = torch.cat([k[ctx:] for k, (ctx, _, _) in zip(full_k, rows, strict=True)])
     new_v = torch.cat([v[ctx:] for v, (ctx, _, _) in zip(full_v, rows, strict=True)])
-    query = torch.randn(1, HQ, n, D, generator=gen).to(dtype)
+    query = torch.randn(1, hq, n, dim, generator=gen).to(device, dtype)
     return Step(
         cache,
         rows,
@@ -343,3 +350,25 @@ def test_an_unknown_backend_is_refused() -> None:
         paged_attention(
             step.cache, step_meta(*step.meta_args()), 0, step.query, step.key, step.value, None, "tpu"
         )
+
+
+def test_the_attention_choice_resolves_once_and_refuses_what_cannot_run() -> None:
+    pytest.importorskip("transformers")
+    from suffixspec import Engine, RequestParams
+    from suffixspec.errors import InvalidParameterError, KernelUnavailableError
+    from suffixspec.kernels import availability
+    from tiny_models import plain_greedy_tokens, random_prompts, tiny_model
+
+    model = tiny_model("LlamaForCausalLM")  # fp32 on the CPU: the kernel cannot run it
+    assert Engine(model, num_blocks=16).attention_backend == "torch"  # "auto"
+    with pytest.raises(InvalidParameterError, match="attention"):
+        Engine(model, num_blocks=16, attention="flash")
+    if not availability.is_available():
+        with pytest.raises(KernelUnavailableError, match="CUDA"):
+            Engine(model, num_blocks=16, attention="cuda")
+    engine = Engine(model, num_blocks=16, attention="torch")
+    assert engine.attention_backend == "torch"
+    prompts = random_prompts([5, 21, 9], seed=4)
+    outputs = engine.generate(prompts, RequestParams(max_new_tokens=12))
+    for prompt, out in zip(prompts, outputs, strict=True):
+        assert out.token_ids == plain_greedy_tokens(model, prompt, 12)
