@@ -10,6 +10,7 @@ import torch
 from suffixspec import kernels
 from suffixspec.errors import DTypeError, InvalidParameterError, SuffixSpecError
 from suffixspec.kernels import cuda_backend, paged, reference
+from suffixspec.kernels.plan import tree_plan_from_host
 from test_kernels_support import naive_tree_attention, random_parents, tree_batch_mask
 
 
@@ -141,3 +142,16 @@ def test_unknown_variant_is_a_typed_error():
         cuda_backend.launch_config(
             batch=1, kv_heads=1, rows=4, t_prefix=10, head_dim=64, num_sms=1, variant="w3"
         )
+
+
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 70])
+def test_a_host_built_plan_equals_the_device_built_plan(n):
+    rng = np.random.default_rng(n)
+    mask = rng.random((3, n, n)) < 0.5
+    host = tree_plan_from_host(mask, "cpu")
+    device = kernels.plan(tree_mask=torch.from_numpy(mask))
+    assert torch.equal(host.tree_bits, device.tree_bits) and host.tree_bits.dtype == torch.int32
+    assert torch.equal(host.tree_mask, device.tree_mask)
+    assert host.kv_valid is None and host.prefix_lens is None and host.valid_lens is None
+    with pytest.raises(DTypeError):
+        tree_plan_from_host(mask.astype(np.int8), "cpu")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from suffixspec.errors import IncompatibleModelError
-from suffixspec.kernels.plan import TreeAttentionPlan, plan
+from suffixspec.kernels.plan import TreeAttentionPlan, tree_plan_from_host
 
 __all__ = ["GroupMeta", "PagedKVCache", "StepMeta", "new_tokens_mask", "step_meta"]
 
@@ -106,7 +106,7 @@ def step_meta(
                 block_tables=torch.from_numpy(np.ascontiguousarray(tables[members, :width])).to(device),
                 context_lens=torch.from_numpy(ctx).to(device),
                 max_context=int(ctx.max()),
-                plan=plan(tree_mask=torch.from_numpy(masks).to(device)),
+                plan=tree_plan_from_host(masks, device),
             )
         )
     return StepMeta(
