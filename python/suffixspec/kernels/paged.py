@@ -17,7 +17,7 @@ import torch
 
 from suffixspec.errors import DTypeError, InvalidParameterError
 from suffixspec.kernels import reference
-from suffixspec.kernels.plan import TreeAttentionPlan, plan
+from suffixspec.kernels.plan import TreeAttentionPlan
 
 __all__ = ["PagedKV", "gather_contiguous", "random_paged_kv", "tree_attention"]
 
@@ -134,10 +134,9 @@ def gather_contiguous(cache: PagedKV, n: int) -> tuple[torch.Tensor, torch.Tenso
     return index.apply(cache.key_cache).contiguous(), index.apply(cache.value_cache).contiguous()
 
 
-def contiguous_plan(tree_plan: TreeAttentionPlan, cache: PagedKV) -> TreeAttentionPlan:
-    """The contiguous-layout plan equivalent to ``tree_plan`` over ``cache``: its tree mask with
-    the prefix limited to each request's context. The paged layout has no holes or left padding
-    of its own, so a plan with ``kv_valid`` or ``prefix_lens`` is refused."""
+def _check_tree_only(tree_plan: TreeAttentionPlan) -> None:
+    """The paged layout has no holes or left padding of its own: a request's prefix is its
+    context (``context_lens``), so a plan with ``kv_valid`` or ``prefix_lens`` is refused."""
     if not isinstance(tree_plan, TreeAttentionPlan):
         raise DTypeError(f"tree_plan must be a TreeAttentionPlan, got {type(tree_plan).__name__}")
     if tree_plan.kv_valid is not None or tree_plan.prefix_lens is not None:
@@ -145,23 +144,26 @@ def contiguous_plan(tree_plan: TreeAttentionPlan, cache: PagedKV) -> TreeAttenti
             "a paged step's prefix is each request's context (context_lens): the plan must carry "
             "only the tree mask (no kv_valid, no prefix_lens)"
         )
-    return plan(tree_mask=tree_plan.tree_mask, prefix_lens=cache.context_lens.to(tree_plan.device))
 
 
 def _step_layout(tree_plan: TreeAttentionPlan, cache: PagedKV, n: int) -> tuple[_Gather, torch.Tensor]:
-    """The gather and dense mask of one step, computed on its first layer and kept in the plan
-    (every layer of a step shares the plan, block tables and context lengths). One entry per
-    plan, keyed by the very tensors and their in-place versions, so a changed table is redone."""
+    """The gather and the dense ``[B, n, T + n]`` visibility of one step: the contiguous layout
+    with ``prefix_lens = context_lens`` (the context right-aligned, then the tree mask). Computed
+    on a step's first layer and kept in the plan (every layer of a step shares the plan, block
+    tables and context lengths): one entry per plan, keyed by the very tensors and their
+    in-place versions, so a changed table is redone."""
     tables, lens = cache.block_tables, cache.context_lens
     key = (tables._version, lens._version, n, cache.block_size)
     hit = tree_plan._cache.get("paged")
     if hit is not None and hit[0] is tables and hit[1] is lens and hit[2] == key:
         return hit[3], hit[4]
     t_prefix = cache.check(tree_plan.batch_size, n)
-    step = contiguous_plan(tree_plan, cache)
-    layout = (_gather(cache, n, t_prefix), step.dense_mask(t_prefix))
-    tree_plan._cache["paged"] = (tables, lens, key, *layout)
-    return layout
+    index = _gather(cache, n, t_prefix)
+    # A prefix position is visible iff it holds context (not padding); then the tree mask.
+    prefix = index.keep[:, None, :t_prefix].expand(-1, n, -1)
+    visible = torch.cat([prefix, tree_plan.tree_mask], dim=-1)
+    tree_plan._cache["paged"] = (tables, lens, key, index, visible)
+    return index, visible
 
 
 def tree_attention(
@@ -175,8 +177,7 @@ def tree_attention(
         raise DTypeError(f"cache must be a PagedKV, got {type(cache).__name__}")
     if not isinstance(q, torch.Tensor) or q.ndim != 4:
         raise DTypeError("q must be a 4-D [B, Hq, n, D] tensor")
-    if not isinstance(tree_plan, TreeAttentionPlan):
-        raise DTypeError(f"tree_plan must be a TreeAttentionPlan, got {type(tree_plan).__name__}")
+    _check_tree_only(tree_plan)
     if cache.batch_size != q.shape[0]:
         raise InvalidParameterError(f"the paged KV has {cache.batch_size} requests, the queries {q.shape[0]}")
     tree_plan = tree_plan.to(q.device)
