@@ -80,6 +80,18 @@ def test_kernel_step_equals_the_torch_step(dtype: torch.dtype, dim: int, seed: i
     assert_close_to(got, expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kernel_step_of_first_prefill_chunks_only(dtype: torch.dtype) -> None:
+    # No context at all in the group (max_context 0): the kernel's prefix loop is empty.
+    rows = [(0, 40, np.zeros(0, np.int64)), (0, 40, np.zeros(0, np.int64)), (0, 1, np.zeros(0, np.int64))]
+    step = build_step(rows, seed=11, block_size=16, dtype=dtype, dims=(8, 2, 64), device="cuda")
+    meta = step_meta(*step.meta_args())
+    assert [g.max_context for g in meta.groups] == [0, 0]
+    expected = paged_attention(step.cache, meta, 0, step.query, step.key, step.value, None, "torch")
+    got = paged_attention(step.cache, meta, 0, step.query, step.key, step.value, None, "cuda")
+    assert_close_to(got, expected)
+
+
 def test_fp32_runs_the_torch_path_exactly_and_refuses_the_kernel() -> None:
     model = _model(torch.float32)
     with pytest.raises(KernelUnavailableError, match="float32"):

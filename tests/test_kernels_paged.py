@@ -155,3 +155,19 @@ def test_a_host_built_plan_equals_the_device_built_plan(n):
     assert host.kv_valid is None and host.prefix_lens is None and host.valid_lens is None
     with pytest.raises(DTypeError):
         tree_plan_from_host(mask.astype(np.int8), "cpu")
+
+
+def test_the_reference_reuses_its_step_layout_only_for_unchanged_tables():
+    q, cache, tree_mask = random_step(4, 3, [37, 5, 20], 6, 16, 8)
+    step = kernels.plan(tree_mask=tree_mask)
+    first = paged.tree_attention(q, cache, step)
+    torch.testing.assert_close(paged.tree_attention(q, cache, step), first, rtol=0, atol=0)
+    cache.context_lens[0] = 30  # changed in place: the layout is derived again
+    fresh = paged.tree_attention(q, cache, kernels.plan(tree_mask=tree_mask))
+    torch.testing.assert_close(paged.tree_attention(q, cache, step), fresh, rtol=0, atol=0)
+    assert not torch.equal(fresh[0], first[0])
+    with torch.inference_mode():  # inference tensors keep no version counter
+        lens = cache.context_lens.clone()
+        inference_cache = paged.PagedKV(cache.key_cache, cache.value_cache, cache.block_tables, lens)
+        got = paged.tree_attention(q, inference_cache, step)
+    torch.testing.assert_close(got, fresh, rtol=0, atol=0)

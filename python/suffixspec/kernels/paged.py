@@ -146,14 +146,22 @@ def _check_tree_only(tree_plan: TreeAttentionPlan) -> None:
         )
 
 
+def _version(x: torch.Tensor) -> int | None:
+    """The in-place version counter of ``x``; None for an inference tensor (it keeps none)."""
+    if x.is_inference():
+        return None
+    return x._version
+
+
 def _step_layout(tree_plan: TreeAttentionPlan, cache: PagedKV, n: int) -> tuple[_Gather, torch.Tensor]:
     """The gather and the dense ``[B, n, T + n]`` visibility of one step: the contiguous layout
     with ``prefix_lens = context_lens`` (the context right-aligned, then the tree mask). Computed
     on a step's first layer and kept in the plan (every layer of a step shares the plan, block
     tables and context lengths): one entry per plan, keyed by the very tensors and their
-    in-place versions, so a changed table is redone."""
+    in-place versions, so a changed table is redone (inference tensors have no version: for them
+    the key is the tensors alone)."""
     tables, lens = cache.block_tables, cache.context_lens
-    key = (tables._version, lens._version, n, cache.block_size)
+    key = (_version(tables), _version(lens), n, cache.block_size)
     hit = tree_plan._cache.get("paged")
     if hit is not None and hit[0] is tables and hit[1] is lens and hit[2] == key:
         return hit[3], hit[4]
