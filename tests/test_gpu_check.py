@@ -123,7 +123,8 @@ def test_sweep_children_get_the_parents_options_but_their_own_outputs():
         "tests",
     ]
     assert module.child_argv(argv) == ["--dry-run", "--iters", "3", "--skip", "tests"]
-    assert {"tests/test_kernels_gpu.py", "tests/test_kernels_paged_gpu.py"} <= set(module.test_paths(None))
+    gpu_files = {"tests/test_kernels_gpu.py", "tests/test_kernels_paged_gpu.py", "tests/test_engine_gpu.py"}
+    assert gpu_files <= set(module.test_paths(None))
     assert "tests/test_gpu_check.py" not in module.test_paths(None)
 
 

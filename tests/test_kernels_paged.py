@@ -10,6 +10,7 @@ import torch
 from suffixspec import kernels
 from suffixspec.errors import DTypeError, InvalidParameterError, SuffixSpecError
 from suffixspec.kernels import cuda_backend, paged, reference
+from suffixspec.kernels.plan import tree_plan_from_host
 from test_kernels_support import naive_tree_attention, random_parents, tree_batch_mask
 
 
@@ -141,3 +142,32 @@ def test_unknown_variant_is_a_typed_error():
         cuda_backend.launch_config(
             batch=1, kv_heads=1, rows=4, t_prefix=10, head_dim=64, num_sms=1, variant="w3"
         )
+
+
+@pytest.mark.parametrize("n", [1, 5, 31, 32, 33, 70])
+def test_a_host_built_plan_equals_the_device_built_plan(n):
+    rng = np.random.default_rng(n)
+    mask = rng.random((3, n, n)) < 0.5
+    host = tree_plan_from_host(mask, "cpu")
+    device = kernels.plan(tree_mask=torch.from_numpy(mask))
+    assert torch.equal(host.tree_bits, device.tree_bits) and host.tree_bits.dtype == torch.int32
+    assert torch.equal(host.tree_mask, device.tree_mask)
+    assert host.kv_valid is None and host.prefix_lens is None and host.valid_lens is None
+    with pytest.raises(DTypeError):
+        tree_plan_from_host(mask.astype(np.int8), "cpu")
+
+
+def test_the_reference_reuses_its_step_layout_only_for_unchanged_tables():
+    q, cache, tree_mask = random_step(4, 3, [37, 5, 20], 6, 16, 8)
+    step = kernels.plan(tree_mask=tree_mask)
+    first = paged.tree_attention(q, cache, step)
+    torch.testing.assert_close(paged.tree_attention(q, cache, step), first, rtol=0, atol=0)
+    cache.context_lens[0] = 30  # changed in place: the layout is derived again
+    fresh = paged.tree_attention(q, cache, kernels.plan(tree_mask=tree_mask))
+    torch.testing.assert_close(paged.tree_attention(q, cache, step), fresh, rtol=0, atol=0)
+    assert not torch.equal(fresh[0], first[0])
+    with torch.inference_mode():  # inference tensors keep no version counter
+        lens = cache.context_lens.clone()
+        inference_cache = paged.PagedKV(cache.key_cache, cache.value_cache, cache.block_tables, lens)
+        got = paged.tree_attention(q, inference_cache, step)
+    torch.testing.assert_close(got, fresh, rtol=0, atol=0)

@@ -32,6 +32,7 @@ from suffixspec.errors import (
     InvalidTokenError,
     UnknownRequestError,
 )
+from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.compat import inspect_model, prepare_generation_config
 from suffixspec.generation.logits import TargetScorer, build_processors
 from suffixspec.generation.loop import AcceptancePolicy
@@ -60,6 +61,13 @@ def _check_model(model: Any) -> Any:
             f"{name} uses sliding-window layers, which paged attention does not implement"
         )
     return info
+
+
+def _attention_backend(model: Any, mode: str) -> str:
+    """The paged backend of ``attention=mode``: the same resolution as ``suffixspec.generate``
+    (``generation.attention``); where that leaves the model's own attention ("auto" without a
+    usable kernel), the engine runs the torch reference of the paged contract."""
+    return "cuda" if AttentionBackend(model, mode).backend == "cuda" else "torch"
 
 
 def _eos_ids(model: Any) -> tuple[int, ...]:
@@ -100,6 +108,11 @@ class Engine:
         clock: seconds, the time the scheduler plans with (SLO deadlines, TTFT/TPOT) and that
             per-request stats record (default ``time.monotonic``; benchmarks pass a virtual
             clock). Settable later as ``engine.clock``.
+        attention: ``"auto"`` (the CUDA tree-attention kernel's paged mode where it can run for
+            the model: CUDA, fp16/bf16, a supported head dim; else its torch reference),
+            ``"cuda"`` (the kernel; :class:`KernelUnavailableError` with the reason where it
+            cannot run) or ``"torch"`` (the reference, any device), chosen as
+            ``suffixspec.generate``'s ``attention=``. The choice is :attr:`attention_backend`.
     """
 
     def __init__(
@@ -121,9 +134,12 @@ class Engine:
         cost_points: Sequence[tuple[int, float]] | None = None,
         acceptance: AcceptancePolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        attention: str = "auto",
     ):
         self.clock = clock
         self.info = _check_model(model)
+        #: ``"cuda"`` or ``"torch"``: which implementation of the paged contract every step runs.
+        self.attention_backend = _attention_backend(model, attention)
         spec = SpecConfig() if spec is None else spec
         if not isinstance(spec, SpecConfig):
             raise InvalidParameterError(f"spec must be a SpecConfig, got {type(spec).__name__}")
@@ -340,7 +356,7 @@ class Engine:
                     input_ids=torch.tensor([ids], dtype=torch.long, device=device),
                     position_ids=torch.tensor([positions], dtype=torch.long, device=device),
                     use_cache=False,
-                    **{PAGED_KWARG: PagedBatch(self.kv, meta)},
+                    **{PAGED_KWARG: PagedBatch(self.kv, meta, self.attention_backend)},
                 )
         except Exception:
             # Nothing of this step was committed: ending its requests releases the scheduler's

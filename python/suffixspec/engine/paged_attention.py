@@ -5,7 +5,12 @@ While :func:`paged_attention_active` is open on a model, a forward call that car
 new K/V is written at the plan's ``slot_mapping`` into the layer's paged cache, then each request's
 queries attend over its blocks (prefix + new tokens) with the step's causal/tree visibility. Calls
 without the kwarg run the model's original attention unchanged (see
-``suffixspec.generation.compat.attention_switched``). This is the torch path (any device).
+``suffixspec.generation.compat.attention_switched``).
+
+The attention is the paged tree-attention contract of ``suffixspec.kernels.paged`` (the layout of
+``docs/paged_kv.md``), one batched call per group of requests with the same query length (the
+kernel's paged mode needs equal query lengths per launch): backend ``"cuda"`` runs the CUDA
+kernel's paged mode, ``"torch"`` its torch reference (any device, any float dtype).
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from typing import Any
 import torch
 
 from suffixspec.engine.paged_cache import PagedKVCache, StepMeta
-from suffixspec.errors import IncompatibleModelError
-from suffixspec.kernels import reference
+from suffixspec.errors import IncompatibleModelError, InvalidParameterError
+from suffixspec.kernels import cuda_backend, paged
 from suffixspec.kernels.integration import refuse_unsupported_options
 
-__all__ = ["PAGED_KWARG", "PagedBatch", "paged_attention", "paged_attention_active"]
+__all__ = ["BACKENDS", "PAGED_KWARG", "PagedBatch", "paged_attention", "paged_attention_active"]
+
+#: The implementations of the paged contract: the CUDA kernel's paged mode, its torch reference.
+BACKENDS = ("cuda", "torch")
 
 PAGED_KWARG = "suffixspec_paged"
 
@@ -33,6 +41,7 @@ class PagedBatch:
 
     cache: PagedKVCache
     meta: StepMeta
+    backend: str = "torch"  # one of BACKENDS (the engine resolves its ``attention=`` choice once)
 
 
 def paged_attention(
@@ -43,19 +52,30 @@ def paged_attention(
     key: torch.Tensor,
     value: torch.Tensor,
     scaling: float | None,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """One layer of one step. ``query [1, Hq, N, D]``, ``key/value [1, Hkv, N, D]`` are the step's
     flat tokens (transformers' layout); returns ``[1, N, Hq, D]``."""
+    if backend not in BACKENDS:
+        raise InvalidParameterError(f"backend must be one of {BACKENDS}, got {backend!r}")
     cache.write(layer, meta.slot_mapping, key[0].transpose(0, 1), value[0].transpose(0, 1))
-    keys = PagedKVCache.flat(cache.key_cache[layer])
-    values = PagedKVCache.flat(cache.value_cache[layer])
-    outs = []
-    for row in meta.rows:
-        q = query[:, :, row.offset : row.offset + row.query_len]
-        k = keys[row.gather_slots].transpose(0, 1)[None].to(query.dtype)
-        v = values[row.gather_slots].transpose(0, 1)[None].to(query.dtype)
-        outs.append(reference.tree_attention(q, k, v, row.visible[None], scaling))
-    return torch.cat(outs, dim=1)
+    key_cache, value_cache = cache.key_cache[layer], cache.value_cache[layer]
+    _, hq, num_tokens, dim = query.shape
+    out = query.new_empty(num_tokens, hq, dim)
+    for group in meta.groups:
+        n = group.query_len
+        # [Hq, B_g * n, D] -> [B_g, Hq, n, D], in the cache's dtype (the contract's q dtype).
+        q = query[0].index_select(1, group.token_index).to(key_cache.dtype)
+        q = q.view(hq, -1, n, dim).transpose(0, 1)
+        view = paged.PagedKV(key_cache, value_cache, group.block_tables, group.context_lens)
+        if backend == "cuda":  # CuPy loads on the first launch only
+            result = cuda_backend.paged_tree_attention(
+                q, view, group.plan, scaling, max_context=group.max_context
+            )
+        else:
+            result = paged.tree_attention(q, view, group.plan, scaling)
+        out.index_copy_(0, group.token_index, result.reshape(-1, hq, dim).to(out.dtype))
+    return out[None]
 
 
 def _attention(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -80,7 +100,8 @@ def _attention(original: Callable[..., Any]) -> Callable[..., Any]:
             raise IncompatibleModelError(
                 f"{type(module).__name__} has no layer_idx; paged attention needs it"
             )
-        return paged_attention(batch.cache, batch.meta, int(layer), query, key, value, scaling), None
+        out = paged_attention(batch.cache, batch.meta, int(layer), query, key, value, scaling, batch.backend)
+        return out, None
 
     attention.__name__ = "suffixspec_paged_attention"
     return attention

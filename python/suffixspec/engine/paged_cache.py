@@ -15,20 +15,36 @@ import numpy as np
 import torch
 
 from suffixspec.errors import IncompatibleModelError
+from suffixspec.kernels.plan import TreeAttentionPlan, tree_plan_from_host
 
-__all__ = ["PagedKVCache", "RowMeta", "StepMeta"]
+__all__ = ["GroupMeta", "PagedKVCache", "StepMeta", "new_tokens_mask", "step_meta"]
 
 
 @dataclass(frozen=True)
-class RowMeta:
-    """One request's part of a step: its queries are flat rows ``offset .. offset + query_len``;
-    it attends over the slots ``gather_slots`` (its prefix, then its new tokens) with
-    ``visible [query_len, context_len + query_len]``."""
+class GroupMeta:
+    """The step's requests of one query length ``n``: one batched call of the paged
+    tree-attention contract (``suffixspec.kernels.paged.tree_attention``). The kernel's paged mode
+    needs equal query lengths per launch, so a step runs one call per distinct length.
 
-    offset: int
-    query_len: int
-    gather_slots: torch.Tensor  # int64 [context_len + query_len], flat slots
-    visible: torch.Tensor  # bool [query_len, context_len + query_len]
+    Attributes:
+        token_index: int64 ``[B_g * n]``: the flat step rows of the group's queries, request-major
+            (request ``b``'s query ``i`` is row ``token_index[b * n + i]``).
+        block_tables: int32 ``[B_g, max_blocks]``, the group's rows of the step's block tables.
+        context_lens: int32 ``[B_g]``: slots cached before the step (the contract's prefix).
+        max_context: ``max(context_lens)``, known on the host (no device sync at launch).
+        plan: the group's ``[B_g, n, n]`` visibility among its new tokens (a prefill chunk is a
+            chain; a decode row is its chunk then tree nodes), packed once for every layer.
+    """
+
+    token_index: torch.Tensor
+    block_tables: torch.Tensor
+    context_lens: torch.Tensor
+    max_context: int
+    plan: TreeAttentionPlan
+
+    @property
+    def query_len(self) -> int:
+        return self.plan.num_nodes
 
 
 @dataclass(frozen=True)
@@ -36,7 +52,7 @@ class StepMeta:
     """What every layer's paged attention needs for one forward pass over the step's flat tokens."""
 
     slot_mapping: torch.Tensor  # int64 [num_tokens]: where each new token's K/V is written
-    rows: tuple[RowMeta, ...]
+    groups: tuple[GroupMeta, ...]  # the step's requests by query length
     block_tables: torch.Tensor  # int32 [B, max_blocks] (docs/paged_kv.md)
     context_lens: torch.Tensor  # int32 [B]
     query_lens: torch.Tensor  # int32 [B]
@@ -67,25 +83,36 @@ def step_meta(
     block_size: int,
     device: torch.device,
 ) -> StepMeta:
-    """The :class:`StepMeta` of a scheduler plan (arrays as the plan gives them)."""
-    rows, offset = [], 0
-    for b in range(len(query_lens)):
-        ctx, q = int(context_lens[b]), int(query_lens[b])
-        prefix = np.arange(ctx, dtype=np.int64)
-        prefix_slots = (
-            block_tables[b][prefix // block_size].astype(np.int64) * block_size + prefix % block_size
+    """The :class:`StepMeta` of a scheduler plan (arrays as the plan gives them): the step's
+    requests grouped by query length, each group's masks packed once on ``device``."""
+    query_lens = np.asarray(query_lens, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(query_lens)])
+    tables = np.ascontiguousarray(block_tables, dtype=np.int32)
+    groups = []
+    for n in sorted(set(query_lens.tolist())):
+        members = np.flatnonzero(query_lens == n)
+        if n == 0:  # no query rows: nothing to attend
+            continue
+        token_index = (offsets[members][:, None] + np.arange(n)[None, :]).reshape(-1)
+        masks = np.stack(
+            [new_tokens_mask(int(chunk_lens[b]), np.asarray(tree_parents[b])) for b in members.tolist()]
         )
-        slots = np.concatenate([prefix_slots, slot_mapping[offset : offset + q].astype(np.int64)])
-        visible = np.ones((q, ctx + q), dtype=bool)
-        visible[:, ctx:] = new_tokens_mask(int(chunk_lens[b]), tree_parents[b])
-        rows.append(
-            RowMeta(offset, q, torch.from_numpy(slots).to(device), torch.from_numpy(visible).to(device))
+        ctx = np.ascontiguousarray(context_lens[members], dtype=np.int32)
+        # Only the columns the group reads: its longest context plus its n new slots.
+        width = max(1, -(-(int(ctx.max()) + n) // block_size))
+        groups.append(
+            GroupMeta(
+                token_index=torch.from_numpy(token_index).to(device),
+                block_tables=torch.from_numpy(np.ascontiguousarray(tables[members, :width])).to(device),
+                context_lens=torch.from_numpy(ctx).to(device),
+                max_context=int(ctx.max()),
+                plan=tree_plan_from_host(masks, device),
+            )
         )
-        offset += q
     return StepMeta(
         slot_mapping=torch.from_numpy(slot_mapping.astype(np.int64)).to(device),
-        rows=tuple(rows),
-        block_tables=torch.from_numpy(np.ascontiguousarray(block_tables, dtype=np.int32)).to(device),
+        groups=tuple(groups),
+        block_tables=torch.from_numpy(tables).to(device),
         context_lens=torch.from_numpy(np.ascontiguousarray(context_lens, dtype=np.int32)).to(device),
         query_lens=torch.from_numpy(np.ascontiguousarray(query_lens, dtype=np.int32)).to(device),
     )

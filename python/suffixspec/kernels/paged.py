@@ -17,7 +17,7 @@ import torch
 
 from suffixspec.errors import DTypeError, InvalidParameterError
 from suffixspec.kernels import reference
-from suffixspec.kernels.plan import TreeAttentionPlan, plan
+from suffixspec.kernels.plan import TreeAttentionPlan
 
 __all__ = ["PagedKV", "gather_contiguous", "random_paged_kv", "tree_attention"]
 
@@ -93,29 +93,50 @@ class PagedKV:
         return int(lens.max())
 
 
+@dataclass(frozen=True)
+class _Gather:
+    """Where the contiguous layout's positions come from: position ``p`` of request ``b`` is flat
+    slot ``slots[b * (T + n) + p]`` of the ``[num_blocks * block_size, Hkv, D]`` view, or
+    padding where not ``keep[b, p]`` (a padding position reads the request's slot 0). The same
+    for every layer of a step."""
+
+    slots: torch.Tensor  # int64 [B * (T + n)]
+    keep: torch.Tensor  # bool [B, T + n]
+
+    def apply(self, cache: torch.Tensor, *, zero_padding: bool = True) -> torch.Tensor:
+        """``[B, Hkv, T + n, D]`` of one ``[num_blocks, block_size, Hkv, D]`` cache. Without
+        ``zero_padding`` the padding positions keep the request's slot-0 K/V: harmless where
+        they are masked out, since every query of the request also reads that slot (a
+        non-finite value there would spoil the real output anyway)."""
+        batch, length = self.keep.shape
+        flat = cache.view(-1, cache.shape[2], cache.shape[3])
+        picked = flat.index_select(0, self.slots).view(batch, length, cache.shape[2], cache.shape[3])
+        if zero_padding:
+            picked = torch.where(self.keep[:, :, None, None], picked, cache.new_zeros(()))
+        return picked.transpose(1, 2)
+
+
+def _gather(cache: PagedKV, n: int, t_prefix: int) -> _Gather:
+    # Position p of request b holds its slot p - (t_prefix - context_lens[b]); negative = padding.
+    shift = (t_prefix - cache.context_lens.long())[:, None]
+    slots = torch.arange(t_prefix + n, device=cache.key_cache.device)[None, :] - shift
+    keep = slots >= 0
+    slots = slots.clamp(min=0)
+    blocks = torch.gather(cache.block_tables.long(), 1, slots // cache.block_size)
+    return _Gather((blocks * cache.block_size + slots % cache.block_size).reshape(-1), keep)
+
+
 def gather_contiguous(cache: PagedKV, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``k, v [B, Hkv, T + n, D]`` with ``T`` the longest context: each request's context
     right-aligned in ``[T - context_lens[b], T)`` (left padding, zeros) and its ``n`` tree slots
     in the last ``n`` positions, i.e. the contiguous layout with ``prefix_lens = context_lens``."""
-    t_prefix = cache.check(cache.batch_size, n)
-    batch, hkv, dim = cache.batch_size, cache.kv_heads, cache.head_dim
-    k = cache.key_cache.new_zeros(batch, hkv, t_prefix + n, dim)
-    v = torch.zeros_like(k)
-    for b in range(batch):
-        ctx = int(cache.context_lens[b])
-        slots = torch.arange(ctx + n, device=cache.key_cache.device)
-        blocks = cache.block_tables[b, slots // cache.block_size].long()
-        rows = slots % cache.block_size
-        start = t_prefix - ctx
-        k[b, :, start:] = cache.key_cache[blocks, rows].transpose(0, 1)
-        v[b, :, start:] = cache.value_cache[blocks, rows].transpose(0, 1)
-    return k, v
+    index = _gather(cache, n, cache.check(cache.batch_size, n))
+    return index.apply(cache.key_cache).contiguous(), index.apply(cache.value_cache).contiguous()
 
 
-def contiguous_plan(tree_plan: TreeAttentionPlan, cache: PagedKV) -> TreeAttentionPlan:
-    """The contiguous-layout plan equivalent to ``tree_plan`` over ``cache``: its tree mask with
-    the prefix limited to each request's context. The paged layout has no holes or left padding
-    of its own, so a plan with ``kv_valid`` or ``prefix_lens`` is refused."""
+def _check_tree_only(tree_plan: TreeAttentionPlan) -> None:
+    """The paged layout has no holes or left padding of its own: a request's prefix is its
+    context (``context_lens``), so a plan with ``kv_valid`` or ``prefix_lens`` is refused."""
     if not isinstance(tree_plan, TreeAttentionPlan):
         raise DTypeError(f"tree_plan must be a TreeAttentionPlan, got {type(tree_plan).__name__}")
     if tree_plan.kv_valid is not None or tree_plan.prefix_lens is not None:
@@ -123,22 +144,56 @@ def contiguous_plan(tree_plan: TreeAttentionPlan, cache: PagedKV) -> TreeAttenti
             "a paged step's prefix is each request's context (context_lens): the plan must carry "
             "only the tree mask (no kv_valid, no prefix_lens)"
         )
-    return plan(tree_mask=tree_plan.tree_mask, prefix_lens=cache.context_lens.to(tree_plan.device))
+
+
+def _version(x: torch.Tensor) -> int | None:
+    """The in-place version counter of ``x``; None for an inference tensor (it keeps none)."""
+    if x.is_inference():
+        return None
+    return x._version
+
+
+def _step_layout(tree_plan: TreeAttentionPlan, cache: PagedKV, n: int) -> tuple[_Gather, torch.Tensor]:
+    """The gather and the dense ``[B, n, T + n]`` visibility of one step: the contiguous layout
+    with ``prefix_lens = context_lens`` (the context right-aligned, then the tree mask). Computed
+    on a step's first layer and kept in the plan (every layer of a step shares the plan, block
+    tables and context lengths): one entry per plan, keyed by the very tensors and their
+    in-place versions, so a changed table is redone (inference tensors have no version: for them
+    the key is the tensors alone)."""
+    tables, lens = cache.block_tables, cache.context_lens
+    key = (_version(tables), _version(lens), n, cache.block_size)
+    hit = tree_plan._cache.get("paged")
+    if hit is not None and hit[0] is tables and hit[1] is lens and hit[2] == key:
+        return hit[3], hit[4]
+    t_prefix = cache.check(tree_plan.batch_size, n)
+    index = _gather(cache, n, t_prefix)
+    # A prefix position is visible iff it holds context (not padding); then the tree mask.
+    prefix = index.keep[:, None, :t_prefix].expand(-1, n, -1)
+    visible = torch.cat([prefix, tree_plan.tree_mask], dim=-1)
+    tree_plan._cache["paged"] = (tables, lens, key, index, visible)
+    return index, visible
 
 
 def tree_attention(
     q: torch.Tensor, cache: PagedKV, tree_plan: TreeAttentionPlan, scale: float | None = None
 ) -> torch.Tensor:
     """Reference tree attention over the paged layout: ``q [B, Hq, n, D]`` -> ``[B, n, Hq, D]``
-    (gathers the pages into the contiguous layout, then :func:`reference.tree_attention`)."""
+    (gathers the pages into the contiguous layout, then :func:`reference.tree_attention`). The
+    gather and mask are derived once per plan and reused by later calls with the same block
+    tables and context lengths (the other layers of a step)."""
     if not isinstance(cache, PagedKV):
         raise DTypeError(f"cache must be a PagedKV, got {type(cache).__name__}")
     if not isinstance(q, torch.Tensor) or q.ndim != 4:
         raise DTypeError("q must be a 4-D [B, Hq, n, D] tensor")
-    cache.check(q.shape[0], q.shape[2])
-    step = contiguous_plan(tree_plan, cache)
-    k, v = gather_contiguous(cache, q.shape[2])
-    return reference.tree_attention(q, k, v, step, scale)
+    _check_tree_only(tree_plan)
+    if cache.batch_size != q.shape[0]:
+        raise InvalidParameterError(f"the paged KV has {cache.batch_size} requests, the queries {q.shape[0]}")
+    tree_plan = tree_plan.to(q.device)
+    tree_plan.check_kv(q.shape[0], q.shape[2], q.shape[2])
+    index, visible = _step_layout(tree_plan, cache, q.shape[2])
+    k = index.apply(cache.key_cache, zero_padding=False)  # the mask hides the padding
+    v = index.apply(cache.value_cache, zero_padding=False)
+    return reference.tree_attention(q, k, v, visible, scale)
 
 
 def random_paged_kv(

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from suffixspec.errors import DTypeError, InvalidParameterError
 
-__all__ = ["TreeAttentionPlan", "pack_bits", "plan"]
+__all__ = ["TreeAttentionPlan", "pack_bits", "pack_bits_host", "plan", "tree_plan_from_host"]
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
@@ -41,6 +42,16 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     packed = (padded.view(*lead, words, 32) * weights).sum(-1)
     # Reinterpret the unsigned 32-bit value as int32 (the kernel reads the words as uint32).
     return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+def pack_bits_host(mask: np.ndarray) -> np.ndarray:
+    """:func:`pack_bits` of a numpy bool array, on the host (the same words, int32)."""
+    *lead, length = mask.shape
+    words = (length + 31) // 32
+    padded = np.zeros((*lead, words * 32), dtype=bool)
+    padded[..., :length] = mask
+    # Little-endian bit order within bytes and bytes within words: bit j % 32 of word j // 32.
+    return np.packbits(padded, axis=-1, bitorder="little").view("<i4").astype(np.int32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,4 +228,22 @@ def plan(
         tree_bits=pack_bits(tree_mask),
         kv_bits=kv_bits,
         valid_lens=valid_lens,
+    )
+
+
+def tree_plan_from_host(tree_mask: np.ndarray, device: torch.device | str) -> TreeAttentionPlan:
+    """The plan of a tree mask built on the host (bool ``[B, n, n]``; no ``kv_valid`` or
+    ``prefix_lens``): packed with numpy and copied to ``device`` once, rather than a few device
+    ops per plan as :func:`plan` does (the engine builds one per query-length group per step)."""
+    if not isinstance(tree_mask, np.ndarray) or tree_mask.dtype != np.bool_ or tree_mask.ndim != 3:
+        raise DTypeError("tree_mask must be a numpy bool [B, n, n] array")
+    if tree_mask.shape[1] != tree_mask.shape[2]:
+        raise DTypeError(f"tree_mask must be [B, n, n], got {tree_mask.shape}")
+    return TreeAttentionPlan(
+        tree_mask=torch.from_numpy(np.ascontiguousarray(tree_mask)).to(device),
+        kv_valid=None,
+        prefix_lens=None,
+        tree_bits=torch.from_numpy(pack_bits_host(tree_mask)).to(device),
+        kv_bits=None,
+        valid_lens=None,
     )
