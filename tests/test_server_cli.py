@@ -68,3 +68,14 @@ def test_serve_refuses_bad_limits(option: list[str]) -> None:
     out = _suffixspec("serve", *option, "--port", "0")
     assert out.returncode == 2
     assert "--max-queued must be at least 1" in out.stderr
+
+
+def test_serve_refuses_the_cuda_kernel_where_it_cannot_run() -> None:
+    pytest.importorskip("uvicorn")
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("the kernel may run here")
+    out = _suffixspec("serve", "--attention", "cuda", "--port", "0")
+    assert out.returncode == 2
+    assert "cuda" in out.stderr.lower() and "Traceback" not in out.stderr
+    assert "--attention" in _suffixspec("serve", "--help").stdout

@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--max-tokens-per-step", type=int, default=None, help="token budget of one step (prefill + verify)"
     )
+    engine.add_argument(
+        "--attention",
+        default="auto",
+        choices=("auto", "cuda", "torch"),
+        help="tree attention over the paged KV: the CUDA kernel where it runs (auto, the default), "
+        "the kernel or an error (cuda), or the torch path",
+    )
 
 
 def _load(path: str | None, device: str) -> tuple[Any, Any, str]:
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             policy=args.policy,
             max_running=args.max_running,
             max_tokens_per_step=args.max_tokens_per_step,
+            attention=args.attention,
         )
         app = build_app(engine, model_name=args.served_model_name or name, max_queued=args.max_queued)
     except (SuffixSpecError, OSError, ValueError) as exc:
