@@ -130,9 +130,14 @@ def test_an_injected_fit_is_the_clock_and_labelled(tmp_path: Path) -> None:
         assert s["forced_outputs_match"]
 
 
-@pytest.mark.parametrize(
-    "args", [["--cost-fit", "1:2"], ["--cost-fit", "-1:0:0"], ["--cost-fit", "0.1:0:0", "--cost-points", "1:0.1"]]
-)
+BAD_COST_FITS = [
+    ["--cost-fit", "1:2"],
+    ["--cost-fit", "-1:0:0"],
+    ["--cost-fit", "0.1:0:0", "--cost-points", "1:0.1"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_COST_FITS)
 def test_bad_cost_fits_are_refused(args: list[str]) -> None:
     done = run_bench("--quick", *args)
     assert done.returncode != 0 and "--cost-fit" in done.stderr
