@@ -319,36 +319,23 @@ impl Selector {
 
         refill(chosen, values.value.len(), false);
         if policy == Policy::AdaServe {
-            // `urgent`: targets this tree can reach; `behind`: targets it cannot (the request
-            // fell behind by more than one step's speculation can recover).
             let mut urgent: Vec<(usize, f64)> = Vec::new();
-            let mut behind: Vec<(usize, f64)> = Vec::new();
             for (r, c) in candidates.iter().enumerate() {
                 let Some(required) = c.required else { continue };
                 if required <= 1.0 {
                     continue; // the bonus token alone meets it
                 }
                 let required = required.min(f64::from(max_depth(c.parents, depths)) + 1.0);
-                let reachable = 1.0 + values.of(r).iter().sum::<f64>();
-                if reachable >= required {
+                // Infeasible targets get no SLO nodes: they would only take budget from others.
+                if required > 1.0 && 1.0 + values.of(r).iter().sum::<f64>() >= required {
                     urgent.push((r, required));
-                } else {
-                    behind.push((r, required - reachable));
                 }
             }
             // Most urgent (largest requirement) first; the stable sort keeps scheduling order on ties.
             urgent.sort_by(|a, b| b.1.total_cmp(&a.1));
-            // Then the requests that cannot reach their target this step get their whole
-            // positive-value trees, the smallest shortfall first: TPOT is an average over the
-            // request's life, so a request a little behind recovers over the next steps only
-            // if it is given its best chance now; left to the throughput phase it competes with
-            // requests that are ahead of schedule and falls further behind. They come after
-            // every reachable target, which they cannot take budget from.
-            behind.sort_by(|a, b| a.1.total_cmp(&b.1));
-            let targets = urgent.into_iter().chain(behind.into_iter().map(|(r, _)| (r, f64::INFINITY)));
-            for (r, required) in targets {
+            for (r, required) in urgent {
                 // Each node adds at most 1: about `required` nodes usually suffice; if not, all.
-                let guess = if required.is_finite() { 2 * required.ceil() as usize + 2 } else { usize::MAX };
+                let guess = 2 * required.ceil() as usize + 2;
                 let mut expected = 1.0;
                 let mut used = 0;
                 for k in [guess, usize::MAX] {
@@ -467,37 +454,6 @@ mod tests {
         let greedy = select(Policy::ProbabilityGreedy, &cands, 4, &mut |_| true).trees(&cands, 4);
         assert_eq!(greedy.nodes_of(0), &[0, 1, 2, 3]);
         assert_eq!(greedy.len_of(1), 0);
-    }
-
-    #[test]
-    fn a_request_behind_its_target_gets_its_whole_tree_after_the_reachable_ones() {
-        // Request 0: best effort, very probable. Request 1: needs 3 tokens, its tree gives at
-        // most 1.8 (behind). Request 2: needs 1.5, reachable with its first node.
-        let (p0, p1, p2) = ([0.99, 0.98, 0.97], [0.5, 0.3], [0.6, 0.5, 0.4]);
-        let (a0, a1, a2) = (chain(&p0), chain(&p1), chain(&p2));
-        let cands = [
-            Candidate { parents: &a0, probs: &p0, required: None, max_nodes: 64 },
-            Candidate { parents: &a1, probs: &p1, required: Some(3.0), max_nodes: 64 },
-            Candidate { parents: &a2, probs: &p2, required: Some(1.5), max_nodes: 64 },
-        ];
-        let picks = select(Policy::AdaServe, &cands, 4, &mut |_| true);
-        // The reachable target first, then the whole tree of the request behind, then throughput.
-        let order: Vec<(u32, u32)> = picks.order.iter().map(|p| (p.request, p.node)).collect();
-        assert_eq!(order, [(2, 0), (1, 0), (1, 1), (0, 0)]);
-        assert_eq!(picks.slo_picks, 3);
-        // With the budget for one node only, the reachable target wins.
-        let one = select(Policy::AdaServe, &cands, 1, &mut |_| true);
-        assert_eq!((one.order[0].request, one.order[0].node), (2, 0));
-        // Among those behind, the smaller shortfall first (1.2 here, against 1.7).
-        let p3 = [0.2, 0.1];
-        let a3 = chain(&p3);
-        let cands = [
-            Candidate { parents: &a3, probs: &p3, required: Some(3.0), max_nodes: 64 },
-            Candidate { parents: &a1, probs: &p1, required: Some(3.0), max_nodes: 64 },
-        ];
-        let picks = select(Policy::AdaServe, &cands, 2, &mut |_| true);
-        let order: Vec<(u32, u32)> = picks.order.iter().map(|p| (p.request, p.node)).collect();
-        assert_eq!(order, [(1, 0), (1, 1)]);
     }
 
     #[test]
