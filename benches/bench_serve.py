@@ -33,6 +33,7 @@ plain single-stream capacity, 1 / (mean output tokens x plain TPOT), or given in
         [--arrival poisson|burst] [--slo-multiples 1.5,3,8] [--out DIR]
     ./dev bench bench_serve --quick          # small, for tests
     ./dev bench bench_serve --cost-points 1:0.004,512:0.132   # a what-if cost curve (injected)
+    ./dev bench bench_serve --cost-fit 0.02335:0:0.0000474 --cost-source "..."  # fixed:request:token
     ./dev bench bench_serve --device cuda --models 1b --clock wall   # on a GPU
 """
 
