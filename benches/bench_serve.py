@@ -33,6 +33,7 @@ plain single-stream capacity, 1 / (mean output tokens x plain TPOT), or given in
         [--arrival poisson|burst] [--slo-multiples 1.5,3,8] [--out DIR]
     ./dev bench bench_serve --quick          # small, for tests
     ./dev bench bench_serve --cost-points 1:0.004,512:0.132   # a what-if cost curve (injected)
+    ./dev bench bench_serve --cost-fit 0.02335:0:0.0000474 --cost-source "..."  # fixed:request:token
     ./dev bench bench_serve --device cuda --models 1b --clock wall   # on a GPU
 """
 
@@ -113,6 +114,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="inject a step-cost model instead of measuring one, as TOKENS:SECONDS,... (labelled "
         "'injected' in the report: a what-if for another machine's cost curve, not a measurement)",
     )
+    p.add_argument(
+        "--cost-fit",
+        help="inject the virtual clock's step cost as FIXED_S:PER_REQUEST_S:PER_TOKEN_S (a what-if, "
+        "labelled 'injected'); the scheduler gets the token-only points fixed + per_request + "
+        "per_token x tokens (one request's share of the per-request term)",
+    )
+    p.add_argument(
+        "--cost-source",
+        default="",
+        help="where an injected cost model comes from (recorded in the report's step_cost.source)",
+    )
     p.add_argument("--clock", choices=("virtual", "wall"), default="virtual")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -148,7 +160,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--cost-points is TOKENS:SECONDS,...")
         if args.clock == "wall":
             p.error("--cost-points is a what-if for the virtual clock; --clock wall measures real time")
+    if args.cost_fit:
+        if args.cost_points:
+            p.error("give --cost-points or --cost-fit, not both")
+        try:
+            fixed, per_request, per_token = (float(x) for x in args.cost_fit.split(":"))
+        except ValueError:
+            p.error("--cost-fit is FIXED_S:PER_REQUEST_S:PER_TOKEN_S")
+        if min(fixed, per_request, per_token) < 0 or fixed + per_request + per_token <= 0:
+            p.error("--cost-fit needs non-negative terms and a positive one-token step")
+        if args.clock == "wall":
+            p.error("--cost-fit is a what-if for the virtual clock; --clock wall measures real time")
+        args.cost_fit = dict(fixed_s=fixed, per_request_s=per_request, per_token_s=per_token)
     return args
+
+
+def injected_fit_cost(fit: dict[str, float], source: str) -> dict[str, Any]:
+    """The cost record of an injected `fixed + per_request x requests + per_token x tokens`
+    model: the clock charges the fit; the scheduler (token-only) gets it at one request, through
+    points up to 8192 tokens (piecewise linear, so exact for the per-token part)."""
+    one = fit["fixed_s"] + fit["per_request_s"]
+    points = [(n, one + fit["per_token_s"] * n) for n in (1, 8192)]
+    label = "injected (--cost-fit)" + (f", {source}" if source else "")
+    return dict(points=points, fit=dict(fit, r2=None), plain_tpot_s=points[0][1], source=label)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -652,10 +686,13 @@ def main(argv: list[str] | None = None) -> int:
         cost = None
         for workload in args.workloads:
             loaded, requests = load_requests(workload, mut, args)
+            if cost is None and args.cost_fit:
+                cost = injected_fit_cost(args.cost_fit, args.cost_source)
             if cost is None and args.cost_points:
                 points = sorted(args.cost_points)
                 plain = points[0][1] if points[0][0] == 1 else None
-                cost = dict(points=points, plain_tpot_s=plain, source="injected (--cost-points)")
+                source = "injected (--cost-points)" + (f", {args.cost_source}" if args.cost_source else "")
+                cost = dict(points=points, plain_tpot_s=plain, source=source)
                 if plain is None:
                     raise SystemExit("--cost-points needs a point at 1 token (the plain TPOT)")
             if cost is None:  # measured once per model, on its first workload

@@ -101,3 +101,43 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
 def test_bad_arguments_are_refused() -> None:
     done = run_bench("--quick", "--policies", "fastest")
     assert done.returncode != 0 and "unknown policies" in done.stderr
+
+
+def test_an_injected_fit_is_the_clock_and_labelled(tmp_path: Path) -> None:
+    """`--cost-fit` (a what-if from another machine's step costs): the report says so, the plain
+    TPOT is the one-token step, and no step takes less than it under the virtual clock."""
+    write_trace(tmp_path / "mini.jsonl")
+    out = tmp_path / "out"
+    done = run_bench(
+        "--quick", "--models", "default", "--workloads", "mini", "--trace-dir", str(tmp_path),
+        "--requests", "6", "--warm", "4", "--loads", "4", "--policies", "none,adaserve",
+        "--cost-fit", "0.004:0.0005:0.0001", "--cost-source", "a test curve", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = json.loads((out / "bench_serve.json").read_text())["results"]
+    cost = result["step_cost"]
+    assert cost["source"] == "injected (--cost-fit), a test curve"
+    assert cost["fit"]["fixed_s"] == 0.004 and cost["fit"]["per_request_s"] == 0.0005
+    assert abs(result["plain_tpot_ms"] - 4.6) < 1e-9
+    # The scheduler's token-only points: the fit at one request.
+    assert [n for n, _ in cost["points"]] == [1, 8192]
+    assert [t for _, t in cost["points"]] == pytest.approx([0.0046, 0.0045 + 0.0001 * 8192])
+    for run in result["runs"]:
+        s = run["summary"]
+        # Plain decoding: every step costs at least the one-token step, so TPOT >= plain TPOT.
+        if run["policy"] == "none":
+            assert s["tpot_ms_p50"] >= 4.6 - 1e-9
+        assert s["forced_outputs_match"]
+
+
+BAD_COST_FITS = [
+    ["--cost-fit", "1:2"],
+    ["--cost-fit", "-1:0:0"],
+    ["--cost-fit", "0.1:0:0", "--cost-points", "1:0.1"],
+]
+
+
+@pytest.mark.parametrize("args", BAD_COST_FITS)
+def test_bad_cost_fits_are_refused(args: list[str]) -> None:
+    done = run_bench("--quick", *args)
+    assert done.returncode != 0 and "--cost-fit" in done.stderr
