@@ -16,7 +16,7 @@ kernel's paged mode, ``"torch"`` its torch reference (any device, any float dtyp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch
 from suffixspec.engine.paged_cache import PagedKVCache, StepMeta
 from suffixspec.errors import IncompatibleModelError, InvalidParameterError
 from suffixspec.kernels import cuda_backend, paged
-from suffixspec.kernels.integration import refuse_unsupported_options
+from suffixspec.kernels.integration import register_deferring
 
 __all__ = ["BACKENDS", "PAGED_KWARG", "PagedBatch", "paged_attention", "paged_attention_active"]
 
@@ -78,47 +78,21 @@ def paged_attention(
     return out[None]
 
 
-def _attention(original: Callable[..., Any]) -> Callable[..., Any]:
-    def attention(
-        module: torch.nn.Module,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        dropout: float = 0.0,
-        scaling: float | None = None,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, None]:
-        batch = kwargs.get(PAGED_KWARG)
-        if batch is None:
-            return original(
-                module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-            )
-        refuse_unsupported_options(kwargs, module, "paged attention")
-        layer = getattr(module, "layer_idx", None)
-        if layer is None:
-            raise IncompatibleModelError(
-                f"{type(module).__name__} has no layer_idx; paged attention needs it"
-            )
-        out = paged_attention(batch.cache, batch.meta, int(layer), query, key, value, scaling, batch.backend)
-        return out, None
-
-    attention.__name__ = "suffixspec_paged_attention"
-    return attention
+def _run(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    batch: PagedBatch,
+    scaling: float | None,
+) -> torch.Tensor:
+    layer = getattr(module, "layer_idx", None)
+    if layer is None:
+        raise IncompatibleModelError(f"{type(module).__name__} has no layer_idx; paged attention needs it")
+    return paged_attention(batch.cache, batch.meta, int(layer), query, key, value, scaling, batch.backend)
 
 
-def _register(original: str) -> str:
-    from suffixspec.generation.compat import attention_function, register_attention
-
-    if original == "eager":
-        from transformers.models.llama.modeling_llama import eager_attention_forward
-
-        deferred: Callable[..., Any] = eager_attention_forward
-    else:
-        deferred = attention_function(original)
-    name = f"suffixspec_paged_{original}"
-    register_attention(name, _attention(deferred), mask_like=original)
-    return name
+_register = register_deferring("suffixspec_paged", PAGED_KWARG, "paged attention", _run)
 
 
 @contextlib.contextmanager

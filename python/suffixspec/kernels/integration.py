@@ -22,7 +22,7 @@ from suffixspec.errors import IncompatibleModelError, InvalidParameterError, Ker
 from suffixspec.kernels import cuda_backend, reference
 from suffixspec.kernels.availability import unavailable_reason
 
-__all__ = ["MODES", "PLAN_KWARG", "attention_context", "resolve_mode"]
+__all__ = ["MODES", "PLAN_KWARG", "attention_context", "register_deferring", "resolve_mode"]
 
 MODES = ("auto", "cuda", "torch")
 PLAN_KWARG = "suffixspec_plan"
@@ -144,11 +144,38 @@ def attention_context(model: Any, mode: str = "auto") -> Iterator[str | None]:
 
 
 def _register(backend: str, original: str) -> str:
+    tree_attention = cuda_backend.tree_attention if backend == "cuda" else reference.tree_attention
+
+    def run(
+        module: torch.nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        tree_plan: Any,
+        scaling: float | None,
+    ) -> torch.Tensor:
+        # The plan's masks replace attention_mask (the engine builds both from the same tree).
+        return tree_attention(query, key, value, tree_plan, scaling)
+
+    return register_deferring(f"suffixspec_{backend}", PLAN_KWARG, "tree attention", run)(original)
+
+
+def register_deferring(
+    prefix: str, kwarg: str, label: str, run: Callable[..., torch.Tensor]
+) -> Callable[[str], str]:
+    """The ``register(original) -> name`` that ``compat.attention_switched`` takes, for an
+    attention that runs ``run(module, query, key, value, payload, scaling)`` on calls carrying
+    ``kwarg`` (its value is ``payload``) and defers every other call to the model's own
+    ``original`` implementation unchanged. Tree attention and the engine's paged attention
+    both switch models this way."""
     from suffixspec.generation.compat import register_attention
 
-    name = f"suffixspec_{backend}_{original}"
-    register_attention(name, _make_attention(backend, original), mask_like=original)
-    return name
+    def register(original: str) -> str:
+        name = f"{prefix}_{original}"
+        register_attention(name, _deferring_attention(original, kwarg, label, run), mask_like=original)
+        return name
+
+    return register
 
 
 def _original_attention(original: str, module: torch.nn.Module) -> Callable[..., Any]:
@@ -166,9 +193,9 @@ def _original_attention(original: str, module: torch.nn.Module) -> Callable[...,
     return attention_function(original)
 
 
-def _make_attention(backend: str, original: str) -> Callable[..., Any]:
-    tree_attention = cuda_backend.tree_attention if backend == "cuda" else reference.tree_attention
-
+def _deferring_attention(
+    original: str, kwarg: str, label: str, run: Callable[..., torch.Tensor]
+) -> Callable[..., Any]:
     def attention(
         module: torch.nn.Module,
         query: torch.Tensor,
@@ -179,14 +206,13 @@ def _make_attention(backend: str, original: str) -> Callable[..., Any]:
         scaling: float | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
-        tree_plan = kwargs.get(PLAN_KWARG)
-        if tree_plan is None:
+        payload = kwargs.get(kwarg)
+        if payload is None:
             return _original_attention(original, module)(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
-        refuse_unsupported_options(kwargs, module, "tree attention")
-        # The plan's masks replace attention_mask (the engine builds both from the same tree).
-        return tree_attention(query, key, value, tree_plan, scaling), None
+        refuse_unsupported_options(kwargs, module, label)
+        return run(module, query, key, value, payload, scaling), None
 
-    attention.__name__ = f"suffixspec_{backend}_attention"
+    attention.__name__ = f"suffixspec_{label.replace(' ', '_')}"
     return attention
