@@ -30,10 +30,9 @@
 //! bounds on the train halves: drafts within 1.1x arctic's drafted tokens per step on the
 //! agentic traces, and tokens per step at least arctic's on every trace.
 
-use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::speculate::{child_step, edge_step, Step, Suffixes};
+use crate::speculate::{child_step, edge_step, Ranked, Step, Suffixes};
 use crate::tree::{Position, SuffixTree, NIL};
 use crate::{Draft, SpecParams, TokenId};
 
@@ -217,33 +216,14 @@ fn path_draft(tree: &SuffixTree, m: Match, tokens: usize, min_prob: f64) -> Draf
     draft
 }
 
-/// Frontier entry of the best-first tree: highest estimate first, then first pushed.
+/// What the best-first tree keeps of a frontier node besides its estimate (the rank).
 #[derive(Debug)]
-struct Candidate {
-    est: f64,
+struct Frontier {
     freq: f64,
-    order: u64,
     step: Step,
     depth: usize,
     parent: i32,
 }
-
-impl Ord for Candidate {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.est.total_cmp(&other.est).then_with(|| other.order.cmp(&self.order))
-    }
-}
-impl PartialOrd for Candidate {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Candidate {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Candidate {}
 
 /// Best-first token tree below `m.start`: the frontier node with the highest estimate next,
 /// while nodes are worth their cost, at most `m.nodes` nodes and `m.depth` deep. A node's
@@ -253,7 +233,7 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64) -> Draft {
     let mut frontier = BinaryHeap::new();
     let mut order = 0u64;
     let mut children = Vec::new();
-    let mut expand = |frontier: &mut BinaryHeap<Candidate>,
+    let mut expand = |frontier: &mut BinaryHeap<Ranked<Frontier>>,
                       pos: Position,
                       count: u32,
                       freq: f64,
@@ -273,27 +253,21 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64) -> Draft {
             let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
             let child_est = (est * step_estimate(step.count, count, m.doubt, depth)).min(1.0);
             if child_freq >= min_prob && child_est > TREE_NODE_COST {
-                frontier.push(Candidate {
-                    est: child_est,
-                    freq: child_freq,
-                    order,
-                    step,
-                    depth: depth + 1,
-                    parent,
-                });
+                let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
+                frontier.push(Ranked { score: child_est, order, item });
                 order += 1;
             }
         }
     };
     expand(&mut frontier, m.start, m.base, 1.0, 1.0, 0, -1);
     while draft.token_ids.len() < m.nodes {
-        let Some(c) = frontier.pop() else { break };
+        let Some(Ranked { score: est, item: c, .. }) = frontier.pop() else { break };
         let index = draft.token_ids.len() as i32;
         draft.parents.push(c.parent);
         draft.token_ids.push(c.step.token);
-        draft.probs.push(c.est);
-        draft.score += c.est;
-        expand(&mut frontier, c.step.pos, c.step.count, c.freq, c.est, c.depth, index);
+        draft.probs.push(est);
+        draft.score += est;
+        expand(&mut frontier, c.step.pos, c.step.count, c.freq, est, c.depth, index);
     }
     draft
 }

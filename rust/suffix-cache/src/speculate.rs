@@ -384,31 +384,32 @@ fn path_scores(
     })
 }
 
-/// Frontier entry of the best-first tree expansion: highest prob first, then first pushed.
+/// Frontier entry of a best-first tree expansion: highest `score` first, then first pushed
+/// (`order`), so ties expand in push order. Both drafters' best-first trees rank their
+/// frontiers with it.
 #[derive(Debug)]
-struct Candidate {
-    prob: f64,
-    order: u64,
-    step: Step,
-    parent: i32,
+pub(crate) struct Ranked<T> {
+    pub score: f64,
+    pub order: u64,
+    pub item: T,
 }
 
-impl Ord for Candidate {
+impl<T> Ord for Ranked<T> {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.prob.total_cmp(&other.prob).then_with(|| other.order.cmp(&self.order))
+        self.score.total_cmp(&other.score).then_with(|| other.order.cmp(&self.order))
     }
 }
-impl PartialOrd for Candidate {
+impl<T> PartialOrd for Ranked<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl PartialEq for Candidate {
+impl<T> PartialEq for Ranked<T> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Candidate {}
+impl<T> Eq for Ranked<T> {}
 
 /// Best-first token tree: repeatedly take the most likely frontier node. Returns the draft
 /// and the deepest tree depth it reached.
@@ -418,31 +419,34 @@ fn tree_draft(tree: &SuffixTree, start: Position, budget: usize, min_prob: f64) 
     let mut frontier = BinaryHeap::new();
     let mut order = 0u64;
     let mut scratch = Vec::new();
-    let mut expand =
-        |frontier: &mut BinaryHeap<Candidate>, pos: Position, count: u32, prob: f64, parent: i32| {
-            scratch.clear();
-            if let Some(step) = edge_step(tree, pos) {
-                scratch.push(step);
-            } else {
-                // The best child is the most likely one: if it misses the threshold, all do.
-                let best = tree.node(pos.node).best_child;
-                if best == NIL || child_prob(prob, tree.node(best).count, count) < min_prob {
-                    return;
-                }
-                scratch.extend(tree.children_of(pos.node).map(|c| child_step(tree, c)));
+    let mut expand = |frontier: &mut BinaryHeap<Ranked<(Step, i32)>>,
+                      pos: Position,
+                      count: u32,
+                      prob: f64,
+                      parent: i32| {
+        scratch.clear();
+        if let Some(step) = edge_step(tree, pos) {
+            scratch.push(step);
+        } else {
+            // The best child is the most likely one: if it misses the threshold, all do.
+            let best = tree.node(pos.node).best_child;
+            if best == NIL || child_prob(prob, tree.node(best).count, count) < min_prob {
+                return;
             }
-            scratch.retain(|step| child_prob(prob, step.count, count) >= min_prob);
-            scratch.sort_unstable_by_key(|step| step.token);
-            for &step in &scratch {
-                frontier.push(Candidate { prob: child_prob(prob, step.count, count), order, step, parent });
-                order += 1;
-            }
-        };
+            scratch.extend(tree.children_of(pos.node).map(|c| child_step(tree, c)));
+        }
+        scratch.retain(|step| child_prob(prob, step.count, count) >= min_prob);
+        scratch.sort_unstable_by_key(|step| step.token);
+        for &step in &scratch {
+            frontier.push(Ranked { score: child_prob(prob, step.count, count), order, item: (step, parent) });
+            order += 1;
+        }
+    };
     if budget > 0 {
         expand(&mut frontier, start, tree.node(start.node).count, 1.0, -1);
     }
     while draft.token_ids.len() < budget {
-        let Some(Candidate { prob, step, parent, .. }) = frontier.pop() else { break };
+        let Some(Ranked { score: prob, item: (step, parent), .. }) = frontier.pop() else { break };
         let index = draft.token_ids.len() as i32;
         draft.parents.push(parent);
         draft.token_ids.push(step.token);
