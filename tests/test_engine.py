@@ -25,7 +25,7 @@ from suffixspec import (
     SuffixSpecError,
     UnknownRequestError,
 )
-from tiny_models import VOCAB, tiny_model
+from tiny_models import VOCAB, PromptKeyedProposer, tiny_model
 
 ARCHITECTURES = ["LlamaForCausalLM", "Qwen3ForCausalLM"]
 NEW = 24
@@ -133,22 +133,13 @@ def test_exact_with_arrivals_preemption_chunked_prefill_and_aborts(class_name: s
         engine.abort("r1")
 
 
-class BranchingProposer:
+class BranchingProposer(PromptKeyedProposer):
     """Trees whose first branch is wrong and whose right path continues under a second child,
     so accepted nodes are never a chain prefix and their K/V must be compacted."""
 
     def __init__(self, class_name: str, prompts: list[list[int]], new: int) -> None:
+        super().__init__()
         self.refs = {tuple(p): _reference(class_name, tuple(p), new) for p in prompts}
-        self.prompts: dict = {}
-
-    def start(self, req_id, prompt) -> None:
-        self.prompts[req_id] = tuple(int(t) for t in prompt)
-
-    def extend(self, req_id, tokens) -> None:
-        pass
-
-    def finish(self, req_id) -> None:
-        del self.prompts[req_id]
 
     def propose(self, req_ids, contexts, budgets, max_depths):
         trees = []

@@ -22,29 +22,20 @@ pytest.importorskip("transformers")
 import suffixspec
 from suffixspec import Engine, RequestParams
 from suffixspec.engine.engine import PAGED_ARCHITECTURES
-from tiny_models import VOCAB, plain_greedy_tokens, random_prompts, tiny_model
+from tiny_models import VOCAB, PromptKeyedProposer, plain_greedy_tokens, random_prompts, tiny_model
 
 NEW = 20
 
 
-class ContextProposer:
+class ContextProposer(PromptKeyedProposer):
     """Drafts a function of the context alone: the plain greedy continuation (known from a
     reference run) on one branch with some tokens replaced by wrong ones, and a wrong sibling
     branch, both chosen by a hash of the context. Identical contexts get identical trees in any
     loop, so two loops that verify alike see identical draft sequences."""
 
     def __init__(self, references: dict[tuple[int, ...], list[int]]) -> None:
+        super().__init__()
         self.references = references
-        self.prompts: dict = {}
-
-    def start(self, req_id, prompt) -> None:
-        self.prompts[req_id] = tuple(int(t) for t in prompt)
-
-    def extend(self, req_id, tokens) -> None:
-        pass
-
-    def finish(self, req_id) -> None:
-        self.prompts.pop(req_id, None)
 
     def propose(self, req_ids, contexts, budgets, max_depths):
         trees = []

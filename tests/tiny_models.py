@@ -109,3 +109,22 @@ def plain_greedy_tokens(model: torch.nn.Module, prompt: list[int], new: int, **k
     """The new tokens of plain greedy ``model.generate`` for one prompt (the reference of exactness tests)."""
     out = model.generate(torch.tensor([prompt]), max_new_tokens=new, do_sample=False, **kwargs)  # type: ignore[operator]
     return out[0, len(prompt) :].tolist()
+
+
+class PromptKeyedProposer:
+    """Base of the tests' scripted proposers, whose drafts are a function of a request's prompt
+    and context: it remembers each running request's prompt (``self.prompts``) and ignores
+    emitted tokens; subclasses implement ``propose``. ``finish`` of a request never started
+    fails, so a loop that finishes twice is caught."""
+
+    def __init__(self) -> None:
+        self.prompts: dict = {}
+
+    def start(self, req_id, prompt) -> None:
+        self.prompts[req_id] = tuple(int(t) for t in prompt)
+
+    def extend(self, req_id, tokens) -> None:
+        pass
+
+    def finish(self, req_id) -> None:
+        del self.prompts[req_id]
