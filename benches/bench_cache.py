@@ -36,7 +36,7 @@ from suffixspec.replay.methods import Method, make_method
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
 from timing import FastestOfRepeats
-from workloads import DEFAULT_WORKLOADS, tokenizer_path, trace_paths
+from workloads import add_selection_arguments, tokenizer_path, trace_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 # arctic-inference's semantics on both sides (no minimum match length: arctic has none).
@@ -52,11 +52,7 @@ LIBRARY = {OURS: "suffixspec", "arctic": "arctic"}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workloads", type=Path, default=DEFAULT_WORKLOADS, help="directory of *.jsonl traces")
-    p.add_argument("--tokenizer", type=Path, help="default: WORKLOADS/tokenizers/llama3/tokenizer.json")
-    p.add_argument("--only", help="comma-separated workload names (file names without .jsonl)")
-    p.add_argument("--limit", type=int, default=300, help="requests per single-turn workload")
-    p.add_argument("--agentic-limit", type=int, default=800, help="requests per agentic_* workload")
+    add_selection_arguments(p)
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the table is saved")
     p.add_argument("--repeats", type=int, default=3, help="speculate calls per step; the fastest counts")
     p.add_argument("--no-rss", action="store_true", help="skip the RSS measurement (subprocesses)")

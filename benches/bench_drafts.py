@@ -38,7 +38,7 @@ from suffixspec.replay.methods import Method, make_proposer
 from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
 from suffixspec.replay.traces import read_trace
 from timing import FastestOfRepeats
-from workloads import DEFAULT_WORKLOADS, tokenizer_path, trace_paths
+from workloads import add_selection_arguments, tokenizer_path, trace_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 # arctic-inference's semantics (no minimum match length: arctic has none).
@@ -54,11 +54,7 @@ TREE_METHODS = ("suffixspec-tree", "suffixspec-arctic-tree", "arctic-tree")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workloads", type=Path, default=DEFAULT_WORKLOADS, help="directory of *.jsonl traces")
-    p.add_argument("--tokenizer", type=Path, help="default: WORKLOADS/tokenizers/llama3/tokenizer.json")
-    p.add_argument("--only", help="comma-separated workload names (file names without .jsonl)")
-    p.add_argument("--limit", type=int, default=300, help="requests read per single-turn workload")
-    p.add_argument("--agentic-limit", type=int, default=800, help="requests read per agentic_* workload")
+    add_selection_arguments(p)
     p.add_argument("--halves", default="0,1", help="session halves to replay (0 = train, 1 = test)")
     p.add_argument("--tree", action="store_true", help="tree drafts with a 64-node budget")
     p.add_argument("--repeats", type=int, default=3, help="speculate calls per step; the fastest counts")
