@@ -211,7 +211,7 @@ def _ended_requests(engine: Engine) -> set[Hashable]:
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.stage for f in FAULTS])
 def test_a_failed_stage_ends_only_its_requests_and_the_others_stay_exact(
-    monkeypatch: pytest.MonkeyPatch, fault: Fault
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: Fault
 ) -> None:
     model = tiny_model(CLASS)
     # Two run while two wait, so that a whole-step failure leaves requests to go on.
@@ -265,6 +265,9 @@ def test_a_failed_stage_ends_only_its_requests_and_the_others_stay_exact(
     engine.scheduler.check_integrity()
     assert failed.isdisjoint(_ended_requests(engine))
     assert set(engine.cache.cached_requests) == set(ended) - failed
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # once, with the traceback
+    assert logged[0].getMessage().startswith(f"{fault.stage} failed")
     # The engine goes on: the failed prompts again are served exactly.
     again = engine.generate([PROMPTS[int(rid[1:])] for rid in sorted(failed)], params)
     for rid, out in zip(sorted(failed), again, strict=True):
