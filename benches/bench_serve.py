@@ -402,6 +402,8 @@ def run_once(
                 continue
             steps_before = counter.steps
             for out in engine.step():
+                if out.error is not None:  # a measurement with a failed request is no measurement
+                    raise out.error
                 if out.finished:
                     finished[int(out.request_id)] = out
             if counter.steps == steps_before and not virtual:
@@ -521,8 +523,11 @@ def measure_step_cost(mut: ModelUnderTest, loaded: Any, args: argparse.Namespace
             while engine.has_unfinished():
                 before = counter.steps
                 t0 = clock()
-                engine.step()
+                outputs = engine.step()
                 elapsed = clock() - t0
+                for out in outputs:  # a failed request (logged by the engine) spoils the fit
+                    if out.error is not None:
+                        raise out.error
                 if counter.steps > before and not warm:
                     samples.append((counter.last_tokens, counter.last_requests, elapsed))
                 warm = False  # the first step pays one-time costs

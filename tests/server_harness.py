@@ -62,18 +62,21 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m suffixspec serve ...` on a free port; its log goes to a file (see ``log``)."""
+    """`python -m suffixspec serve ...` on a free port; its log goes to a file (see ``log``).
+    ``launcher``: another module to run instead of ``suffixspec`` (one of tests/, which may
+    patch the engine before it calls the CLI)."""
 
-    def __init__(self, model_dir: Path, log_path: Path, *args: str):
+    def __init__(self, model_dir: Path, log_path: Path, *args: str, launcher: str = "suffixspec"):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.model = model_dir.name
         self.log_path = log_path
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "python"))
+        path = os.pathsep.join([str(REPO / "python"), str(Path(__file__).parent)])
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
         command = [
             sys.executable,
             "-m",
-            "suffixspec",
+            launcher,
             "serve",
             "--model",
             str(model_dir),
@@ -129,8 +132,10 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(model_dir: Path, log_path: Path, *args: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(model_dir, log_path, *args)
+def running_server(
+    model_dir: Path, log_path: Path, *args: str, launcher: str = "suffixspec"
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(model_dir, log_path, *args, launcher=launcher)
     try:
         yield server
     finally:

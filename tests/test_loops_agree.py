@@ -109,16 +109,21 @@ def _tree(tokens: list[int]) -> suffixspec.TokenTree:
     ids=["outside-vocab", "wrong-count", "not-a-tree"],
 )
 def test_both_loops_refuse_the_same_bad_drafts_with_the_same_typed_error(answer, error) -> None:
+    """`generate` raises the error; the engine (serving others) ends the request it concerns with
+    that error as the cause (`Engine.step`), and serves the next request once drafts are good."""
     model = tiny_model("LlamaForCausalLM")
     prompt = random_prompts([6], seed=4)[0]
     with pytest.raises(error):
         suffixspec.generate(model, [prompt], max_new_tokens=4, proposer=BadProposer(answer))
     engine = Engine(model, proposer=BadProposer(answer), num_blocks=8, block_size=8)
     engine.add_request("r", prompt, RequestParams(max_new_tokens=4))
-    engine.step()  # the prefill: nothing to draft yet
-    with pytest.raises(error):
-        engine.step()
-    assert "r" in engine  # a refused draft ends nothing: the request goes on once drafts are good
+    first = engine.step()  # the prefill: nothing to draft yet
+    (failed,) = engine.step()
+    assert failed.request_id == "r" and failed.finish_reason == "error"
+    assert isinstance(failed.error, suffixspec.RequestFailedError)
+    assert type(failed.error.__cause__) is error
+    assert failed.token_ids == first[0].token_ids and "r" not in engine  # nothing of the step emitted
+    assert engine.scheduler.num_free_blocks == engine.scheduler.num_blocks
     engine.proposer.answer = lambda ids: [_tree([])] * len(ids)
-    outputs = [out for _ in range(8) for out in engine.step()]
-    assert outputs[-1].finished and outputs[-1].token_ids == plain_greedy_tokens(model, prompt, 4)
+    (out,) = engine.generate([prompt], RequestParams(max_new_tokens=4))
+    assert out.token_ids == plain_greedy_tokens(model, prompt, 4)

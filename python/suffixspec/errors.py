@@ -19,6 +19,7 @@ __all__ = [
     "KernelUnavailableError",
     "ModelNotFoundError",
     "QueueFullError",
+    "RequestFailedError",
     "SuffixSpecError",
     "TraceFormatError",
     "UnknownRequestError",
@@ -82,3 +83,17 @@ class EngineIntegrationError(SuffixSpecError, RuntimeError):
 
 class QueueFullError(SuffixSpecError, RuntimeError):
     """A request refused because too many are already waiting (a server answers 429)."""
+
+
+class RequestFailedError(SuffixSpecError, RuntimeError):
+    """A request the engine ended with ``finish_reason`` ``"error"`` because a stage of a step
+    failed for it (the forward pass, drafting, verification, detokenization, ...); the failure
+    is its ``__cause__``. ``stage`` names the stage (see :meth:`suffixspec.Engine.step`).
+
+    A ``RuntimeError``, not a ``ValueError``: the request's input was accepted, the engine (or a
+    component it was given, such as a proposer) failed while serving it; a server answers 500."""
+
+    def __init__(self, request_id: object, stage: str, cause: BaseException):
+        super().__init__(f"request {request_id!r} failed in {stage}: {type(cause).__name__}: {cause}")
+        self.request_id, self.stage = request_id, stage
+        self.__cause__ = cause

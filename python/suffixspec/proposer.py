@@ -31,6 +31,8 @@ __all__ = [
     "fit_tree",
     "limit_depth",
     "merge_duplicate_siblings",
+    "proposed_trees",
+    "verifiable_tree",
     "verifiable_trees",
     "within_vocab",
 ]
@@ -92,6 +94,33 @@ def fit_tree(tree: TokenTree, budget: int, max_depth: int) -> TokenTree:
     return limit_depth(tree.prune(budget) if len(tree) > budget else tree, max_depth)
 
 
+def proposed_trees(trees: Any, req_ids: Sequence[Hashable]) -> list[Any]:
+    """A proposer's answer to one ``propose`` call for ``req_ids``, checked as a whole: a list
+    (or tuple) of one entry per request, else :class:`InvalidTreeError`."""
+    if not isinstance(trees, (list, tuple)) or len(trees) != len(req_ids):
+        got = f"{len(trees)} trees" if isinstance(trees, (list, tuple)) else type(trees).__name__
+        raise InvalidTreeError(f"the proposer returned {got} for {len(req_ids)} requests")
+    return list(trees)
+
+
+def verifiable_tree(tree: Any, req_id: Hashable, budget: int, max_depth: int, vocab_size: int) -> TokenTree:
+    """What a loop verifies of one request's entry in a proposer's answer: the entry checked (a
+    :class:`TokenTree` whose token ids lie inside the model's vocabulary, else a typed error
+    naming the request), siblings of equal token merged, then fitted to the request's budget and
+    depth (:func:`fit_tree`)."""
+    if not isinstance(tree, TokenTree):
+        raise InvalidTreeError(
+            f"the proposer returned a {type(tree).__name__} for request {req_id!r}, not a TokenTree"
+        )
+    top = int(np.asarray(tree.token_ids).max()) if len(tree) else -1
+    if top >= vocab_size:  # (negative ids are refused by TokenTree itself)
+        raise InvalidTokenError(
+            f"the proposer drafted token id {top} for request {req_id!r}, outside the "
+            f"model's vocabulary [0, {vocab_size})"
+        )
+    return fit_tree(merge_duplicate_siblings(tree), budget, max_depth)
+
+
 def verifiable_trees(
     trees: Any,
     req_ids: Sequence[Hashable],
@@ -100,27 +129,16 @@ def verifiable_trees(
     vocab_size: int,
 ) -> list[TokenTree]:
     """What every loop verifies of a proposer's answer to one ``propose`` call: the answer checked
-    (one :class:`TokenTree` per request, token ids inside the model's vocabulary, else a typed
-    error naming the request), siblings of equal token merged, then fitted to each request's
-    budget and depth (:func:`fit_tree`). One function, so that ``generate`` and the engine verify
-    the same trees from the same drafts (tests/test_loops_agree.py)."""
-    if not isinstance(trees, (list, tuple)) or len(trees) != len(req_ids):
-        got = f"{len(trees)} trees" if isinstance(trees, (list, tuple)) else type(trees).__name__
-        raise InvalidTreeError(f"the proposer returned {got} for {len(req_ids)} requests")
-    fitted = []
-    for req_id, tree, budget, depth in zip(req_ids, trees, budgets, max_depths, strict=True):
-        if not isinstance(tree, TokenTree):
-            raise InvalidTreeError(
-                f"the proposer returned a {type(tree).__name__} for request {req_id!r}, not a TokenTree"
-            )
-        top = int(np.asarray(tree.token_ids).max()) if len(tree) else -1
-        if top >= vocab_size:  # (negative ids are refused by TokenTree itself)
-            raise InvalidTokenError(
-                f"the proposer drafted token id {top} for request {req_id!r}, outside the "
-                f"model's vocabulary [0, {vocab_size})"
-            )
-        fitted.append(fit_tree(merge_duplicate_siblings(tree), budget, depth))
-    return fitted
+    as a whole (:func:`proposed_trees`), then each request's tree (:func:`verifiable_tree`). One
+    pair of functions, so that ``generate`` and the engine verify the same trees from the same
+    drafts (tests/test_loops_agree.py); the engine applies the two parts separately, so that one
+    request's bad tree ends only that request."""
+    return [
+        verifiable_tree(tree, req_id, budget, depth, vocab_size)
+        for tree, req_id, budget, depth in zip(
+            proposed_trees(trees, req_ids), req_ids, budgets, max_depths, strict=True
+        )
+    ]
 
 
 @runtime_checkable

@@ -4,8 +4,9 @@ One background task steps the engine (in a worker thread, so the event loop stay
 while requests are unfinished and routes each step's outputs to their streams. Adding and
 aborting requests take the same lock as a step, so they land between steps. A stream closed
 before its request finished (a client that went away) aborts the request and frees its KV.
-A step whose forward pass raises fails only the streams of its requests (they raise the error);
-the other requests go on.
+A request that a failed step stage ends (:meth:`Engine.step` says which) fails only its own
+stream, which raises the output's :class:`~suffixspec.errors.RequestFailedError` (the stage's
+exception chained; the engine logged it); the other requests go on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from suffixspec.engine.engine import Engine
 from suffixspec.engine.params import RequestOutput, RequestParams
-from suffixspec.errors import InvalidParameterError, QueueFullError
+from suffixspec.errors import InvalidParameterError, QueueFullError, RequestFailedError
 
 __all__ = ["AsyncEngine", "RequestStream"]
 
@@ -112,18 +113,14 @@ class AsyncEngine:
                 start = time.monotonic()
                 try:
                     outputs = await asyncio.to_thread(self.engine.step)
-                except Exception as exc:
-                    if not self.engine.failed_outputs:  # not the forward pass: the engine stops
-                        for queue in self._streams.values():
-                            queue.put_nowait(exc)
-                        raise
-                    # The forward pass failed: its requests ended with "error", the others go on.
-                    logger.exception("a step failed; its %d request(s) end", len(self.engine.failed_outputs))
-                    for out in self.engine.failed_outputs:
-                        stream = self._streams.pop(out.request_id, None)
-                        if stream is not None:
-                            stream.put_nowait(exc)
-                    outputs = []
+                except Exception as exc:  # step() contains its stages' failures: a bug of its own
+                    # Every stream fails; the loop stops until the next request starts it, whose
+                    # step then finds the scheduler's step unfinished and ends what is left.
+                    logger.exception("the engine failed outside its stages; every stream ends")
+                    for request_id, queue in self._streams.items():
+                        queue.put_nowait(RequestFailedError(request_id, "the engine", exc))
+                    self._streams.clear()
+                    return
                 if self.on_step is not None:
                     self.on_step(outputs, time.monotonic() - start)
             for out in outputs:  # an ended request's stream leaves (its queue holds the rest)
@@ -133,7 +130,7 @@ class AsyncEngine:
                     else self._streams.get(out.request_id)
                 )
                 if stream is not None:
-                    stream.put_nowait(out)
+                    stream.put_nowait(out if out.error is None else out.error)
             await asyncio.sleep(0)  # let streams and new requests in between steps
 
 

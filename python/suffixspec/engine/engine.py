@@ -5,11 +5,13 @@ Rust :class:`~suffixspec._native.Scheduler` plan the step (admission, chunked pr
 by recompute, per-request tree budgets), runs the model **once** on the plan's flat tokens with
 explicit positions through paged attention, verifies each emitting row exactly as the generation
 loop does (``suffixspec.generation.verify``), compacts the accepted K/V in place and commits.
+A stage that fails ends only the requests it concerns (:meth:`Engine.step` says which).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -30,6 +32,7 @@ from suffixspec.errors import (
     IncompatibleModelError,
     InvalidParameterError,
     InvalidTokenError,
+    RequestFailedError,
     UnknownRequestError,
 )
 from suffixspec.generation.attention import AttentionBackend
@@ -37,9 +40,11 @@ from suffixspec.generation.compat import inspect_model, prepare_generation_confi
 from suffixspec.generation.logits import TargetScorer, build_processors
 from suffixspec.generation.loop import AcceptancePolicy
 from suffixspec.generation.verify import accept_greedy, accept_sampling
-from suffixspec.proposer import Proposer, SuffixProposer, verifiable_trees
+from suffixspec.proposer import Proposer, SuffixProposer, proposed_trees, verifiable_tree
 
 __all__ = ["PAGED_ARCHITECTURES", "Engine"]
+
+logger = logging.getLogger(__name__)
 
 #: Classes verified lossless through the paged path (tests/test_engine.py); every other class is
 #: refused. A class must also be served by ``suffixspec.generation.support``.
@@ -170,8 +175,8 @@ class Engine:
         self._by_handle: dict[int, EngineRequest] = {}
         self._handles = itertools.count()
         self._auto_ids = itertools.count()
-        #: The outputs of the requests that the last :meth:`step` ended with ``"error"``
-        #: because its forward pass raised (empty after a step that ran).
+        #: The outputs of the requests that the last :meth:`step` ended with ``"error"`` (also
+        #: among its return value; empty after a step where nothing failed).
         self.failed_outputs: list[RequestOutput] = []
         #: Without ``cost_points`` the engine measures its own steps and refits the scheduler's
         #: step-cost model from them (``engine/step_cost.py``); supplied points stay fixed.
@@ -202,7 +207,8 @@ class Engine:
 
     def add_request(self, request_id: Hashable, prompt: Any, params: RequestParams | None = None) -> None:
         """Queues a request (``prompt``: text or token ids). Bad input raises a typed
-        :class:`SuffixSpecError` and changes nothing."""
+        :class:`SuffixSpecError` and changes nothing; so does a proposer whose ``start`` fails
+        (:class:`RequestFailedError`, the proposer's exception chained)."""
         params = RequestParams() if params is None else params
         if not isinstance(params, RequestParams):
             raise InvalidParameterError(f"params must be a RequestParams, got {type(params).__name__}")
@@ -247,7 +253,14 @@ class Engine:
         request.stats.arrival_time = now
         self._requests[request_id] = request
         self._by_handle[handle] = request
-        self.proposer.start(request_id, np.asarray(ids, dtype=np.int32))
+        try:
+            self.proposer.start(request_id, np.asarray(ids, dtype=np.int32))
+        except Exception as exc:
+            # Not the caller's input: the proposer failed. The request leaves again (and the
+            # proposer drops whatever its start did), so the failed call changes nothing.
+            error = RequestFailedError(request_id, "proposer.start", exc)
+            self._end(request, "error")
+            raise error from exc
 
     def abort(self, request_id: Hashable) -> RequestOutput:
         """Ends a request now: its KV blocks are freed and its partial output is not cached.
@@ -257,19 +270,39 @@ class Engine:
             raise UnknownRequestError(f"no running request {request_id!r}")
         return self._end(request, "abort")
 
-    def _end(self, request: EngineRequest, reason: str) -> RequestOutput:
-        """Ends a request before it finished (abort, failed step): frees its KV blocks, keeps
+    def _end(
+        self, request: EngineRequest, reason: str, error: RequestFailedError | None = None
+    ) -> RequestOutput:
+        """Ends a request before it finished (abort, failed stage): frees its KV blocks, keeps
         its partial output out of the suffix cache, and returns its last output."""
         self.scheduler.abort(request.handle)
-        undo = getattr(self.proposer, "abort", None)
-        if callable(undo):
-            undo([request.request_id])
-        else:
-            self.proposer.finish(request.request_id)
-        request.finished, request.finish_reason = True, reason
+        request.finished, request.finish_reason, request.error = True, reason, error
         request.stats.finish_time = self.clock()
         self._forget(request)
+        try:
+            undo = getattr(self.proposer, "abort", None)
+            if callable(undo):
+                undo([request.request_id])
+            else:
+                self.proposer.finish(request.request_id)
+        except Exception:  # the request has ended either way: only the proposer's state is off
+            logger.exception("the proposer failed to drop request %r", request.request_id)
         return request.take_output()
+
+    def _fail(self, handles: Sequence[int], stage: str, cause: Exception) -> None:
+        """Ends the requests ``handles`` (those still live) with ``"error"`` because ``stage``
+        raised ``cause``; logs the failure once (call it in the ``except`` block) and adds their
+        outputs to :attr:`failed_outputs`."""
+        ended = [self._by_handle[h] for h in handles if h in self._by_handle]
+        logger.exception(
+            "%s failed; %d request(s) end with 'error': %s",
+            stage,
+            len(ended),
+            ", ".join(repr(r.request_id) for r in ended),
+        )
+        for r in ended:
+            error = RequestFailedError(r.request_id, stage, cause)
+            self.failed_outputs.append(self._end(r, "error", error))
 
     def has_unfinished(self) -> bool:
         return bool(self._requests)
@@ -296,31 +329,110 @@ class Engine:
         budgets = [self.spec.node_budget if d > 0 else 0 for d in depths]
         contexts = [np.asarray(r.tokens, dtype=np.int32) for r in ready]
         req_ids = [r.request_id for r in ready]
-        trees = self.proposer.propose(req_ids, contexts, budgets, depths)
-        trees = verifiable_trees(trees, req_ids, budgets, depths, self.info.vocab_size)
+        try:  # one call for the batch: its failure (or a malformed answer) ends the batch
+            trees = proposed_trees(self.proposer.propose(req_ids, contexts, budgets, depths), req_ids)
+        except Exception as exc:
+            self._fail([r.handle for r in ready], "proposer.propose", exc)
+            return {}
         drafts = {}
-        for r, tree in zip(ready, trees, strict=True):
+        for r, tree, budget, depth in zip(ready, trees, budgets, depths, strict=True):
+            try:  # one request's bad tree ends that request
+                tree = verifiable_tree(tree, r.request_id, budget, depth, self.info.vocab_size)
+            except Exception as exc:
+                self._fail([r.handle], "draft check", exc)
+                continue
             if len(tree):
                 drafts[r.handle] = tree
         return drafts
 
     def step(self) -> list[RequestOutput]:
         """Runs one model forward pass for the scheduled requests; returns the output of every
-        request that gained tokens or finished in it.
+        request that gained tokens or ended in it.
 
-        A forward pass that raises (out of memory, ...) ends the requests of this step with
-        ``finish_reason`` ``"error"`` (their KV freed, their outputs in :attr:`failed_outputs`)
-        and propagates; the engine stays usable for the other requests and new ones."""
+        **Failures.** A stage that raises ends the requests it concerns with ``finish_reason``
+        ``"error"``: their KV blocks are freed, the proposer drops them (their partial output
+        never feeds the suffix cache), their outputs carry a :class:`RequestFailedError` (stage
+        named, the exception chained) in ``error``, are returned with the others and listed in
+        :attr:`failed_outputs`, and the failure is logged once. Nothing else changes: the other
+        requests go on with exactly the tokens they would have produced, and new requests are
+        served. The exception does not leave ``step()``. By stage:
+
+        - one request's: its draft tree (``"draft check"``: not a :class:`TokenTree`, ids
+          outside the vocabulary), its verification (``"verification"``: logits processing,
+          an acceptance policy, acceptance), ``"proposer.extend"`` with its new tokens,
+          ``"detokenization"`` (decoding, stop strings) and ``"proposer.finish"`` end that
+          request; its tokens of a step that failed before commit are not emitted;
+        - the whole step's: ``"proposer.propose"`` (or a malformed answer) ends the requests
+          it drafted for; the ``"forward pass"`` (building its batch included) and the
+          ``"step commit"`` (K/V compaction, the scheduler's commit) end the requests of the
+          step, with nothing of the step emitted; ``"scheduling"`` ends every request the
+          scheduler holds (any could have been in its plan). A failed refit of the measured
+          step-cost model only logs, keeping the previous model.
+
+        ``add_request`` reports a failed ``proposer.start`` by raising (nothing changes)."""
         self.failed_outputs = []
         started = time.perf_counter()  # the step's real cost, whatever clock the engine plans with
         drafts = self._drafts()
-        plan = self.scheduler.schedule(self.clock(), drafts)
+        try:
+            plan = self.scheduler.schedule(self.clock(), drafts)
+        except Exception as exc:
+            self._fail(list(self._by_handle), "scheduling", exc)
+            return list(self.failed_outputs)
         for handle in plan.preempted:
             self._by_handle[handle].stats.preemptions += 1
         handles = plan.request_ids.tolist()
         if not handles:
             self.scheduler.commit(self.clock(), [], [])
-            return []
+            return list(self.failed_outputs)
+        try:
+            logits, trees, num_tokens = self._forward(plan, handles, drafts)
+        except Exception as exc:  # nothing of the step was committed: ending its requests
+            self._fail(handles, "forward pass", exc)  # releases the scheduler's step
+            return list(self.failed_outputs)
+        marks = {h: self._by_handle[h].mark() for h in handles}
+        accepted, moves = self._verify(plan, handles, trees, logits)
+        live = [h for h in handles if h in self._by_handle]  # the rows whose verification failed left
+        try:
+            if moves:
+                device = self.info.device
+                src, dst = (
+                    torch.tensor(x, dtype=torch.long, device=device) for x in zip(*moves, strict=True)
+                )
+                self.kv.move(src, dst)
+            now = self.clock()
+            self.scheduler.commit(now, live, [accepted[h] for h in live])
+        except Exception as exc:
+            for h in live:
+                self._by_handle[h].undo_emit(marks[h])
+            self._fail(live, "step commit", exc)
+            return list(self.failed_outputs)
+        self._refit_step_cost(num_tokens, time.perf_counter() - started)
+        outputs = []
+        for b, handle in enumerate(handles):
+            r = self._by_handle.get(handle)
+            if r is None or not plan.emits[b]:
+                continue
+            stage = "detokenization"
+            try:
+                r.update_text(self.tokenizer)
+                if r.finished:
+                    stage = "proposer.finish"
+                    self.proposer.finish(r.request_id)  # the response feeds the suffix cache
+            except Exception as exc:
+                self._fail([handle], stage, exc)
+                continue
+            if r.finished:
+                self.scheduler.finish(handle)
+                r.stats.finish_time = now
+                self._forget(r)
+            outputs.append(r.take_output())
+        return [*self.failed_outputs, *outputs]
+
+    def _forward(
+        self, plan: Any, handles: list[int], drafts: dict[int, TokenTree]
+    ) -> tuple[torch.Tensor, list[TokenTree], int]:
+        """The step's model call on the plan's flat tokens: (logits of every token, the verified
+        tree of each row, the number of tokens)."""
         ctx_lens, chunk_lens, query_lens = plan.context_lens, plan.chunk_lens, plan.query_lens
         offsets, nodes_all, parents_all = plan.tree_offsets, plan.tree_nodes, plan.tree_parents
         ids: list[int] = []
@@ -350,94 +462,105 @@ class Engine:
             self.scheduler.block_size,
             device,
         )
+        with paged_attention_active(self.model), torch.no_grad():
+            out = self.model(
+                input_ids=torch.tensor([ids], dtype=torch.long, device=device),
+                position_ids=torch.tensor([positions], dtype=torch.long, device=device),
+                use_cache=False,
+                **{PAGED_KWARG: PagedBatch(self.kv, meta, self.attention_backend)},
+            )
+        return out.logits[0], trees, len(ids)
+
+    def _refit_step_cost(self, num_tokens: int, seconds: float) -> None:
+        if self.step_cost is None:
+            return
         try:
-            with paged_attention_active(self.model), torch.no_grad():
-                out = self.model(
-                    input_ids=torch.tensor([ids], dtype=torch.long, device=device),
-                    position_ids=torch.tensor([positions], dtype=torch.long, device=device),
-                    use_cache=False,
-                    **{PAGED_KWARG: PagedBatch(self.kv, meta, self.attention_backend)},
-                )
-        except Exception:
-            # Nothing of this step was committed: ending its requests releases the scheduler's
-            # step and their blocks, so the next step starts from a consistent state.
-            self.failed_outputs = [self._end(self._by_handle[h], "error") for h in handles]
-            raise
-        logits = out.logits[0]
-        accepted, moves = self._verify(plan, handles, trees, logits)
-        if moves:
-            src, dst = (torch.tensor(x, dtype=torch.long, device=device) for x in zip(*moves, strict=True))
-            self.kv.move(src, dst)
-        now = self.clock()
-        self.scheduler.commit(now, plan.request_ids, accepted)
-        if self.step_cost is not None:
-            points = self.step_cost.record(len(ids), time.perf_counter() - started)
+            points = self.step_cost.record(num_tokens, seconds)
             if points is not None:
                 self.scheduler.set_cost_model(points)
-        outputs = []
-        for b, handle in enumerate(handles):
-            r = self._by_handle[handle]
-            if not plan.emits[b]:
-                continue
-            r.update_text(self.tokenizer)
-            if r.finished:
-                self.scheduler.finish(handle)
-                self.proposer.finish(r.request_id)  # the response feeds the suffix cache
-                r.stats.finish_time = now
-                self._forget(r)
-            outputs.append(r.take_output())
-        return outputs
+        except Exception:  # no request depends on it: the scheduler keeps its previous model
+            logger.exception("refitting the step-cost model failed; the previous model stays")
 
     def _verify(
         self, plan: Any, handles: list[int], trees: list[TokenTree], logits: torch.Tensor
-    ) -> tuple[list[int], list[tuple[int, int]]]:
-        """Acceptance of every emitting row; returns the accepted node counts and the K/V moves
-        (flat source slot, flat destination slot) that compact the accepted nodes."""
-        bs = self.scheduler.block_size
-        accepted, moves, offset = [], [], 0
+    ) -> tuple[dict[int, int], list[tuple[int, int]]]:
+        """Acceptance of every emitting row, one request at a time (a row that fails ends its
+        request only); returns the accepted node counts of the rows that did not fail and the
+        K/V moves (flat source slot, flat destination slot) that compact their accepted nodes."""
+        accepted: dict[int, int] = {}
+        moves: list[tuple[int, int]] = []
+        offset = 0
         now = self.clock()
         for b, handle in enumerate(handles):
-            q, chunk, ctx = int(plan.query_lens[b]), int(plan.chunk_lens[b]), int(plan.context_lens[b])
+            q = int(plan.query_lens[b])
             row_offset, offset = offset, offset + q
             if not plan.emits[b]:
-                accepted.append(0)
+                accepted[handle] = 0
                 continue
             r, tree = self._by_handle[handle], trees[b]
-            block = logits[row_offset + chunk - 1 : row_offset + q]  # the root, then the nodes
-            if r.params.do_sample:
-                nodes, bonus = accept_sampling([tree], r.scorer.probs(block)[None], r.generator)[0]
-            else:
-                targets = r.scorer.greedy(block).cpu().numpy()[None]  # [1, nodes + 1]
-                if self.acceptance is not None:
-                    targets = np.asarray(self.acceptance([r], [tree], targets), dtype=np.int64)
-                if len(tree):
-                    nodes, bonus = accept_greedy([tree], targets)[0]
-                else:
-                    nodes, bonus = np.zeros(0, np.int64), int(targets[0, 0])
-            table = plan.block_tables[b]
-            for k, node in enumerate(np.asarray(nodes).tolist()):
-                src = int(plan.slot_mapping[row_offset + chunk + node])
-                pos = ctx + chunk + k
-                dst = int(table[pos // bs]) * bs + pos % bs
-                if src != dst:
-                    moves.append((src, dst))
-            emitted = np.append(np.asarray(tree.token_ids)[nodes], bonus).astype(np.int32)
-            before = len(r.output)
-            r.emit(emitted, now)
-            if len(r.output) > before:
-                self.proposer.extend(r.request_id, np.asarray(r.output[before:], dtype=np.int32))
+            mark = r.mark()
+            stage = "verification"
+            try:
+                nodes, row_moves = self._accept_row(plan, b, r, tree, logits, row_offset, now)
+                new = r.tokens[mark[0] :]
+                if new:
+                    stage = "proposer.extend"
+                    self.proposer.extend(r.request_id, np.asarray(new, dtype=np.int32))
+            except Exception as exc:
+                r.undo_emit(mark)
+                self._fail([handle], stage, exc)
+                continue
+            moves.extend(row_moves)
             r.stats.steps += 1
             r.stats.draft_tokens += len(tree)
             r.stats.accepted_tokens += len(nodes)
-            accepted.append(len(nodes))
+            accepted[handle] = len(nodes)
         return accepted, moves
+
+    def _accept_row(
+        self,
+        plan: Any,
+        b: int,
+        r: EngineRequest,
+        tree: TokenTree,
+        logits: torch.Tensor,
+        row_offset: int,
+        now: float,
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Verifies row ``b`` (request ``r``) and emits its tokens; returns the accepted nodes and
+        the K/V moves that compact them."""
+        q, chunk, ctx = int(plan.query_lens[b]), int(plan.chunk_lens[b]), int(plan.context_lens[b])
+        block = logits[row_offset + chunk - 1 : row_offset + q]  # the root, then the nodes
+        if r.params.do_sample:
+            nodes, bonus = accept_sampling([tree], r.scorer.probs(block)[None], r.generator)[0]
+        else:
+            targets = r.scorer.greedy(block).cpu().numpy()[None]  # [1, nodes + 1]
+            if self.acceptance is not None:
+                targets = np.asarray(self.acceptance([r], [tree], targets), dtype=np.int64)
+            if len(tree):
+                nodes, bonus = accept_greedy([tree], targets)[0]
+            else:
+                nodes, bonus = np.zeros(0, np.int64), int(targets[0, 0])
+        bs = self.scheduler.block_size
+        table = plan.block_tables[b]
+        moves = []
+        for k, node in enumerate(np.asarray(nodes).tolist()):
+            src = int(plan.slot_mapping[row_offset + chunk + node])
+            pos = ctx + chunk + k
+            dst = int(table[pos // bs]) * bs + pos % bs
+            if src != dst:
+                moves.append((src, dst))
+        emitted = np.append(np.asarray(tree.token_ids)[nodes], bonus).astype(np.int32)
+        r.emit(emitted, now)
+        return np.asarray(nodes), moves
 
     # -- offline batches ------------------------------------------------------------------------
     def generate(
         self, prompts: Sequence[Any], params: RequestParams | Sequence[RequestParams] | None = None
     ) -> list[RequestOutput]:
         """Runs ``prompts`` to completion (with any requests already running); returns their
-        outputs in order, ``token_ids`` holding every generated token."""
+        outputs in order, ``token_ids`` holding every generated token. When one of them fails
+        (:meth:`step`), the others are aborted and its :class:`RequestFailedError` is raised."""
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidParameterError("prompts must be a sequence of prompts (text or token ids)")
         if params is None or isinstance(params, RequestParams):
@@ -460,6 +583,11 @@ class Engine:
         while any(rid not in results for rid in ids):
             for output in self.step():
                 if output.finished and output.request_id in ids:
+                    if output.error is not None:  # an offline batch is whole or nothing
+                        for rid in ids:
+                            if rid in self:
+                                self.abort(rid)
+                        raise output.error
                     results[output.request_id] = output
         final = []
         for rid in ids:

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from suffixspec.config import check_int, check_real
-from suffixspec.errors import InvalidParameterError
+from suffixspec.errors import InvalidParameterError, RequestFailedError
 
 __all__ = ["FINISH_REASONS", "SLO", "RequestOutput", "RequestParams", "ServingStats"]
 
 #: Why a request ended: max_new_tokens reached, a stop token, a stop string, ``abort``, or
-#: ``error`` (the forward pass of one of its steps raised).
+#: ``error`` (a stage of one of its steps failed for it: see :meth:`suffixspec.Engine.step`).
 FINISH_REASONS = ("length", "stop", "abort", "error")
 
 
@@ -149,6 +149,8 @@ class RequestOutput:
         finished: whether the request has ended; ``finish_reason`` says why (one of
             :data:`FINISH_REASONS`).
         stats: per-request counters.
+        error: why the request failed (``finish_reason`` ``"error"``; its ``__cause__`` is the
+            exception the failed stage raised), else None.
     """
 
     request_id: Any
@@ -160,3 +162,4 @@ class RequestOutput:
     finished: bool = False
     finish_reason: str | None = None
     stats: ServingStats = field(default_factory=ServingStats)
+    error: RequestFailedError | None = None

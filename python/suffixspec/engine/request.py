@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from suffixspec.engine.params import RequestOutput, RequestParams, ServingStats
+from suffixspec.errors import RequestFailedError
 from suffixspec.generation.logits import TargetScorer
 
 
@@ -29,6 +30,7 @@ class EngineRequest:
     text: str = ""
     reported: int = 0  # output tokens already returned by step()
     reported_text: int = 0
+    error: RequestFailedError | None = None  # set when a failed step stage ended the request
 
     # What an acceptance policy sees (suffixspec.generation.loop.AcceptanceRequest).
     @property
@@ -50,6 +52,15 @@ class EngineRequest:
     @property
     def remaining(self) -> int:
         return self.params.max_new_tokens - len(self.output)
+
+    def mark(self) -> tuple[int, float | None]:
+        """What :meth:`emit` changes, to :meth:`undo_emit` a step that failed after it."""
+        return len(self.tokens), self.stats.first_token_time
+
+    def undo_emit(self, mark: tuple[int, float | None]) -> None:
+        length, self.stats.first_token_time = mark
+        del self.tokens[length:]
+        self.finished, self.finish_reason = False, None
 
     def emit(self, tokens: np.ndarray, now: float) -> None:
         """Appends the step's tokens, cut at a stop token or the token budget."""
@@ -105,4 +116,5 @@ class EngineRequest:
             finished=self.finished,
             finish_reason=self.finish_reason,
             stats=self.stats,
+            error=self.error,
         )

@@ -2,7 +2,9 @@
 
 ``/v1/completions`` and ``/v1/chat/completions`` (``stream: true`` as server-sent events in
 OpenAI's chunk format, ending with ``data: [DONE]``), ``/v1/models``, ``/health`` and
-``/metrics``. Errors use OpenAI's error body; bad input is a 4xx, never a 500.
+``/metrics``. Errors use OpenAI's error body; bad input is a 4xx, never a 500. A request that
+fails inside the engine (its stream raises :class:`~suffixspec.errors.RequestFailedError`; the
+engine logged it) gets a 500, or, streamed, an error event that ends its stream; the others go on.
 """
 
 from __future__ import annotations
