@@ -166,6 +166,34 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn stamps_cost_eight_bytes_per_node() {
+        // Ten u32 links and counts, plus the stamp and the newest child.
+        assert_eq!(std::mem::size_of::<super::super::Node>(), 48);
+    }
+
+    #[test]
+    fn the_clock_moves_back_before_it_wraps() {
+        let mut tree = SuffixTree::new(4).unwrap();
+        tree.extend(0, &[1, 2, 3, 1, 2, 4]).unwrap();
+        tree.clock = u32::MAX - 3;
+        tree.extend(1, &[1, 2, 5, 6, 7, 8, 1, 2]).unwrap();
+        assert_eq!(tree.check_integrity(), Ok(()));
+        assert!(tree.clock < (1 << 31) + 16, "clock {}", tree.clock);
+        let stamp = |s: &[TokenId]| {
+            let pos = tree.locate(s).unwrap();
+            tree.node(pos.node).recent
+        };
+        // The first sequence's stamps all went to 0; the second's kept their order.
+        assert_eq!(stamp(&[2, 4]), 0);
+        assert!(stamp(&[1, 2, 5]) > 0);
+        assert!(stamp(&[7, 8]) > stamp(&[1, 2, 5]));
+        assert_eq!(
+            tree.node(tree.locate(&[1, 2]).unwrap().node).newest_child,
+            tree.locate(&[1, 2, 5]).unwrap().node
+        );
+    }
+
     proptest! {
         #[test]
         fn stamps_hold_the_latest_start((depth, ops) in ops(), interleave in any::<bool>()) {
