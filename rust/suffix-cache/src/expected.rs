@@ -22,6 +22,12 @@
 //!   (tool output, files, user turns) that the prompt tree holds. A node is worth verifying
 //!   while its estimate exceeds [`NODE_COST`] ([`TREE_NODE_COST`] in a tree), so copies draft
 //!   long (up to `max_spec_tokens`) and guesses draft little, whatever `max_spec_factor` says.
+//! * Counts treat every earlier occurrence alike, but agents copy the latest version of what
+//!   they re-read (a file after an edit, the latest form of a tool call). Where a node
+//!   branches, the child holding the most recent occurrence (the tree's recency stamps,
+//!   `crate::tree::recency`) counts as if it had [`RECENCY_WEIGHT`] times the parent's
+//!   occurrences more, out of as many more occurrences: the newest continuation wins against
+//!   a few older ones, and when it is also the most frequent one its estimate rises.
 //!
 //! Among match lengths (and the two trees of a request) the draft with the highest gain, the
 //! sum over its nodes of estimate minus node cost, wins; ties go to the longer match and to the
@@ -69,12 +75,62 @@ const SHARED_EVIDENCE_PRIOR: f64 = 0.75;
 /// estimates.
 const DEPTH_DOUBT: f64 = 0.4;
 
+/// Extra occurrences the newest child of a branching node counts, per occurrence of the node
+/// (see the module docs): tuned on the train halves with the node costs, under the same bounds.
+const RECENCY_WEIGHT: f64 = 0.2;
+
 /// Estimated probability of a step that `child` of the `parent` occurrences took, `below`
 /// tokens under a match whose prior weight is `doubt` (the evidence prior over the match
-/// length).
+/// length); both counts include the recency bonus.
 #[inline]
-fn step_estimate(child: u32, parent: u32, doubt: f64, below: usize) -> f64 {
-    f64::from(child) / (f64::from(parent) + doubt * (1.0 + DEPTH_DOUBT * below as f64))
+fn step_estimate(child: f64, parent: f64, doubt: f64, below: usize) -> f64 {
+    child / (parent + doubt * (1.0 + DEPTH_DOUBT * below as f64))
+}
+
+/// Recency bonus of a branching node with `count` occurrences (see the module docs).
+#[inline]
+fn recency_bonus(count: u32) -> f64 {
+    RECENCY_WEIGHT * f64::from(count)
+}
+
+/// The child of `node` holding its most recent occurrence (NIL when it has none; the tree
+/// keeps it, see `crate::tree::recency`).
+#[inline]
+fn newest_child(tree: &SuffixTree, node: u32) -> u32 {
+    tree.node(node).newest_child
+}
+
+/// The continuation a path follows from `pos` (`count` occurrences), with its count and its
+/// parent's, both with the recency bonus: inside an edge or below an only child the one
+/// continuation; at a branching node the child with the highest count after the bonus (ties
+/// to the smallest token).
+#[inline]
+fn path_step(tree: &SuffixTree, pos: Position, count: u32) -> Option<(Step, f64, f64)> {
+    if let Some(step) = edge_step(tree, pos) {
+        return Some((step, f64::from(step.count), f64::from(count)));
+    }
+    let node = tree.node(pos.node);
+    let best = node.best_child;
+    if best == NIL {
+        return None;
+    }
+    if node.first_child == best && tree.node(best).next_sib == NIL {
+        let step = child_step(tree, best);
+        return Some((step, f64::from(step.count), f64::from(count)));
+    }
+    let newest = newest_child(tree, pos.node);
+    if newest == NIL {
+        let step = child_step(tree, best);
+        return Some((step, f64::from(step.count), f64::from(count)));
+    }
+    let bonus = recency_bonus(count);
+    let (b, n) = (tree.node(best), tree.node(newest));
+    let newest_count = f64::from(n.count) + bonus;
+    let newest_wins =
+        newest_count > f64::from(b.count) || (newest_count == f64::from(b.count) && n.token < b.token);
+    let (chosen, chosen_count) =
+        if newest_wins { (newest, newest_count) } else { (best, f64::from(b.count)) };
+    Some((child_step(tree, chosen), chosen_count, f64::from(count) + bonus))
 }
 
 /// What a draft brings net of its verification cost (comparable across trees).
@@ -162,7 +218,7 @@ fn deepest(draft: &Draft) -> usize {
     depths.into_iter().max().unwrap_or(0)
 }
 
-/// Greedy path below `m.start` (most frequent continuation, ties to the smallest token), at
+/// Greedy path below `m.start` (most frequent continuation after the recency bonus), at
 /// most `limit` tokens, while nodes are worth their cost and their frequency is at least
 /// `min_prob`: `visit` gets each token and its estimate. Returns the tokens walked and their
 /// gain.
@@ -176,15 +232,9 @@ fn walk(
     let (mut pos, mut count, mut freq, mut est) = (m.start, m.base, 1.0, 1.0);
     let (mut walked, mut gain) = (0, 0.0);
     while walked < limit.min(m.nodes).min(m.depth) {
-        let step = match edge_step(tree, pos) {
-            Some(step) => step,
-            None => match tree.node(pos.node).best_child {
-                NIL => break,
-                best => child_step(tree, best),
-            },
-        };
+        let Some((step, child, parent)) = path_step(tree, pos, count) else { break };
         let next_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
-        let next_est = (est * step_estimate(step.count, count, m.doubt, walked)).min(1.0);
+        let next_est = (est * step_estimate(child, parent, m.doubt, walked)).min(1.0);
         if next_freq < min_prob || next_est <= NODE_COST {
             break;
         }
@@ -249,9 +299,13 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64) -> Draft {
             None => children.extend(tree.children_of(pos.node).map(|c| child_step(tree, c))),
         }
         children.sort_unstable_by_key(|step| step.token);
+        // At a branching node the newest child gets the recency bonus (see path_step).
+        let newest = if children.len() > 1 { newest_child(tree, pos.node) } else { NIL };
+        let bonus = if newest == NIL { 0.0 } else { recency_bonus(count) };
         for &step in &children {
             let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
-            let child_est = (est * step_estimate(step.count, count, m.doubt, depth)).min(1.0);
+            let child = f64::from(step.count) + if step.pos.node == newest { bonus } else { 0.0 };
+            let child_est = (est * step_estimate(child, f64::from(count) + bonus, m.doubt, depth)).min(1.0);
             if child_freq >= min_prob && child_est > TREE_NODE_COST {
                 let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
                 frontier.push(Ranked { score: child_est, order, item });

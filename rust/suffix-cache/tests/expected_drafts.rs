@@ -1,6 +1,7 @@
 //! Properties of suffixspec's own drafter (`Drafter::Suffixspec`): drafts are valid trees that
 //! follow the text, probabilities lie in (0, 1] and never grow along a path, budgets hold, and
-//! the request's own occurrence of the context is left out of the frequencies.
+//! the request's own occurrence of the context is left out of the frequencies, the newest of
+//! a few continuations is preferred.
 
 use proptest::prelude::*;
 use suffixspec_cache::{CacheConfig, Draft, Drafter, SpecParams, SuffixCache, SuffixTree, TokenId};
@@ -259,4 +260,60 @@ fn a_copy_seen_once_fades_faster_the_further_it_goes() {
     let many = tree.speculate(&phrase[..4], &p).unwrap();
     assert_eq!(many.token_ids[..], phrase[4..]);
     assert!(many.probs.iter().all(|&prob| prob > 0.85), "{many:?}");
+}
+
+#[test]
+fn the_newest_continuation_wins_a_tie() {
+    // 1 2 was followed by 5 first, by 7 later: arctic drafts the smaller token, suffixspec the
+    // newer one, in both modes, with more confidence than a plain half.
+    let seq: Vec<TokenId> = vec![1, 2, 5, 9, 8, 1, 2, 7, 9, 8, 3, 1, 2];
+    let mut tree = SuffixTree::new(16).unwrap();
+    tree.extend(0, &seq).unwrap();
+    let arctic = SpecParams { drafter: Drafter::Arctic, ..params(8, 0.0, false) };
+    assert_eq!(tree.speculate_after(Some(0), &seq, &arctic).unwrap().token_ids[0], 5);
+    for use_tree_spec in [false, true] {
+        let draft = tree.speculate_after(Some(0), &seq, &params(8, 0.0, use_tree_spec)).unwrap();
+        assert_eq!(draft.token_ids[0], 7, "{draft:?}");
+        if use_tree_spec {
+            // The older continuation, if drafted at all, is estimated lower.
+            if let Some(older) = draft.token_ids.iter().position(|&t| t == 5) {
+                assert!(draft.probs[older] < draft.probs[0], "{draft:?}");
+            }
+        }
+    }
+    // In the other order the other token is the newest, and drafted.
+    let swapped: Vec<TokenId> = vec![1, 2, 7, 9, 8, 1, 2, 5, 9, 8, 3, 1, 2];
+    let mut tree = SuffixTree::new(16).unwrap();
+    tree.extend(0, &swapped).unwrap();
+    assert_eq!(tree.speculate_after(Some(0), &swapped, &params(8, 0.0, false)).unwrap().token_ids[0], 5);
+}
+
+#[test]
+fn a_clear_majority_outweighs_the_newest_continuation() {
+    // 1 2 5 three times, then 1 2 7 once: the newest continuation's bonus does not overturn
+    // a 3 to 1 majority.
+    let mut seq: Vec<TokenId> = Vec::new();
+    for next in [5, 5, 5, 7] {
+        seq.extend([1, 2, next, 9, 8]);
+    }
+    seq.extend([1, 2]);
+    let mut tree = SuffixTree::new(16).unwrap();
+    tree.extend(0, &seq).unwrap();
+    let draft = tree.speculate_after(Some(0), &seq, &params(8, 0.0, false)).unwrap();
+    assert_eq!(draft.token_ids[0], 5, "{draft:?}");
+}
+
+#[test]
+fn the_newest_earlier_response_wins_a_tie() {
+    // Two earlier responses continue 1 2 3 differently: the later one is drafted.
+    let mut cache = SuffixCache::new(CacheConfig::default()).unwrap();
+    for (req, next) in [(1, 7), (2, 5)] {
+        cache.start_request(req, &[]).unwrap();
+        cache.add_active_response(req, &[1, 2, 3, next, 9, 9]).unwrap();
+        cache.stop_request(req).unwrap();
+    }
+    cache.start_request(3, &[4, 4]).unwrap();
+    cache.add_active_response(3, &[1, 2, 3]).unwrap();
+    let draft = cache.speculate(3, &[4, 4, 1, 2, 3], &params(8, 0.0, false)).unwrap();
+    assert_eq!(draft.token_ids[0], 5, "{draft:?}");
 }

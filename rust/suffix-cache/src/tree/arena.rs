@@ -65,6 +65,12 @@ pub(crate) struct Node {
     pub(crate) prev_sib: u32,
     /// Child with the highest count, ties to the smallest token (not maintained for the root).
     pub(crate) best_child: u32,
+    /// Where the most recent occurrence of this node's string starts, on the tree's clock
+    /// (see `recency.rs`).
+    pub(crate) recent: u32,
+    /// Child with the highest `recent`, ties to the smallest token (not maintained for the
+    /// root).
+    pub(crate) newest_child: u32,
 }
 
 impl Node {
@@ -79,10 +85,19 @@ impl Node {
         next_sib: NIL,
         prev_sib: NIL,
         best_child: NIL,
+        recent: 0,
+        newest_child: NIL,
     };
 
-    pub(crate) fn new(depth: u32, count: u32, token: TokenId, label_slot: u32, label_end: u32) -> Node {
-        Node { count, depth, token, label_slot, label_end, ..Node::EMPTY }
+    pub(crate) fn new(
+        depth: u32,
+        count: u32,
+        token: TokenId,
+        label_slot: u32,
+        label_end: u32,
+        recent: u32,
+    ) -> Node {
+        Node { count, depth, token, label_slot, label_end, recent, ..Node::EMPTY }
     }
 }
 
@@ -194,6 +209,7 @@ impl SuffixTree {
         }
         self.node_mut(parent).first_child = child;
         self.offer_best(parent, child);
+        self.offer_newest(parent, child);
     }
 
     /// Unlinks `child` from its parent.
@@ -218,12 +234,16 @@ impl SuffixTree {
         if self.node(parent).best_child == child {
             self.rescan_best(parent);
         }
+        if self.node(parent).newest_child == child {
+            self.rescan_newest(parent);
+        }
     }
 
     /// Puts `new` in `old`'s place under old's parent; `new` takes old's first token and must
     /// have old's count (best-child bookkeeping relies on that).
     pub(super) fn replace(&mut self, old: u32, new: u32) {
-        let Node { parent, token, prev_sib, next_sib, .. } = *self.node(old);
+        let Node { parent, token, prev_sib, next_sib, recent, .. } = *self.node(old);
+        let as_new = self.node(new).recent >= recent;
         if prev_sib != NIL || next_sib != NIL {
             if let Some(entry) = self.children.get_mut(&(parent, token)) {
                 *entry = new;
@@ -244,6 +264,15 @@ impl SuffixTree {
         }
         if self.node(parent).best_child == old {
             self.node_mut(parent).best_child = new;
+        }
+        // `new` (old's only child, or its split-off upper half) may hold a newer occurrence
+        // than `old` did (see `recency.rs`), or, when `old`'s newest was a removed one, an older one.
+        if self.node(parent).newest_child != old {
+            self.offer_newest(parent, new);
+        } else if as_new {
+            self.node_mut(parent).newest_child = new;
+        } else {
+            self.rescan_newest(parent);
         }
     }
 

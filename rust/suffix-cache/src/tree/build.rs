@@ -27,6 +27,8 @@ impl SuffixTree {
     pub(super) fn build_first_sequence(&mut self, slot: u32, tokens: &[TokenId]) {
         debug_assert!(self.live_nodes == 1 && self.tokens(slot).is_empty());
         let n = tokens.len();
+        // Nothing holds a stamp: the clock can start over (so that it does not wrap here).
+        self.clock = 0;
         self.reserve_for(n);
         self.slots[slot as usize].tokens.extend_from_slice(tokens);
         let mut build = Build {
@@ -47,6 +49,7 @@ impl SuffixTree {
         }
         self.node_mut(ROOT).count += n as u32;
         self.live_tokens += n;
+        self.clock = n as u32;
         if n > 0 {
             self.rebuild_cursors(slot);
         }
@@ -98,7 +101,16 @@ impl Build<'_> {
         }
         let token = tokens[first + group.depth - 1];
         let count = (group.hi - group.lo) as u32;
-        let node = self.tree.alloc(Node::new(depth as u32, count, token, self.slot, (first + depth) as u32));
+        // The member starting last is the most recent occurrence (the clock counts this
+        // sequence's tokens from 0).
+        let node = self.tree.alloc(Node::new(
+            depth as u32,
+            count,
+            token,
+            self.slot,
+            (first + depth) as u32,
+            first as u32,
+        ));
         self.tree.attach(group.parent, node);
         (node, depth)
     }
@@ -177,9 +189,9 @@ mod tests {
     use super::*;
     use crate::{Drafter, SpecParams};
 
-    /// Every explicit node as (string, count), sorted: two trees with the same list are the
-    /// same trie whatever their node ids, labels and sibling order.
-    fn canonical(tree: &SuffixTree) -> Vec<(Vec<TokenId>, u32)> {
+    /// Every explicit node as (string, count, recency stamp), sorted: two trees with the same
+    /// list are the same trie whatever their node ids, labels and sibling order.
+    fn canonical(tree: &SuffixTree) -> Vec<(Vec<TokenId>, u32, u32)> {
         let mut out = Vec::new();
         let mut stack = vec![ROOT];
         while let Some(node) = stack.pop() {
@@ -189,7 +201,7 @@ mod tests {
             } else {
                 tree.tokens(n.label_slot)[(n.label_end - n.depth) as usize..n.label_end as usize].to_vec()
             };
-            out.push((string, n.count));
+            out.push((string, n.count, n.recent));
             stack.extend(tree.children_of(node));
         }
         out.sort();

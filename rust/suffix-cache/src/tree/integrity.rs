@@ -47,6 +47,7 @@ impl SuffixTree {
             let mut child_sum = 0u64;
             let mut children = 0usize;
             let mut best = NIL;
+            let mut newest = NIL;
             let mut prev = NIL;
             for child in self.children_of(node) {
                 let id = child as usize;
@@ -61,6 +62,12 @@ impl SuffixTree {
                 if c.depth <= n.depth || c.depth > self.max_depth || c.count == 0 {
                     return Err(format!("node {child}: depth {} under {} or count 0", c.depth, n.depth));
                 }
+                if u64::from(c.recent) + u64::from(c.depth) > u64::from(self.clock) {
+                    return Err(format!(
+                        "node {child}: stamp {} + depth {} after the clock",
+                        c.recent, c.depth
+                    ));
+                }
                 self.check_label(node, child)?;
                 if self.child(node, c.token) != child {
                     return Err(format!("node {child}: not found under its parent"));
@@ -74,6 +81,9 @@ impl SuffixTree {
                 mapped += usize::from(branching);
                 if best == NIL || self.ranks_before(child, best) {
                     best = child;
+                }
+                if newest == NIL || self.is_newer(child, newest) {
+                    newest = child;
                 }
                 child_sum += u64::from(c.count);
                 children += 1;
@@ -94,6 +104,9 @@ impl SuffixTree {
             }
             if n.best_child != best {
                 return Err(format!("node {node}: best child {} should be {best}", n.best_child));
+            }
+            if n.newest_child != newest {
+                return Err(format!("node {node}: newest child {} should be {newest}", n.newest_child));
             }
         }
         if visited != self.live_nodes || self.children.len() != mapped {

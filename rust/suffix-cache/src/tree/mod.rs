@@ -11,6 +11,7 @@ mod arena;
 mod build;
 mod insert;
 mod integrity;
+mod recency;
 mod remove;
 mod seqs;
 mod walk;
@@ -42,6 +43,9 @@ pub struct SuffixTree {
     seq_slots: FxHashMap<u64, u32>,
     live_tokens: usize,
     zombie_tokens: usize,
+    /// Tokens appended so far (moved back when it would wrap): the time of the stamps
+    /// ([`Node::recent`]).
+    clock: u32,
 }
 
 /// First negative token, as the error the public API reports.
@@ -72,6 +76,7 @@ impl SuffixTree {
             seq_slots: FxHashMap::default(),
             live_tokens: 0,
             zombie_tokens: 0,
+            clock: 0,
         })
     }
 
