@@ -86,6 +86,9 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
             assert s["drafted"] == 0 and s["tokens_per_step"] == 1.0
         else:
             assert 0 < s["accepted"] <= s["drafted"]
+        # Only adaserve lets requests ahead of their pace sit steps out.
+        assert s["sit_outs"] >= 0 and (s["sit_outs"] == 0 or run["policy"] == "adaserve")
+        assert set(s["tpot_ms_p50_by_class"]) == {"tight", "chat", "batch"}
     # The same arrivals and SLO classes for every policy at a load.
     for load in (1.0, 16.0):
         same = {(tuple(r["arrivals_s"]), tuple(r["classes"])) for r in runs if r["load"] == load}
@@ -101,6 +104,8 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
 def test_bad_arguments_are_refused() -> None:
     done = run_bench("--quick", "--policies", "fastest")
     assert done.returncode != 0 and "unknown policies" in done.stderr
+    done = run_bench("--quick", "--sit-out-margin", "-1")
+    assert done.returncode != 0 and "--sit-out-margin" in done.stderr
 
 
 def test_an_injected_fit_is_the_clock_and_labelled(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ Rust :class:`~suffixspec._native.Scheduler` plan the step (admission, chunked pr
 by recompute, per-request tree budgets), runs the model **once** on the plan's flat tokens with
 explicit positions through paged attention, verifies each emitting row exactly as the generation
 loop does (``suffixspec.generation.verify``), compacts the accepted K/V in place and commits.
+A running request absent from the plan (the budgets ran out, or it sits the step out under
+``"adaserve"``) is simply not fed: its tokens and K/V stay as they are until a later step.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ class Engine:
         num_blocks, block_size: the paged KV pool (``docs/paged_kv.md``).
         policy: the tree selection: ``"adaserve"`` (SLO-customized), ``"greedy"``,
             ``"uniform"`` (``draft_tokens`` per request) or ``"none"`` (no speculation).
+        sit_out_margin: ``"adaserve"`` only: while some SLO request is behind its TPOT pace, an
+            SLO request this many steps' worth of its target ahead of its pace sits the step
+            out (not fed, KV kept; ``ServingStats.sit_outs``), which makes the step cheaper where
+            its cost grows with its requests (default 1.0; ``math.inf``: never). The baselines
+            feed every running request every step.
         max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
         draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
             :class:`suffixspec._native.Scheduler`). Without ``cost_points`` the engine times its
@@ -132,6 +139,7 @@ class Engine:
         max_verify_tokens: int | None = None,
         draft_tokens: int | None = None,
         cost_points: Sequence[tuple[int, float]] | None = None,
+        sit_out_margin: float | None = None,
         acceptance: AcceptancePolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         attention: str = "auto",
@@ -153,6 +161,7 @@ class Engine:
             policy=policy,
             draft_tokens=draft_tokens,
             cost_points=cost_points,
+            sit_out_margin=sit_out_margin,
         )
         self.model = model
         self.tokenizer = tokenizer
@@ -317,6 +326,8 @@ class Engine:
         plan = self.scheduler.schedule(self.clock(), drafts)
         for handle in plan.preempted:
             self._by_handle[handle].stats.preemptions += 1
+        for handle in plan.sat_out:  # running, K/V kept: nothing to feed, verify or commit
+            self._by_handle[handle].stats.sit_outs += 1
         handles = plan.request_ids.tolist()
         if not handles:
             self.scheduler.commit(self.clock(), [], [])
