@@ -120,6 +120,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "its pace skips a step while another is behind (default: the scheduler's, 1; inf: never)",
     )
     p.add_argument(
+        "--sit-out-min-target-steps",
+        type=float,
+        help="adaserve's sit-outs: only requests whose TPOT target spans this many steps may sit out "
+        "(default: the scheduler's, 2)",
+    )
+    p.add_argument(
         "--cost-points",
         help="inject a step-cost model instead of measuring one, as TOKENS:SECONDS,... (labelled "
         "'injected' in the report: a what-if for another machine's cost curve, not a measurement)",
@@ -163,6 +169,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--loads and --rates are comma-separated numbers")
     if not args.rate_values or min(args.rate_values) <= 0:
         p.error("request rates must be positive")
+    if args.sit_out_min_target_steps is not None and not args.sit_out_min_target_steps >= 0:
+        p.error("--sit-out-min-target-steps must be >= 0")
     if args.sit_out_margin is not None and not args.sit_out_margin >= 0:
         p.error("--sit-out-margin must be >= 0 steps (inf: no sit-outs)")
     if args.cost_points:
@@ -353,6 +361,7 @@ def make_engine(mut: ModelUnderTest, loaded: Any, policy: str, args: argparse.Na
         cost_points=cost_points,
         max_prefill_tokens_per_step=args.prefill_chunk,
         sit_out_margin=math.inf if policy == NO_SIT_OUTS else args.sit_out_margin,
+        sit_out_min_target_steps=args.sit_out_min_target_steps,
         acceptance=forcer,
     )
     for i, (_, output) in enumerate(requests):
@@ -694,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
             draft_tokens=args.draft_tokens,
             max_spec_tokens=args.max_spec_tokens,
             sit_out_margin=args.sit_out_margin,
+            sit_out_min_target_steps=args.sit_out_min_target_steps,
             prefill_chunk=args.prefill_chunk,
             seed=args.seed,
         ),

@@ -218,6 +218,8 @@ def test_sit_out_margin_is_checked_and_math_inf_turns_sit_outs_off() -> None:
         Engine(model, num_blocks=8, sit_out_margin=-1.0)
     with pytest.raises(SuffixSpecError, match="sit_out_margin"):
         Engine(model, num_blocks=8, sit_out_margin="1")
+    with pytest.raises(InvalidParameterError, match="sit_out_min_target_steps"):
+        Engine(model, num_blocks=8, sit_out_min_target_steps=-1.0)
     engine = Engine(model, num_blocks=8, sit_out_margin=float("inf"))
     assert engine.scheduler.sit_out_margin == float("inf")
     assert Engine(model, num_blocks=8).scheduler.sit_out_margin == 1.0

@@ -336,9 +336,9 @@ class Scheduler:
     ``cost_points`` (``[(tokens, seconds), ...]``) is the step-cost model that sets the verify
     budget. ``max_running`` may not exceed ``max_tokens_per_step`` (every running request gets
     its decode token each step), except that under ``"adaserve"`` an SLO request at least
-    ``sit_out_margin`` steps' worth of its TPOT target ahead of its pace sits a step out while
-    another SLO request is behind (``StepPlan.sat_out``; ``math.inf``: never; the baselines feed
-    every running request every step). Each step: ``schedule(now, drafts)``, run the model,
+    ``sit_out_margin`` steps' worth of its TPOT target ahead of its pace, with a target of at
+    least ``sit_out_min_target_steps`` steps, sits a step out while another SLO request is behind (``StepPlan.sat_out``;
+    ``math.inf``: never; the baselines feed every running request every step). Each step: ``schedule(now, drafts)``, run the model,
     ``commit(now, ids, accepted)`` for every planned request, ``finish``/``abort`` ended ones."""
 
     def __new__(
@@ -354,6 +354,7 @@ class Scheduler:
         draft_tokens: int | None = None,  # default 4
         cost_points: Sequence[tuple[int, float]] | None = None,
         sit_out_margin: float | None = None,  # default 1.0 (steps); math.inf: no sit-outs
+        sit_out_min_target_steps: float | None = None,  # default 2.0
     ) -> Scheduler: ...
     def add_request(
         self,

@@ -101,10 +101,11 @@ class Engine:
         policy: the tree selection: ``"adaserve"`` (SLO-customized), ``"greedy"``,
             ``"uniform"`` (``draft_tokens`` per request) or ``"none"`` (no speculation).
         sit_out_margin: ``"adaserve"`` only: while some SLO request is behind its TPOT pace, an
-            SLO request this many steps' worth of its target ahead of its pace sits the step
-            out (not fed, KV kept; ``ServingStats.sit_outs``), which makes the step cheaper where
-            its cost grows with its requests (default 1.0; ``math.inf``: never). The baselines
-            feed every running request every step.
+            SLO request this many steps' worth of its target ahead of its pace, with a target of
+            at least ``sit_out_min_target_steps`` steps (default 2.0), sits the step out (not
+            fed, KV kept; ``ServingStats.sit_outs``), which makes the step cheaper where its
+            cost grows with its requests (default 1.0; ``math.inf``: never; the rule:
+            ``rust/scheduler/README.md``). The baselines feed every running request every step.
         max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
         draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
             :class:`suffixspec._native.Scheduler`). Without ``cost_points`` the engine times its
@@ -140,6 +141,7 @@ class Engine:
         draft_tokens: int | None = None,
         cost_points: Sequence[tuple[int, float]] | None = None,
         sit_out_margin: float | None = None,
+        sit_out_min_target_steps: float | None = None,
         acceptance: AcceptancePolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         attention: str = "auto",
@@ -162,6 +164,7 @@ class Engine:
             draft_tokens=draft_tokens,
             cost_points=cost_points,
             sit_out_margin=sit_out_margin,
+            sit_out_min_target_steps=sit_out_min_target_steps,
         )
         self.model = model
         self.tokenizer = tokenizer

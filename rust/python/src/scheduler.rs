@@ -436,7 +436,7 @@ impl PyScheduler {
     #[pyo3(signature = (
         *, num_blocks, block_size = None, max_tokens_per_step = None, max_prefill_tokens_per_step = None,
         max_running = None, max_verify_tokens = None, policy = "adaserve", draft_tokens = None, cost_points = None,
-        sit_out_margin = None
+        sit_out_margin = None, sit_out_min_target_steps = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -451,6 +451,7 @@ impl PyScheduler {
         draft_tokens: Option<&Bound<'_, PyAny>>,
         cost_points: Option<&Bound<'_, PyAny>>,
         sit_out_margin: Option<&Bound<'_, PyAny>>,
+        sit_out_min_target_steps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let defaults = SchedulerConfig::default();
         let config = SchedulerConfig {
@@ -476,6 +477,10 @@ impl PyScheduler {
             sit_out_margin: match sit_out_margin.filter(|m| !m.is_none()) {
                 Some(m) => margin(m)?,
                 None => defaults.sit_out_margin,
+            },
+            sit_out_min_target_steps: match sit_out_min_target_steps.filter(|m| !m.is_none()) {
+                Some(m) => real(m, "sit_out_min_target_steps")?,
+                None => defaults.sit_out_min_target_steps,
             },
         };
         let core = Scheduler::new(config).map_err(|err| scheduler_error(py, err))?;

@@ -44,7 +44,10 @@ pub use error::SchedulerError;
 pub use plan::StepPlan;
 pub use pool::{BlockPool, BLOCK_SIZES, DEFAULT_BLOCK_SIZE};
 pub use request::{Phase, RequestSpec, RequestState, Slo};
-pub use scheduler::{Draft, Scheduler, SchedulerConfig, SchedulerStats, DEFAULT_SIT_OUT_MARGIN};
+pub use scheduler::{
+    Draft, Scheduler, SchedulerConfig, SchedulerStats, DEFAULT_SIT_OUT_MARGIN,
+    DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
+};
 pub use selection::{
     required_tokens, select, validate_tree, Candidate, ChosenTrees, Pick, Picks, Policy, Selector,
 };

@@ -32,7 +32,8 @@ pub struct StepPlan {
     /// Running requests that sit this step out (AdaServe, far ahead of their TPOT pace): not
     /// fed, their K/V kept; nothing to commit for them.
     pub sat_out: Vec<u64>,
-    /// The upper step-time estimate the sit-outs were decided with (seconds).
+    /// The step time the sit-outs were decided with (seconds): the larger of the scheduler's
+    /// upper estimate (`Scheduler::step_time_bound`) and the time since the last `schedule`.
     pub step_time_bound: f64,
     /// Step-time estimate used for the SLO requirements (seconds).
     pub step_time_estimate: f64,

@@ -19,21 +19,25 @@
 //! **Sit-outs (AdaServe only).** Where a step's cost grows with the number of requests in it
 //! (a per-request term: the CPU engine's per-request attention and verification, a GPU's
 //! attention at long contexts), a request far ahead of its TPOT pace can skip a step so that
-//! the step is cheaper for the requests that are behind. Before step 1, with `tau` an upper
-//! estimate of this step's time ([`Scheduler::step_time_bound`]: every decoding request's root,
-//! the prefill the budgets allow, the last step's verify tokens), each running decoding request
-//! with a TPOT target `t` and a first token has AdaServe's requirement
-//! `A = (now - t0 + tau) / t - o` ([`required_tokens`]). When some of them is **behind**
-//! (`A > 1`: the bonus token alone would not keep its pace), every one with
+//! the step is cheaper for the requests that are behind. Before step 1, with `tau` the larger
+//! of an upper estimate of this step's time ([`Scheduler::step_time_bound`]: every decoding
+//! request's root, the prefill the budgets allow, the last step's verify tokens) and the time
+//! since the last `schedule` call (the last step as it really took, whatever the cost model
+//! says), each running decoding request with a TPOT target `t` and a first token has
+//! AdaServe's requirement `A = (now - t0 + tau) / t - o` ([`required_tokens`]). When some of
+//! them is **behind** (`A > 1`: the bonus token alone would not keep its pace), every one with
 //! `A <= -sit_out_margin * tau / t` (still on pace after this step without a token, with
-//! `sit_out_margin` more steps' worth of its target to spare) **sits out**: it is not
-//! scheduled (no query token, no tree), keeps its KV blocks and stays running. Its `A` grows by
-//! about `tau / t` per step, so it is scheduled again before it could fall behind its pace.
-//! Nobody sits out while no SLO request is behind (it would only slow the batch down), and
-//! best-effort requests (no TPOT target) and requests without a first token never do. A
-//! sitting-out request may still be preempted when blocks run out (it is served last). The
-//! baselines (`NoSpeculation`, `Uniform`, `ProbabilityGreedy`) feed every running request every
-//! step, as vLLM does.
+//! `sit_out_margin` more steps' worth of its target to spare) and a target of at least
+//! `sit_out_min_target_steps` steps (`t >= k * tau`) **sits out**: it is not scheduled (no
+//! query token, no tree), keeps its KV blocks and stays running. Its `A` grows by about
+//! `tau / t` per step, so it is scheduled again before it could fall behind its pace.
+//! Nobody sits out while no SLO request is behind (it would only slow the batch down);
+//! best-effort requests (no TPOT target), requests without a first token and requests whose
+//! target is tighter than `k` steps never do (these must emit about every step: a skipped step
+//! would spend the slack that absorbs long steps, such as those carrying prefill chunks, and
+//! in measurements they then missed their targets more often). A sitting-out request may still
+//! be preempted when blocks run out (it is served last). The baselines (`NoSpeculation`,
+//! `Uniform`, `ProbabilityGreedy`) feed every running request every step, as vLLM does.
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::cost::{best_budget, StepCostModel};
@@ -64,10 +68,15 @@ pub struct SchedulerConfig {
     /// never. The same for every workload; at least 1 keeps a request on pace through the step
     /// after a sit-out even when that step takes as long again as the estimate.
     pub sit_out_margin: f64,
+    /// AdaServe's sit-outs: only a request whose TPOT target spans at least this many steps
+    /// (`t >= k * tau`) may sit out (module docs).
+    pub sit_out_min_target_steps: f64,
 }
 
 /// The default [`SchedulerConfig::sit_out_margin`] (steps).
 pub const DEFAULT_SIT_OUT_MARGIN: f64 = 1.0;
+/// The default [`SchedulerConfig::sit_out_min_target_steps`].
+pub const DEFAULT_SIT_OUT_MIN_TARGET_STEPS: f64 = 2.0;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -81,6 +90,7 @@ impl Default for SchedulerConfig {
             policy: Policy::default(),
             cost_model: StepCostModel::default(),
             sit_out_margin: DEFAULT_SIT_OUT_MARGIN,
+            sit_out_min_target_steps: DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
         }
     }
 }
@@ -140,6 +150,8 @@ pub struct Scheduler {
     selector: Selector,
     /// Scratch of `max_depth` while building candidates.
     depth_scratch: Vec<u32>,
+    /// `now` of the last `schedule` call: the time since then is the last step as it took.
+    last_scheduled_at: Option<f64>,
 }
 
 impl Scheduler {
@@ -158,6 +170,12 @@ impl Scheduler {
             return Err(invalid("draft_tokens", "uniform speculation needs at least 1 draft token"));
         }
         check_sit_out_margin(config.sit_out_margin)?;
+        if !(config.sit_out_min_target_steps.is_finite() && config.sit_out_min_target_steps >= 0.0) {
+            return Err(invalid(
+                "sit_out_min_target_steps",
+                format!("must be finite and >= 0, got {}", config.sit_out_min_target_steps),
+            ));
+        }
         if config.max_running > config.max_tokens_per_step {
             // Otherwise some running requests could wait forever for a decode token.
             return Err(invalid(
@@ -182,6 +200,7 @@ impl Scheduler {
             stats: SchedulerStats::default(),
             selector: Selector::default(),
             depth_scratch: Vec::new(),
+            last_scheduled_at: None,
         })
     }
 
@@ -322,7 +341,8 @@ impl Scheduler {
     /// the budgets allow (running, preempted and waiting requests' pending tokens), and the
     /// last step's verify tokens; with a non-decreasing cost model never below the selection's
     /// estimate (`StepPlan::step_time_estimate`, the same terms once the step is planned). Sit-outs are
-    /// decided with it; over-estimating only makes them rarer.
+    /// decided with the larger of it and the last step's real time; over-estimating only
+    /// makes them rarer.
     pub fn step_time_bound(&self) -> f64 {
         // One-token requests (decoding, or a one-token prompt) are fed outside the prefill budget.
         let (mut single, mut prefill) = (0u64, 0u64);
@@ -341,10 +361,11 @@ impl Scheduler {
         self.config.cost_model.step_time(tokens as usize)
     }
 
-    /// The requests that sit out a step planned at `now` (module docs), given the step-time
-    /// bound `tau`: empty unless the policy is AdaServe and some SLO request is behind.
+    /// The requests that sit out a step planned at `now` (module docs), given the step time
+    /// `tau` they are decided with: empty unless the policy is AdaServe and some SLO request
+    /// is behind.
     fn sit_outs(&self, now: f64, tau: f64) -> FxHashSet<u64> {
-        let margin = self.config.sit_out_margin;
+        let (margin, min_steps) = (self.config.sit_out_margin, self.config.sit_out_min_target_steps);
         let mut ahead = FxHashSet::default();
         if self.config.policy != Policy::AdaServe || !margin.is_finite() {
             return ahead;
@@ -359,7 +380,7 @@ impl Scheduler {
             let required = required_tokens(now, t0, tau, tpot, r.outputs.saturating_sub(1));
             if required > 1.0 {
                 behind = true;
-            } else if required <= -margin * tau / tpot {
+            } else if required <= -margin * tau / tpot && tpot >= min_steps * tau {
                 ahead.insert(id);
             }
         }
@@ -400,8 +421,11 @@ impl Scheduler {
         let mut scheduled: Vec<Scheduled> = Vec::with_capacity(self.running.len());
         let mut preempted_now: Vec<u64> = Vec::new();
 
-        // 0. Sit-outs (AdaServe): requests far ahead of their pace skip this step.
-        let step_time_bound = self.step_time_bound();
+        // 0. Sit-outs (AdaServe): requests far ahead of their pace skip this step, decided with
+        // the larger of the step-time bound and the last step as it took (model errors must not
+        // let a sitting-out request fall behind).
+        let last_step = self.last_scheduled_at.map_or(0.0, |t| (now - t).max(0.0));
+        let step_time_bound = self.step_time_bound().max(last_step);
         let sitting = self.sit_outs(now, step_time_bound);
 
         // 1. Running requests: decoding ones first (each needs one token; with max_running <=
@@ -609,6 +633,7 @@ impl Scheduler {
         self.stats.sit_outs += sat_out.len() as u64;
         plan.sat_out = sat_out;
         plan.step_time_bound = step_time_bound;
+        self.last_scheduled_at = Some(now);
         self.uncommitted = scheduled.len();
         self.last_verify = keep;
         self.stats.steps += 1;

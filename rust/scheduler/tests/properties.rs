@@ -253,21 +253,24 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
         1u32..12,
         0u32..64,
         prop_oneof![1 => policy(), 2 => Just(Policy::AdaServe)],
-        margin,
+        (margin, prop_oneof![Just(0.0), Just(2.0), 0.0f64..4.0]),
     )
-        .prop_map(|(block_size, num_blocks, tokens, prefill, running, verify, policy, margin)| {
-            SchedulerConfig {
-                num_blocks,
-                block_size,
-                max_tokens_per_step: tokens,
-                max_prefill_tokens_per_step: prefill,
-                max_running: running.min(tokens),
-                max_verify_tokens: verify,
-                policy,
-                cost_model: StepCostModel::linear(0.005, 0.0001).unwrap(),
-                sit_out_margin: margin,
-            }
-        })
+        .prop_map(
+            |(block_size, num_blocks, tokens, prefill, running, verify, policy, (margin, min_steps))| {
+                SchedulerConfig {
+                    num_blocks,
+                    block_size,
+                    max_tokens_per_step: tokens,
+                    max_prefill_tokens_per_step: prefill,
+                    max_running: running.min(tokens),
+                    max_verify_tokens: verify,
+                    policy,
+                    cost_model: StepCostModel::linear(0.005, 0.0001).unwrap(),
+                    sit_out_margin: margin,
+                    sit_out_min_target_steps: min_steps,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -333,11 +336,15 @@ proptest! {
                 );
             }
             // Sit-outs: AdaServe only, only while an SLO request is behind (A > 1), exactly the
-            // SLO requests with A <= -margin * tau / t (tau = the step-time bound, never below the
-            // selection's estimate): every other one, including any about to fall behind its
-            // pace, is scheduled. Best-effort requests and those without a first token never sit out.
+            // SLO requests with A <= -margin * tau / t and t >= min_steps * tau (tau = the
+            // step-time bound: never below the selection's estimate nor the last step's real
+            // time): every other one, including any about to fall behind its pace, is
+            // scheduled. Best-effort requests and those without a first token never sit out.
             let tau = plan.step_time_bound;
             prop_assert!(tau >= plan.step_time_estimate - 1e-12);
+            if step > 0 {
+                prop_assert!(tau >= 0.01 - 1e-9, "the last step took 10 ms, the bound says {}", tau);
+            }
             let required = |&(_, tpot, t0, emitted): &(u64, f64, f64, u32)| required_tokens(now, t0, tau, tpot, emitted);
             let behind = pace.iter().any(|p| required(p) > 1.0);
             let sit_out_rule = config.policy == Policy::AdaServe && config.sit_out_margin.is_finite() && behind;
@@ -355,7 +362,11 @@ proptest! {
                     // On pace through this step without a token, with the margin to spare.
                     prop_assert!(sit_out_rule && a <= -config.sit_out_margin * tau / p.1 + 1e-9, "request {} sat out at A = {}", p.0, a);
                     prop_assert!(a <= 0.0);
-                } else if sit_out_rule && a <= -config.sit_out_margin * tau / p.1 - 1e-9 {
+                    prop_assert!(p.1 >= config.sit_out_min_target_steps * tau * (1.0 - 1e-9), "a tight target sat out");
+                } else if sit_out_rule
+                    && a <= -config.sit_out_margin * tau / p.1 - 1e-9
+                    && p.1 >= config.sit_out_min_target_steps * tau * (1.0 + 1e-9)
+                {
                     prop_assert!(plan.preempted.contains(&p.0), "request {} at A = {} should sit out", p.0, a);
                 }
             }

@@ -2,7 +2,7 @@
 //! admission, aborts mid-step, atomic errors, AdaServe through the scheduler.
 use suffixspec_scheduler::{
     Draft, Phase, Policy, RequestSpec, Scheduler, SchedulerConfig, SchedulerError, Slo, StepCostModel,
-    DEFAULT_SIT_OUT_MARGIN,
+    DEFAULT_SIT_OUT_MARGIN, DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
 };
 
 fn spec(prompt_len: u32, max_len: u32, priority: i32) -> RequestSpec {
@@ -20,6 +20,7 @@ fn config(num_blocks: u32) -> SchedulerConfig {
         policy: Policy::AdaServe,
         cost_model: StepCostModel::linear(0.010, 0.0001).unwrap(),
         sit_out_margin: DEFAULT_SIT_OUT_MARGIN,
+        sit_out_min_target_steps: DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
     }
 }
 
@@ -213,11 +214,12 @@ fn near_max_len_a_shallow_branching_tree_keeps_its_side_branches_and_a_deep_one_
 fn adaserve_lets_a_request_ahead_of_its_pace_sit_out_while_a_tight_one_is_behind() {
     // Request 1 cannot keep a 1 ms pace with 10 ms steps (always behind); request 2's 30 ms
     // pace lets it sit out most steps, and it is scheduled again before it falls behind.
-    let run = |policy: Policy, sit_out_margin: f64| {
-        let mut s = Scheduler::new(SchedulerConfig { policy, sit_out_margin, ..config(64) }).unwrap();
+    let run_with = |policy: Policy, sit_out_margin: f64, loose: f64, sit_out_min_target_steps: f64| {
+        let config = SchedulerConfig { policy, sit_out_margin, sit_out_min_target_steps, ..config(64) };
+        let mut s = Scheduler::new(config).unwrap();
         s.add_request(1, RequestSpec { slo: Slo { tpot: Some(0.001), ttft: None }, ..spec(8, 48, 0) })
             .unwrap();
-        s.add_request(2, RequestSpec { slo: Slo { tpot: Some(0.030), ttft: None }, ..spec(8, 48, 0) })
+        s.add_request(2, RequestSpec { slo: Slo { tpot: Some(loose), ttft: None }, ..spec(8, 48, 0) })
             .unwrap();
         let plan = s.schedule(0.0, &[]).unwrap();
         commit_all(&mut s, 0.0, &plan); // both first tokens at t = 0
@@ -235,22 +237,28 @@ fn adaserve_lets_a_request_ahead_of_its_pace_sit_out_while_a_tight_one_is_behind
                 resumed_after_sitting += 1;
             }
             commit_all(&mut s, now, &plan);
-            // On pace at every step's end: outputs after the first >= elapsed / 30 ms.
+            // On pace at every step's end: outputs after the first >= elapsed / target.
             let r = s.request(2).unwrap();
-            assert!(f64::from(r.outputs - 1) >= now / 0.030 - 1e-9, "step {step}: {} tokens", r.outputs);
+            assert!(f64::from(r.outputs - 1) >= now / loose - 1e-9, "step {step}: {} tokens", r.outputs);
         }
         s.check_integrity().unwrap();
         (sat_out, resumed_after_sitting, s.stats().sit_outs)
     };
-    let (sat_out, resumed, counted) = run(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN);
+    let run = |policy, margin, loose| run_with(policy, margin, loose, DEFAULT_SIT_OUT_MIN_TARGET_STEPS);
+    let (sat_out, resumed, counted) = run(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN, 0.030);
     // About 2 of every 3 steps sat out (a token per 30 ms at 10 ms steps).
     assert!((15..=22).contains(&sat_out), "{sat_out} sit-outs");
     assert!(resumed >= 5, "scheduled again between sit-outs");
     assert_eq!(counted, sat_out as u64);
     // Never under the baselines or with an infinite margin.
-    assert_eq!(run(Policy::ProbabilityGreedy, DEFAULT_SIT_OUT_MARGIN).0, 0);
-    assert_eq!(run(Policy::Uniform { draft_tokens: 2 }, DEFAULT_SIT_OUT_MARGIN).0, 0);
-    assert_eq!(run(Policy::AdaServe, f64::INFINITY).0, 0);
+    assert_eq!(run(Policy::ProbabilityGreedy, DEFAULT_SIT_OUT_MARGIN, 0.030).0, 0);
+    assert_eq!(run(Policy::Uniform { draft_tokens: 2 }, DEFAULT_SIT_OUT_MARGIN, 0.030).0, 0);
+    assert_eq!(run(Policy::AdaServe, f64::INFINITY, 0.030).0, 0);
+    // A 15 ms target spans fewer than 2 steps of ~10 ms: such a request must emit about every
+    // step, and it never sits out however far ahead it gets (1/3 token a step here)...
+    assert_eq!(run(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN, 0.015).0, 0);
+    // ...unless the configuration lets any target sit out.
+    assert!(run_with(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN, 0.015, 0.0).0 > 0);
 }
 
 #[test]
