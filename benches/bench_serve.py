@@ -58,10 +58,11 @@ from workloads import DEFAULT_WORKLOADS
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "trace-forced"
 POLICIES = ("none", "uniform", "greedy", "adaserve")
-#: Also selectable: adaserve with its sit-outs turned off (a before/after on the same arrivals and
-#: the same measured step costs; the engine's policy "adaserve" with ``sit_out_margin=inf``).
-NO_SIT_OUTS = "adaserve-nosit"
-SELECTABLE = (*POLICIES, NO_SIT_OUTS)
+#: Also selectable: adaserve with sit-outs (off by default in the engine): SLO requests far ahead of
+#: their pace skip steps while another is behind (``--sit-out-margin``, default 1 step), on the
+#: same arrivals and step costs as the others.
+SIT_OUTS = "adaserve-sitout"
+SELECTABLE = (*POLICIES, SIT_OUTS)
 #: (class, share of requests, default TPOT target as a multiple of the plain TPOT).
 SLO_CLASSES = (("tight", 0.6, 1.5), ("chat", 0.2, 3.0), ("batch", 0.2, 8.0))
 TINY_LLAMA = dict(
@@ -116,13 +117,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sit-out-margin",
         type=float,
-        help="adaserve's sit-outs: an SLO request this many steps' worth of its TPOT target ahead of "
-        "its pace skips a step while another is behind (default: the scheduler's, 1; inf: never)",
+        default=1.0,
+        help=f"{SIT_OUTS}: an SLO request this many steps' worth of its TPOT target ahead of its pace "
+        "skips a step while another is behind (default 1)",
     )
     p.add_argument(
         "--sit-out-min-target-steps",
         type=float,
-        help="adaserve's sit-outs: only requests whose TPOT target spans this many steps may sit out "
+        help=f"{SIT_OUTS}: only requests whose TPOT target spans this many steps may sit out "
         "(default: the scheduler's, 2)",
     )
     p.add_argument(
@@ -171,7 +173,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("request rates must be positive")
     if args.sit_out_min_target_steps is not None and not args.sit_out_min_target_steps >= 0:
         p.error("--sit-out-min-target-steps must be >= 0")
-    if args.sit_out_margin is not None and not args.sit_out_margin >= 0:
+    if not args.sit_out_margin >= 0:
         p.error("--sit-out-margin must be >= 0 steps (inf: no sit-outs)")
     if args.cost_points:
         try:
@@ -356,12 +358,12 @@ def make_engine(mut: ModelUnderTest, loaded: Any, policy: str, args: argparse.Na
         cache=warmed_cache(loaded, spec),
         num_blocks=num_blocks,
         block_size=block_size,
-        policy="adaserve" if policy == NO_SIT_OUTS else policy,
+        policy="adaserve" if policy == SIT_OUTS else policy,
         draft_tokens=args.draft_tokens,
         cost_points=cost_points,
         max_prefill_tokens_per_step=args.prefill_chunk,
-        sit_out_margin=math.inf if policy == NO_SIT_OUTS else args.sit_out_margin,
-        sit_out_min_target_steps=args.sit_out_min_target_steps,
+        sit_out_margin=args.sit_out_margin if policy == SIT_OUTS else None,
+        sit_out_min_target_steps=args.sit_out_min_target_steps if policy == SIT_OUTS else None,
         acceptance=forcer,
     )
     for i, (_, output) in enumerate(requests):

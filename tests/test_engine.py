@@ -193,6 +193,7 @@ def test_exact_while_requests_ahead_of_their_pace_sit_out(class_name: str) -> No
         policy="adaserve",
         cost_points=[(1, 0.01), (4096, 0.01)],
         clock=lambda: now[0],
+        sit_out_margin=1.0,  # off by default
     )
     targets = [0.001, 30.0, 30.0, None, 0.001, 30.0]  # tpot_ms per request, None: best effort
     params = [RequestParams(max_new_tokens=NEW, slo=None if t is None else SLO(tpot_ms=t)) for t in targets]
@@ -212,7 +213,7 @@ def test_exact_while_requests_ahead_of_their_pace_sit_out(class_name: str) -> No
     assert engine.scheduler.num_free_blocks == engine.scheduler.num_blocks
 
 
-def test_sit_out_margin_is_checked_and_math_inf_turns_sit_outs_off() -> None:
+def test_sit_out_margin_is_checked_and_sit_outs_are_off_by_default() -> None:
     model = tiny_model("LlamaForCausalLM")
     with pytest.raises(InvalidParameterError, match="sit_out_margin"):
         Engine(model, num_blocks=8, sit_out_margin=-1.0)
@@ -220,9 +221,8 @@ def test_sit_out_margin_is_checked_and_math_inf_turns_sit_outs_off() -> None:
         Engine(model, num_blocks=8, sit_out_margin="1")
     with pytest.raises(InvalidParameterError, match="sit_out_min_target_steps"):
         Engine(model, num_blocks=8, sit_out_min_target_steps=-1.0)
-    engine = Engine(model, num_blocks=8, sit_out_margin=float("inf"))
-    assert engine.scheduler.sit_out_margin == float("inf")
-    assert Engine(model, num_blocks=8).scheduler.sit_out_margin == 1.0
+    assert Engine(model, num_blocks=8).scheduler.sit_out_margin == float("inf")
+    assert Engine(model, num_blocks=8, sit_out_margin=1.0).scheduler.sit_out_margin == 1.0
 
 
 def test_stop_tokens_and_finished_responses_feed_the_cache() -> None:

@@ -335,7 +335,7 @@ class Scheduler:
     request) or ``"none"``). Times are seconds of the caller's clock; SLO targets are in ms.
     ``cost_points`` (``[(tokens, seconds), ...]``) is the step-cost model that sets the verify
     budget. ``max_running`` may not exceed ``max_tokens_per_step`` (every running request gets
-    its decode token each step), except that under ``"adaserve"`` an SLO request at least
+    its decode token each step), except that under ``"adaserve"``, if enabled, an SLO request at least
     ``sit_out_margin`` steps' worth of its TPOT target ahead of its pace, with a target of at
     least ``sit_out_min_target_steps`` steps, sits a step out while another SLO request is behind (``StepPlan.sat_out``;
     ``math.inf``: never; the baselines feed every running request every step). Each step: ``schedule(now, drafts)``, run the model,
@@ -353,7 +353,7 @@ class Scheduler:
         policy: str = "adaserve",
         draft_tokens: int | None = None,  # default 4
         cost_points: Sequence[tuple[int, float]] | None = None,
-        sit_out_margin: float | None = None,  # default 1.0 (steps); math.inf: no sit-outs
+        sit_out_margin: float | None = None,  # steps; default math.inf: no sit-outs
         sit_out_min_target_steps: float | None = None,  # default 2.0
     ) -> Scheduler: ...
     def add_request(

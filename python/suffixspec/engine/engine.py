@@ -104,8 +104,9 @@ class Engine:
             SLO request this many steps' worth of its target ahead of its pace, with a target of
             at least ``sit_out_min_target_steps`` steps (default 2.0), sits the step out (not
             fed, KV kept; ``ServingStats.sit_outs``), which makes the step cheaper where its
-            cost grows with its requests (default 1.0; ``math.inf``: never; the rule:
-            ``rust/scheduler/README.md``). The baselines feed every running request every step.
+            cost grows with its requests (the rule: ``rust/scheduler/README.md``). Default
+            ``math.inf``: never, since in ``benches/bench_serve.py`` (1.0 measured) they did not
+            pay. The baselines feed every running request every step.
         max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
         draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
             :class:`suffixspec._native.Scheduler`). Without ``cost_points`` the engine times its

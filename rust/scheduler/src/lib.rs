@@ -6,8 +6,9 @@
 //!   int32 block tables and slot mappings).
 //! - [`Scheduler`]: waiting / running / preempted queues; [`Scheduler::schedule`] plans a step
 //!   under the token, prefill, KV and running-count budgets and picks each decoding request's
-//!   draft-tree nodes ([`select`]); under AdaServe, SLO requests far ahead of their pace sit
-//!   a step out while others are behind; [`Scheduler::commit`] applies the verified results.
+//!   draft-tree nodes ([`select`]); under AdaServe, optionally, SLO requests far ahead of their
+//!   pace sit a step out while others are behind; [`Scheduler::commit`] applies the verified
+//!   results.
 //! - [`StepCostModel`]: step time against tokens, used to pick the verify budget.
 //!
 //! The engine drives it like this, once per step:

@@ -9,6 +9,9 @@ fn spec(prompt_len: u32, max_len: u32, priority: i32) -> RequestSpec {
     RequestSpec { prompt_len, max_len, priority, slo: Slo::default(), arrival: 0.0 }
 }
 
+/// The sit-out margin of these scenarios (sit-outs are off by default).
+const MARGIN: f64 = 1.0;
+
 fn config(num_blocks: u32) -> SchedulerConfig {
     SchedulerConfig {
         num_blocks,
@@ -19,7 +22,7 @@ fn config(num_blocks: u32) -> SchedulerConfig {
         max_verify_tokens: 32,
         policy: Policy::AdaServe,
         cost_model: StepCostModel::linear(0.010, 0.0001).unwrap(),
-        sit_out_margin: DEFAULT_SIT_OUT_MARGIN,
+        sit_out_margin: MARGIN,
         sit_out_min_target_steps: DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
     }
 }
@@ -245,20 +248,20 @@ fn adaserve_lets_a_request_ahead_of_its_pace_sit_out_while_a_tight_one_is_behind
         (sat_out, resumed_after_sitting, s.stats().sit_outs)
     };
     let run = |policy, margin, loose| run_with(policy, margin, loose, DEFAULT_SIT_OUT_MIN_TARGET_STEPS);
-    let (sat_out, resumed, counted) = run(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN, 0.030);
+    let (sat_out, resumed, counted) = run(Policy::AdaServe, MARGIN, 0.030);
     // About 2 of every 3 steps sat out (a token per 30 ms at 10 ms steps).
     assert!((15..=22).contains(&sat_out), "{sat_out} sit-outs");
     assert!(resumed >= 5, "scheduled again between sit-outs");
     assert_eq!(counted, sat_out as u64);
-    // Never under the baselines or with an infinite margin.
-    assert_eq!(run(Policy::ProbabilityGreedy, DEFAULT_SIT_OUT_MARGIN, 0.030).0, 0);
-    assert_eq!(run(Policy::Uniform { draft_tokens: 2 }, DEFAULT_SIT_OUT_MARGIN, 0.030).0, 0);
+    // Never under the baselines or with an infinite margin (the default).
+    assert_eq!(run(Policy::ProbabilityGreedy, MARGIN, 0.030).0, 0);
+    assert_eq!(run(Policy::Uniform { draft_tokens: 2 }, MARGIN, 0.030).0, 0);
     assert_eq!(run(Policy::AdaServe, f64::INFINITY, 0.030).0, 0);
     // A 15 ms target spans fewer than 2 steps of ~10 ms: such a request must emit about every
     // step, and it never sits out however far ahead it gets (1/3 token a step here)...
-    assert_eq!(run(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN, 0.015).0, 0);
+    assert_eq!(run(Policy::AdaServe, MARGIN, 0.015).0, 0);
     // ...unless the configuration lets any target sit out.
-    assert!(run_with(Policy::AdaServe, DEFAULT_SIT_OUT_MARGIN, 0.015, 0.0).0 > 0);
+    assert!(run_with(Policy::AdaServe, MARGIN, 0.015, 0.0).0 > 0);
 }
 
 #[test]
@@ -285,5 +288,8 @@ fn nobody_sits_out_without_a_late_slo_request_and_best_effort_never_does() {
     assert!(Scheduler::new(SchedulerConfig { sit_out_margin: -1.0, ..config(8) }).is_err());
     assert!(Scheduler::new(SchedulerConfig { sit_out_margin: f64::NAN, ..config(8) }).is_err());
     assert!(s.set_sit_out_margin(f64::NAN).is_err());
-    assert_eq!(s.config().sit_out_margin, DEFAULT_SIT_OUT_MARGIN);
+    assert_eq!(s.config().sit_out_margin, MARGIN);
+    // Off unless configured.
+    assert_eq!(SchedulerConfig::default().sit_out_margin, DEFAULT_SIT_OUT_MARGIN);
+    assert!(DEFAULT_SIT_OUT_MARGIN.is_infinite());
 }
