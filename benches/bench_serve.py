@@ -5,6 +5,9 @@ Replays ``../shared/workloads`` traces as arrivals (Poisson at a given rate, or 
 ``adaserve``) on the *same* arrival sequence and the same SLO classes, as in AdaServe's
 evaluation (arXiv 2501.12162): 60% tight (a coding agent), 20% chat at a middle target, 20%
 relaxed batch, the TPOT targets set as multiples of the plain TPOT measured on this machine.
+``adaserve-sitout`` (not run unless named in ``--policies``) is adaserve with sit-outs: SLO
+requests far ahead of their pace skip steps while another is behind (off by default in the
+engine; ``--sit-out-margin``, ``--sit-out-min-target-steps``).
 
 **Trace-forced.** The CPU models (the built-in default model, a random tiny Llama) do not produce
 the traced outputs, so acceptance is forced from the trace through the engine's acceptance seam
