@@ -343,9 +343,9 @@ impl Scheduler {
     /// token per running decoding request (and per queued one-token prompt), the prefill tokens
     /// the budgets allow (running, preempted and waiting requests' pending tokens), and the
     /// last step's verify tokens; with a non-decreasing cost model never below the selection's
-    /// estimate (`StepPlan::step_time_estimate`, the same terms once the step is planned). Sit-outs are
-    /// decided with the larger of it and the last step's real time; over-estimating only
-    /// makes them rarer.
+    /// estimate (`StepPlan::step_time_estimate`, the same terms once the step is planned).
+    /// Sit-outs are decided with the larger of it and the last step's real time;
+    /// over-estimating only makes them rarer.
     pub fn step_time_bound(&self) -> f64 {
         // One-token requests (decoding, or a one-token prompt) are fed outside the prefill budget.
         let (mut single, mut prefill) = (0u64, 0u64);
@@ -359,7 +359,7 @@ impl Scheduler {
         let prefill = prefill
             .min(u64::from(self.config.max_prefill_tokens_per_step))
             .min(budget.saturating_sub(single));
-        // Not capped by the token budget: never below the selection's estimate (`plan.step_time_estimate`).
+        // Not capped by the token budget: never below the selection's estimate.
         let tokens = single + prefill + self.last_verify as u64;
         self.config.cost_model.step_time(tokens as usize)
     }

@@ -328,10 +328,13 @@ proptest! {
             let plan = s.schedule(now, &drafts).unwrap();
             sit_outs += plan.sat_out.len();
 
-            // No decoding request is left out (max_running <= max_tokens_per_step) unless it sits out.
+            // No decoding request is left out (max_running <= max_tokens_per_step) unless it
+            // sits out.
             for id in &ready {
                 prop_assert!(
-                    plan.request_ids.contains(id) || plan.preempted.contains(id) || plan.sat_out.contains(id),
+                    plan.request_ids.contains(id)
+                        || plan.preempted.contains(id)
+                        || plan.sat_out.contains(id),
                     "{} starved", id
                 );
             }
@@ -345,13 +348,19 @@ proptest! {
             if step > 0 {
                 prop_assert!(tau >= 0.01 - 1e-9, "the last step took 10 ms, the bound says {}", tau);
             }
-            let required = |&(_, tpot, t0, emitted): &(u64, f64, f64, u32)| required_tokens(now, t0, tau, tpot, emitted);
+            let required = |&(_, tpot, t0, emitted): &(u64, f64, f64, u32)| {
+                required_tokens(now, t0, tau, tpot, emitted)
+            };
             let behind = pace.iter().any(|p| required(p) > 1.0);
-            let sit_out_rule = config.policy == Policy::AdaServe && config.sit_out_margin.is_finite() && behind;
+            let sit_out_rule =
+                config.policy == Policy::AdaServe && config.sit_out_margin.is_finite() && behind;
+            let (margin, min_steps) = (config.sit_out_margin, config.sit_out_min_target_steps);
             for id in &plan.sat_out {
                 prop_assert!(!plan.request_ids.contains(id) && !plan.preempted.contains(id));
-                prop_assert_eq!(s.request(*id).unwrap().phase, Phase::Running, "a sitting-out request keeps running");
-                prop_assert!(s.pool().table(*id).len() as u32 * config.block_size >= s.request(*id).unwrap().computed, "and keeps its KV");
+                let state = s.request(*id).unwrap();
+                prop_assert_eq!(state.phase, Phase::Running, "a sitting-out request keeps running");
+                let slots = s.pool().table(*id).len() as u32 * config.block_size;
+                prop_assert!(slots >= state.computed, "and keeps its KV");
                 let p = pace.iter().find(|p| p.0 == *id);
                 prop_assert!(p.is_some(), "request {} without a TPOT target or first token sat out", id);
             }
@@ -360,14 +369,14 @@ proptest! {
                 let sits = plan.sat_out.contains(&p.0);
                 if sits {
                     // On pace through this step without a token, with the margin to spare.
-                    prop_assert!(sit_out_rule && a <= -config.sit_out_margin * tau / p.1 + 1e-9, "request {} sat out at A = {}", p.0, a);
+                    prop_assert!(sit_out_rule && a <= -margin * tau / p.1 + 1e-9, "{} at A = {}", p.0, a);
                     prop_assert!(a <= 0.0);
-                    prop_assert!(p.1 >= config.sit_out_min_target_steps * tau * (1.0 - 1e-9), "a tight target sat out");
+                    prop_assert!(p.1 >= min_steps * tau * (1.0 - 1e-9), "a tight target sat out");
                 } else if sit_out_rule
-                    && a <= -config.sit_out_margin * tau / p.1 - 1e-9
-                    && p.1 >= config.sit_out_min_target_steps * tau * (1.0 + 1e-9)
+                    && a <= -margin * tau / p.1 - 1e-9
+                    && p.1 >= min_steps * tau * (1.0 + 1e-9)
                 {
-                    prop_assert!(plan.preempted.contains(&p.0), "request {} at A = {} should sit out", p.0, a);
+                    prop_assert!(plan.preempted.contains(&p.0), "{} at A = {} should sit out", p.0, a);
                 }
             }
             if !sit_out_rule {
