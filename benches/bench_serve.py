@@ -5,6 +5,9 @@ Replays ``../shared/workloads`` traces as arrivals (Poisson at a given rate, or 
 ``adaserve``) on the *same* arrival sequence and the same SLO classes, as in AdaServe's
 evaluation (arXiv 2501.12162): 60% tight (a coding agent), 20% chat at a middle target, 20%
 relaxed batch, the TPOT targets set as multiples of the plain TPOT measured on this machine.
+``adaserve-sitout`` (not run unless named in ``--policies``) is adaserve with sit-outs: SLO
+requests far ahead of their pace skip steps while another is behind (off by default in the
+engine; ``--sit-out-margin``, ``--sit-out-min-target-steps``).
 
 **Trace-forced.** The CPU models (the built-in default model, a random tiny Llama) do not produce
 the traced outputs, so acceptance is forced from the trace through the engine's acceptance seam
@@ -58,6 +61,11 @@ from workloads import DEFAULT_WORKLOADS
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "trace-forced"
 POLICIES = ("none", "uniform", "greedy", "adaserve")
+#: Also selectable: adaserve with sit-outs (off by default in the engine): SLO requests far ahead of
+#: their pace skip steps while another is behind (``--sit-out-margin``, default 1 step), on the
+#: same arrivals and step costs as the others.
+SIT_OUTS = "adaserve-sitout"
+SELECTABLE = (*POLICIES, SIT_OUTS)
 #: (class, share of requests, default TPOT target as a multiple of the plain TPOT).
 SLO_CLASSES = (("tight", 0.6, 1.5), ("chat", 0.2, 3.0), ("batch", 0.2, 8.0))
 TINY_LLAMA = dict(
@@ -110,6 +118,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-spec-tokens", type=int, default=16, help="draft tree size (SpecConfig)")
     p.add_argument(
+        "--sit-out-margin",
+        type=float,
+        default=1.0,
+        help=f"{SIT_OUTS}: an SLO request this many steps' worth of its TPOT target ahead of its pace "
+        "skips a step while another is behind (default 1)",
+    )
+    p.add_argument(
+        "--sit-out-min-target-steps",
+        type=float,
+        help=f"{SIT_OUTS}: only requests whose TPOT target spans this many steps may sit out "
+        "(default: the scheduler's, 2)",
+    )
+    p.add_argument(
         "--cost-points",
         help="inject a step-cost model instead of measuring one, as TOKENS:SECONDS,... (labelled "
         "'injected' in the report: a what-if for another machine's cost curve, not a measurement)",
@@ -140,9 +161,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, quick if args.quick else full)
     args.models, args.workloads, args.policies = _csv(args.models), _csv(args.workloads), _csv(args.policies)
     args.multiples = [float(m) for m in _csv(args.slo_multiples)]
-    unknown = [x for x in args.policies if x not in POLICIES]
+    unknown = [x for x in args.policies if x not in SELECTABLE]
     if unknown:
-        p.error(f"unknown policies {unknown}; choose from {POLICIES}")
+        p.error(f"unknown policies {unknown}; choose from {SELECTABLE}")
     if len(args.multiples) != len(SLO_CLASSES) or min(args.multiples) <= 0:
         p.error("--slo-multiples needs three positive numbers (tight, chat, batch)")
     if min(args.requests, args.burst_size, args.draft_tokens, args.prefill_chunk) < 1 or args.warm < 0:
@@ -153,6 +174,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--loads and --rates are comma-separated numbers")
     if not args.rate_values or min(args.rate_values) <= 0:
         p.error("request rates must be positive")
+    if args.sit_out_min_target_steps is not None and not args.sit_out_min_target_steps >= 0:
+        p.error("--sit-out-min-target-steps must be >= 0")
+    if not args.sit_out_margin >= 0:
+        p.error("--sit-out-margin must be >= 0 steps (inf: no sit-outs)")
     if args.cost_points:
         try:
             args.cost_points = [(int(n), float(t)) for n, t in (x.split(":") for x in _csv(args.cost_points))]
@@ -320,6 +345,7 @@ class Arrivals:
 
 
 def make_engine(mut: ModelUnderTest, loaded: Any, policy: str, args: argparse.Namespace, cost_points: Any):
+    """An engine for `policy` (one of SELECTABLE) over the workload, from a warmed cache."""
     from suffixspec import Engine, SpecConfig
     from suffixspec.generation.forcing import TraceForcedAcceptance
 
@@ -335,10 +361,12 @@ def make_engine(mut: ModelUnderTest, loaded: Any, policy: str, args: argparse.Na
         cache=warmed_cache(loaded, spec),
         num_blocks=num_blocks,
         block_size=block_size,
-        policy=policy,
+        policy="adaserve" if policy == SIT_OUTS else policy,
         draft_tokens=args.draft_tokens,
         cost_points=cost_points,
         max_prefill_tokens_per_step=args.prefill_chunk,
+        sit_out_margin=args.sit_out_margin if policy == SIT_OUTS else None,
+        sit_out_min_target_steps=args.sit_out_min_target_steps if policy == SIT_OUTS else None,
         acceptance=forcer,
     )
     for i, (_, output) in enumerate(requests):
@@ -430,6 +458,7 @@ def run_once(
                 finish_s=end - start,
                 met=bool(1e3 * tpot <= arrivals.targets_ms[i] * (1 + 1e-9)),
                 steps=st.steps,
+                sit_outs=st.sit_outs,
                 drafted=st.draft_tokens,
                 accepted=st.accepted_tokens,
                 forced_match=out.token_ids == output.tolist(),
@@ -453,15 +482,18 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     span = max(r["finish_s"] for r in records) - first_arrival
     ttft = np.asarray([r["ttft_ms"] for r in records])
     tpot = np.asarray([r["tpot_ms"] for r in records])
-    per_class = {}
+    per_class, tpot_by_class = {}, {}
     for name, _, _ in SLO_CLASSES:
-        hits = [r["met"] for r in records if r["cls"] == name]
-        per_class[name] = float(np.mean(hits)) if hits else None
+        mine = [r for r in records if r["cls"] == name]
+        per_class[name] = float(np.mean([r["met"] for r in mine])) if mine else None
+        tpot_by_class[name] = float(np.median([r["tpot_ms"] for r in mine])) if mine else None
     drafted = sum(r["drafted"] for r in records)
     accepted = sum(r["accepted"] for r in records)
     return dict(
         attainment=float(met.mean()),
         attainment_by_class=per_class,
+        tpot_ms_p50_by_class=tpot_by_class,
+        sit_outs=sum(r["sit_outs"] for r in records),
         goodput_tok_s=float(tokens[met].sum() / span) if span > 0 else 0.0,
         throughput_tok_s=float(tokens.sum() / span) if span > 0 else 0.0,
         ttft_ms_p50=float(np.percentile(ttft, 50)),
@@ -631,14 +663,15 @@ def plot(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for policy in POLICIES:
+    for policy in SELECTABLE:
         mine = sorted((r["rate"], r["summary"]) for r in rows if r["policy"] == policy)
         if not mine:
             continue
         rates = [r for r, _ in mine]
         # Distinct markers and dashes: policies that coincide stay visible.
         style = dict(
-            marker="osD^"[POLICIES.index(policy)], linestyle=("-", "--", "-.", ":")[POLICIES.index(policy)]
+            marker="osD^v"[SELECTABLE.index(policy)],
+            linestyle=("-", "--", "-.", ":", (0, (1, 3)))[SELECTABLE.index(policy)],
         )
         ax1.plot(rates, [s["attainment"] for _, s in mine], label=policy, **style)
         ax2.plot(rates, [s["goodput_tok_s"] for _, s in mine], label=policy, **style)
@@ -679,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         | dict(
             draft_tokens=args.draft_tokens,
             max_spec_tokens=args.max_spec_tokens,
+            sit_out_margin=args.sit_out_margin,
+            sit_out_min_target_steps=args.sit_out_min_target_steps,
             prefill_chunk=args.prefill_chunk,
             seed=args.seed,
         ),
@@ -766,9 +801,9 @@ def print_tables(report: dict[str, Any]) -> None:
         )
         print(
             "| req/s | load | policy | attain | tight | chat | batch | goodput tok/s "
-            "| TTFT p50/p99 ms | TPOT p50/p99 ms | tok/step |"
+            "| TTFT p50/p99 ms | TPOT p50/p99 ms | TPOT p50 tight/chat/batch | tok/step | sit-outs |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for row in res["runs"]:
             s = row["summary"]
             c = s["attainment_by_class"]
@@ -776,7 +811,9 @@ def print_tables(report: dict[str, Any]) -> None:
                 f"| {row['rate']:.3g} | {row['load']:.3g} | {row['policy']} | {s['attainment']:.2f} | "
                 + " | ".join("-" if c[n] is None else f"{c[n]:.2f}" for n, _, _ in SLO_CLASSES)
                 + f" | {s['goodput_tok_s']:.0f} | {s['ttft_ms_p50']:.1f}/{s['ttft_ms_p99']:.1f} | "
-                f"{s['tpot_ms_p50']:.2f}/{s['tpot_ms_p99']:.2f} | {s['tokens_per_step']:.2f} |"
+                f"{s['tpot_ms_p50']:.2f}/{s['tpot_ms_p99']:.2f} | "
+                + "/".join("-" if t is None else f"{t:.2f}" for t in s["tpot_ms_p50_by_class"].values())
+                + f" | {s['tokens_per_step']:.2f} | {s['sit_outs']} |"
             )
         if not res["targets"]:
             print("targets: no swept rate where plain decoding meets fewer than half of the tight SLOs")

@@ -86,6 +86,9 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
             assert s["drafted"] == 0 and s["tokens_per_step"] == 1.0
         else:
             assert 0 < s["accepted"] <= s["drafted"]
+        # Sit-outs are off by default (adaserve-sitout turns them on).
+        assert s["sit_outs"] == 0
+        assert set(s["tpot_ms_p50_by_class"]) == {"tight", "chat", "batch"}
     # The same arrivals and SLO classes for every policy at a load.
     for load in (1.0, 16.0):
         same = {(tuple(r["arrivals_s"]), tuple(r["classes"])) for r in runs if r["load"] == load}
@@ -101,6 +104,8 @@ def test_quick_run_reports_every_policy_on_the_same_arrivals(tmp_path: Path, arr
 def test_bad_arguments_are_refused() -> None:
     done = run_bench("--quick", "--policies", "fastest")
     assert done.returncode != 0 and "unknown policies" in done.stderr
+    done = run_bench("--quick", "--sit-out-margin", "-1")
+    assert done.returncode != 0 and "--sit-out-margin" in done.stderr
 
 
 def test_an_injected_fit_is_the_clock_and_labelled(tmp_path: Path) -> None:
@@ -110,7 +115,7 @@ def test_an_injected_fit_is_the_clock_and_labelled(tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = run_bench(
         "--quick", "--models", "default", "--workloads", "mini", "--trace-dir", str(tmp_path),
-        "--requests", "6", "--warm", "4", "--loads", "4", "--policies", "none,adaserve",
+        "--requests", "6", "--warm", "4", "--loads", "4", "--policies", "none,adaserve,adaserve-sitout",
         "--cost-fit", "0.004:0.0005:0.0001", "--cost-source", "a test curve", "--out", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -128,6 +133,7 @@ def test_an_injected_fit_is_the_clock_and_labelled(tmp_path: Path) -> None:
         if run["policy"] == "none":
             assert s["tpot_ms_p50"] >= 4.6 - 1e-9
         assert s["forced_outputs_match"]
+        assert s["sit_outs"] == 0 or run["policy"] == "adaserve-sitout"
 
 
 BAD_COST_FITS = [

@@ -176,6 +176,55 @@ def test_branching_drafts_are_compacted_exactly(class_name: str) -> None:
     assert sum(o.stats.preemptions for o in outputs) > 0
 
 
+@pytest.mark.parametrize("class_name", ARCHITECTURES)
+def test_exact_while_requests_ahead_of_their_pace_sit_out(class_name: str) -> None:
+    """Under "adaserve", SLO requests far ahead of their TPOT pace sit steps out (not fed, K/V
+    kept) while a late one is behind; their outputs stay exactly plain greedy decoding's."""
+    model = tiny_model(class_name)
+    prompts = _prompts(7, 6, lo=8, hi=30)
+    cache = suffixspec.SuffixCache()
+    Engine(model, cache=cache, num_blocks=64).generate(prompts, RequestParams(max_new_tokens=NEW))
+    now = [0.0]
+    # A 10 ms step on a virtual clock: a 1 ms pace is always behind, a 30 ms one soon far ahead.
+    engine = Engine(
+        model,
+        cache=cache,
+        num_blocks=64,
+        policy="adaserve",
+        cost_points=[(1, 0.01), (4096, 0.01)],
+        clock=lambda: now[0],
+        sit_out_margin=1.0,  # off by default
+    )
+    targets = [0.001, 30.0, 30.0, None, 0.001, 30.0]  # tpot_ms per request, None: best effort
+    params = [RequestParams(max_new_tokens=NEW, slo=None if t is None else SLO(tpot_ms=t)) for t in targets]
+    for i, (prompt, p) in enumerate(zip(prompts, params, strict=True)):
+        engine.add_request(i, prompt, p)
+    finished: dict = {}
+    streams: dict = {}
+    while engine.has_unfinished():
+        _drain(engine, streams, finished)
+        now[0] += 0.010
+    for i, prompt in enumerate(prompts):
+        _check_exact(class_name, prompt, finished[i].token_ids)
+    sit_outs = [finished[i].stats.sit_outs for i in range(len(prompts))]
+    assert all(sit_outs[i] > 0 for i in (1, 2, 5)), sit_outs  # the relaxed ones sat out
+    assert all(sit_outs[i] == 0 for i in (0, 3, 4)), sit_outs  # late and best-effort ones never
+    assert engine.scheduler.stats()["sit_outs"] == sum(sit_outs)
+    assert engine.scheduler.num_free_blocks == engine.scheduler.num_blocks
+
+
+def test_sit_out_margin_is_checked_and_sit_outs_are_off_by_default() -> None:
+    model = tiny_model("LlamaForCausalLM")
+    with pytest.raises(InvalidParameterError, match="sit_out_margin"):
+        Engine(model, num_blocks=8, sit_out_margin=-1.0)
+    with pytest.raises(SuffixSpecError, match="sit_out_margin"):
+        Engine(model, num_blocks=8, sit_out_margin="1")
+    with pytest.raises(InvalidParameterError, match="sit_out_min_target_steps"):
+        Engine(model, num_blocks=8, sit_out_min_target_steps=-1.0)
+    assert Engine(model, num_blocks=8).scheduler.sit_out_margin == float("inf")
+    assert Engine(model, num_blocks=8, sit_out_margin=1.0).scheduler.sit_out_margin == 1.0
+
+
 def test_stop_tokens_and_finished_responses_feed_the_cache() -> None:
     class_name = "LlamaForCausalLM"
     prompt = _prompts(3, 1)[0]

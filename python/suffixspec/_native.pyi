@@ -314,7 +314,14 @@ class StepPlan:
     def preempted(self) -> list[int]:
         """Requests preempted this step: their K/V is gone and they will recompute."""
     @property
+    def sat_out(self) -> list[int]:
+        """Running requests that sit this step out (``"adaserve"``: far ahead of their TPOT pace
+        while another SLO request is behind): not fed, K/V kept, nothing to commit."""
+    @property
     def step_time_estimate(self) -> float: ...
+    @property
+    def step_time_bound(self) -> float:
+        """The upper step-time estimate (seconds) that the sit-outs were decided with."""
     @property
     def verify_tokens(self) -> int: ...
     @property
@@ -328,7 +335,10 @@ class Scheduler:
     request) or ``"none"``). Times are seconds of the caller's clock; SLO targets are in ms.
     ``cost_points`` (``[(tokens, seconds), ...]``) is the step-cost model that sets the verify
     budget. ``max_running`` may not exceed ``max_tokens_per_step`` (every running request gets
-    its decode token each step). Each step: ``schedule(now, drafts)``, run the model,
+    its decode token each step), except that under ``"adaserve"``, if enabled, an SLO request at least
+    ``sit_out_margin`` steps' worth of its TPOT target ahead of its pace, with a target of at
+    least ``sit_out_min_target_steps`` steps, sits a step out while another SLO request is behind (``StepPlan.sat_out``;
+    ``math.inf``: never; the baselines feed every running request every step). Each step: ``schedule(now, drafts)``, run the model,
     ``commit(now, ids, accepted)`` for every planned request, ``finish``/``abort`` ended ones."""
 
     def __new__(
@@ -343,6 +353,8 @@ class Scheduler:
         policy: str = "adaserve",
         draft_tokens: int | None = None,  # default 4
         cost_points: Sequence[tuple[int, float]] | None = None,
+        sit_out_margin: float | None = None,  # steps; default math.inf: no sit-outs
+        sit_out_min_target_steps: float | None = None,  # default 2.0
     ) -> Scheduler: ...
     def add_request(
         self,
@@ -370,9 +382,12 @@ class Scheduler:
         """Running requests whose next step decodes: the ones to draft for."""
     def set_policy(self, policy: str, draft_tokens: int | None = None) -> None: ...
     def set_cost_model(self, cost_points: Sequence[tuple[int, float]]) -> None: ...
+    def set_sit_out_margin(self, sit_out_margin: float) -> None: ...
     def step_time(self, tokens: int) -> float: ...
     @property
     def policy(self) -> str: ...
+    @property
+    def sit_out_margin(self) -> float: ...
     @property
     def block_size(self) -> int: ...
     @property

@@ -6,6 +6,8 @@ by recompute, per-request tree budgets), runs the model **once** on the plan's f
 explicit positions through paged attention, verifies each emitting row exactly as the generation
 loop does (``suffixspec.generation.verify``), compacts the accepted K/V in place and commits.
 A stage that fails ends only the requests it concerns (:meth:`Engine.step` says which).
+A running request absent from the plan (the budgets ran out, or it sits the step out under
+``"adaserve"``) is simply not fed: its tokens and K/V stay as they are until a later step.
 """
 
 from __future__ import annotations
@@ -103,6 +105,13 @@ class Engine:
         num_blocks, block_size: the paged KV pool (``docs/paged_kv.md``).
         policy: the tree selection: ``"adaserve"`` (SLO-customized), ``"greedy"``,
             ``"uniform"`` (``draft_tokens`` per request) or ``"none"`` (no speculation).
+        sit_out_margin: ``"adaserve"`` only: while some SLO request is behind its TPOT pace, an
+            SLO request this many steps' worth of its target ahead of its pace, with a target of
+            at least ``sit_out_min_target_steps`` steps (default 2.0), sits the step out (not
+            fed, KV kept; ``ServingStats.sit_outs``), which makes the step cheaper where its
+            cost grows with its requests (the rule: ``rust/scheduler/README.md``). Default
+            ``math.inf``: never, since in ``benches/bench_serve.py`` (1.0 measured) they did not
+            pay. The baselines feed every running request every step.
         max_tokens_per_step, max_prefill_tokens_per_step, max_running, max_verify_tokens,
         draft_tokens, cost_points: the scheduler's budgets and step-cost model (see
             :class:`suffixspec._native.Scheduler`). Without ``cost_points`` the engine times its
@@ -137,6 +146,8 @@ class Engine:
         max_verify_tokens: int | None = None,
         draft_tokens: int | None = None,
         cost_points: Sequence[tuple[int, float]] | None = None,
+        sit_out_margin: float | None = None,
+        sit_out_min_target_steps: float | None = None,
         acceptance: AcceptancePolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         attention: str = "auto",
@@ -158,6 +169,8 @@ class Engine:
             policy=policy,
             draft_tokens=draft_tokens,
             cost_points=cost_points,
+            sit_out_margin=sit_out_margin,
+            sit_out_min_target_steps=sit_out_min_target_steps,
         )
         self.model = model
         self.tokenizer = tokenizer
@@ -380,6 +393,8 @@ class Engine:
             return list(self.failed_outputs)
         for handle in plan.preempted:
             self._by_handle[handle].stats.preemptions += 1
+        for handle in plan.sat_out:  # running, K/V kept: nothing to feed, verify or commit
+            self._by_handle[handle].stats.sit_outs += 1
         handles = plan.request_ids.tolist()
         if not handles:
             self.scheduler.commit(self.clock(), [], [])

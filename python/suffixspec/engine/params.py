@@ -124,6 +124,7 @@ class ServingStats:
     draft_tokens: int = 0  # draft nodes verified
     accepted_tokens: int = 0  # draft nodes accepted
     preemptions: int = 0
+    sit_outs: int = 0  # steps it sat out, ahead of its TPOT pace (``policy="adaserve"``)
 
     @property
     def ttft_s(self) -> float | None:

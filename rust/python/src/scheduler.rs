@@ -124,6 +124,17 @@ fn policy_name(policy: Policy) -> &'static str {
     }
 }
 
+/// A sit-out margin in steps (infinity allowed: no sit-outs).
+fn margin(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyBool>() {
+        return Err(dtype_error(py, "sit_out_margin must be a real number, not a bool".to_owned()));
+    }
+    // The range (>= 0, not NaN) is the scheduler's check.
+    obj.extract()
+        .map_err(|_| dtype_error(py, format!("sit_out_margin must be a real number, got {}", type_name(obj))))
+}
+
 /// `[(tokens, seconds), ...]` as a cost model.
 fn cost_model(obj: &Bound<'_, PyAny>) -> PyResult<StepCostModel> {
     let py = obj.py();
@@ -333,6 +344,10 @@ pub(crate) struct PyStepPlan {
     #[pyo3(get)]
     preempted: Vec<u64>,
     #[pyo3(get)]
+    sat_out: Vec<u64>,
+    #[pyo3(get)]
+    step_time_bound: f64,
+    #[pyo3(get)]
     step_time_estimate: f64,
     #[pyo3(get)]
     verify_tokens: usize,
@@ -366,6 +381,8 @@ impl PyStepPlan {
                 .unbind(),
             tree_parents: plan.trees.parents.into_pyarray(py).unbind(),
             preempted: plan.preempted,
+            sat_out: plan.sat_out,
+            step_time_bound: plan.step_time_bound,
             step_time_estimate: plan.step_time_estimate,
             verify_tokens: plan.verify_tokens,
             batch,
@@ -387,11 +404,12 @@ impl PyStepPlan {
 
     fn __repr__(&self) -> String {
         format!(
-            "StepPlan(batch={}, tokens={}, verify_tokens={}, preempted={})",
+            "StepPlan(batch={}, tokens={}, verify_tokens={}, preempted={}, sat_out={})",
             self.batch,
             self.tokens,
             self.verify_tokens,
-            self.preempted.len()
+            self.preempted.len(),
+            self.sat_out.len()
         )
     }
 }
@@ -417,7 +435,8 @@ impl PyScheduler {
     #[new]
     #[pyo3(signature = (
         *, num_blocks, block_size = None, max_tokens_per_step = None, max_prefill_tokens_per_step = None,
-        max_running = None, max_verify_tokens = None, policy = "adaserve", draft_tokens = None, cost_points = None
+        max_running = None, max_verify_tokens = None, policy = "adaserve", draft_tokens = None, cost_points = None,
+        sit_out_margin = None, sit_out_min_target_steps = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -431,6 +450,8 @@ impl PyScheduler {
         policy: &str,
         draft_tokens: Option<&Bound<'_, PyAny>>,
         cost_points: Option<&Bound<'_, PyAny>>,
+        sit_out_margin: Option<&Bound<'_, PyAny>>,
+        sit_out_min_target_steps: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let defaults = SchedulerConfig::default();
         let config = SchedulerConfig {
@@ -452,6 +473,14 @@ impl PyScheduler {
             cost_model: match cost_points.filter(|c| !c.is_none()) {
                 Some(points) => cost_model(points)?,
                 None => StepCostModel::default(),
+            },
+            sit_out_margin: match sit_out_margin.filter(|m| !m.is_none()) {
+                Some(m) => margin(m)?,
+                None => defaults.sit_out_margin,
+            },
+            sit_out_min_target_steps: match sit_out_min_target_steps.filter(|m| !m.is_none()) {
+                Some(m) => real(m, "sit_out_min_target_steps")?,
+                None => defaults.sit_out_min_target_steps,
             },
         };
         let core = Scheduler::new(config).map_err(|err| scheduler_error(py, err))?;
@@ -576,6 +605,12 @@ impl PyScheduler {
         self.core.lock().set_policy(policy).map_err(|err| scheduler_error(py, err))
     }
 
+    /// AdaServe's sit-out margin in steps (``math.inf``: no sit-outs).
+    fn set_sit_out_margin(&self, py: Python<'_>, sit_out_margin: &Bound<'_, PyAny>) -> PyResult<()> {
+        let value = margin(sit_out_margin)?;
+        self.core.lock().set_sit_out_margin(value).map_err(|err| scheduler_error(py, err))
+    }
+
     fn set_cost_model(&self, cost_points: &Bound<'_, PyAny>) -> PyResult<()> {
         let model = cost_model(cost_points)?;
         self.core.lock().set_cost_model(model);
@@ -591,6 +626,10 @@ impl PyScheduler {
     #[getter]
     fn policy(&self) -> &'static str {
         policy_name(self.core.lock().config().policy)
+    }
+    #[getter]
+    fn sit_out_margin(&self) -> f64 {
+        self.core.lock().config().sit_out_margin
     }
     #[getter]
     fn block_size(&self) -> u32 {
@@ -659,6 +698,7 @@ impl PyScheduler {
         dict.set_item("preemptions", stats.preemptions)?;
         dict.set_item("finished", stats.finished)?;
         dict.set_item("aborted", stats.aborted)?;
+        dict.set_item("sit_outs", stats.sit_outs)?;
         dict.set_item("waiting", core.waiting().len())?;
         dict.set_item("running", core.running().len())?;
         dict.set_item("preempted", core.preempted().len())?;

@@ -6,7 +6,9 @@
 //!   int32 block tables and slot mappings).
 //! - [`Scheduler`]: waiting / running / preempted queues; [`Scheduler::schedule`] plans a step
 //!   under the token, prefill, KV and running-count budgets and picks each decoding request's
-//!   draft-tree nodes ([`select`]); [`Scheduler::commit`] applies the verified results.
+//!   draft-tree nodes ([`select`]); under AdaServe, optionally, SLO requests far ahead of their
+//!   pace sit a step out while others are behind; [`Scheduler::commit`] applies the verified
+//!   results.
 //! - [`StepCostModel`]: step time against tokens, used to pick the verify budget.
 //!
 //! The engine drives it like this, once per step:
@@ -43,7 +45,10 @@ pub use error::SchedulerError;
 pub use plan::StepPlan;
 pub use pool::{BlockPool, BLOCK_SIZES, DEFAULT_BLOCK_SIZE};
 pub use request::{Phase, RequestSpec, RequestState, Slo};
-pub use scheduler::{Draft, Scheduler, SchedulerConfig, SchedulerStats};
+pub use scheduler::{
+    Draft, Scheduler, SchedulerConfig, SchedulerStats, DEFAULT_SIT_OUT_MARGIN,
+    DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
+};
 pub use selection::{
     required_tokens, select, validate_tree, Candidate, ChosenTrees, Pick, Picks, Policy, Selector,
 };

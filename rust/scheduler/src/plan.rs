@@ -29,6 +29,12 @@ pub struct StepPlan {
     pub trees: ChosenTrees,
     /// Requests preempted during this step (their K/V is gone; they will recompute).
     pub preempted: Vec<u64>,
+    /// Running requests that sit this step out (AdaServe, far ahead of their TPOT pace): not
+    /// fed, their K/V kept; nothing to commit for them.
+    pub sat_out: Vec<u64>,
+    /// The step time the sit-outs were decided with (seconds): the larger of the scheduler's
+    /// upper estimate (`Scheduler::step_time_bound`) and the time since the last `schedule`.
+    pub step_time_bound: f64,
     /// Step-time estimate used for the SLO requirements (seconds).
     pub step_time_estimate: f64,
     /// Tree nodes in the step.

@@ -15,7 +15,31 @@
 //! 3. **Tree selection** for the decoding requests the engine drafted for ([`select`]), under
 //!    the remaining token budget, the verify budget and free KV blocks; the step-cost model
 //!    then cuts the throughput part of the pick order where expected tokens per second peak.
-use rustc_hash::FxHashMap;
+//!
+//! **Sit-outs (AdaServe only).** Where a step's cost grows with the number of requests in it
+//! (a per-request term: the CPU engine's per-request attention and verification, a GPU's
+//! attention at long contexts), a request far ahead of its TPOT pace can skip a step so that
+//! the step is cheaper for the requests that are behind. Before step 1, with `tau` the larger
+//! of an upper estimate of this step's time ([`Scheduler::step_time_bound`]: every decoding
+//! request's root, the prefill the budgets allow, the last step's verify tokens) and the time
+//! since the last `schedule` call (the last step as it really took, whatever the cost model
+//! says), each running decoding request with a TPOT target `t` and a first token has
+//! AdaServe's requirement `A = (now - t0 + tau) / t - o` ([`required_tokens`]). When some of
+//! them is **behind** (`A > 1`: the bonus token alone would not keep its pace), every one with
+//! `A <= -sit_out_margin * tau / t` (still on pace after this step without a token, with
+//! `sit_out_margin` more steps' worth of its target to spare) and a target of at least
+//! `sit_out_min_target_steps` steps (`t >= k * tau`) **sits out**: it is not scheduled (no
+//! query token, no tree), keeps its KV blocks and stays running. Its `A` grows by about
+//! `tau / t` per step, so it is scheduled again before it could fall behind its pace.
+//! Nobody sits out while no SLO request is behind (it would only slow the batch down);
+//! best-effort requests (no TPOT target), requests without a first token and requests whose
+//! target is tighter than `k` steps never do (these must emit about every step: a skipped step
+//! would spend the slack that absorbs long steps, such as those carrying prefill chunks, and
+//! in measurements they then missed their targets more often). A sitting-out request may still
+//! be preempted when blocks run out (it is served last). The baselines (`NoSpeculation`,
+//! `Uniform`, `ProbabilityGreedy`) feed every running request every step, as vLLM does. Off by
+//! default ([`DEFAULT_SIT_OUT_MARGIN`]): in `bench_serve` they did not pay (see there).
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::cost::{best_budget, StepCostModel};
 use crate::error::{invalid, SchedulerError};
@@ -40,7 +64,22 @@ pub struct SchedulerConfig {
     pub max_verify_tokens: u32,
     pub policy: Policy,
     pub cost_model: StepCostModel,
+    /// AdaServe's sit-outs (module docs): a request this many steps' worth of its TPOT target
+    /// ahead of its pace sits a step out while another SLO request is behind. `f64::INFINITY`
+    /// (the default): never. 1 (the setting measured in `benches/README.md`) keeps a request on
+    /// pace through the step after a sit-out even when that step takes twice the estimate.
+    pub sit_out_margin: f64,
+    /// AdaServe's sit-outs: only a request whose TPOT target spans at least this many steps
+    /// (`t >= k * tau`) may sit out (module docs).
+    pub sit_out_min_target_steps: f64,
 }
+
+/// The default [`SchedulerConfig::sit_out_margin`]: no sit-outs. Measured with a margin of 1
+/// step (`bench_serve`, "Sit-outs" in `benches/README.md`), they moved SLO attainment by -2..+2
+/// requests of 32 and cost goodput, so they are opt-in.
+pub const DEFAULT_SIT_OUT_MARGIN: f64 = f64::INFINITY;
+/// The default [`SchedulerConfig::sit_out_min_target_steps`].
+pub const DEFAULT_SIT_OUT_MIN_TARGET_STEPS: f64 = 2.0;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -53,6 +92,8 @@ impl Default for SchedulerConfig {
             max_verify_tokens: 1024,
             policy: Policy::default(),
             cost_model: StepCostModel::default(),
+            sit_out_margin: DEFAULT_SIT_OUT_MARGIN,
+            sit_out_min_target_steps: DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
         }
     }
 }
@@ -72,6 +113,8 @@ pub struct SchedulerStats {
     pub preemptions: u64,
     pub finished: u64,
     pub aborted: u64,
+    /// Request-steps sat out (AdaServe's sit-outs).
+    pub sit_outs: u64,
 }
 
 /// One request of the step in flight.
@@ -110,6 +153,8 @@ pub struct Scheduler {
     selector: Selector,
     /// Scratch of `max_depth` while building candidates.
     depth_scratch: Vec<u32>,
+    /// `now` of the last `schedule` call: the time since then is the last step as it took.
+    last_scheduled_at: Option<f64>,
 }
 
 impl Scheduler {
@@ -126,6 +171,13 @@ impl Scheduler {
         }
         if let Policy::Uniform { draft_tokens: 0 } = config.policy {
             return Err(invalid("draft_tokens", "uniform speculation needs at least 1 draft token"));
+        }
+        check_sit_out_margin(config.sit_out_margin)?;
+        if !(config.sit_out_min_target_steps.is_finite() && config.sit_out_min_target_steps >= 0.0) {
+            return Err(invalid(
+                "sit_out_min_target_steps",
+                format!("must be finite and >= 0, got {}", config.sit_out_min_target_steps),
+            ));
         }
         if config.max_running > config.max_tokens_per_step {
             // Otherwise some running requests could wait forever for a decode token.
@@ -151,6 +203,7 @@ impl Scheduler {
             stats: SchedulerStats::default(),
             selector: Selector::default(),
             depth_scratch: Vec::new(),
+            last_scheduled_at: None,
         })
     }
 
@@ -200,6 +253,13 @@ impl Scheduler {
 
     pub fn set_cost_model(&mut self, model: StepCostModel) {
         self.config.cost_model = model;
+    }
+
+    /// Changes [`SchedulerConfig::sit_out_margin`] (`f64::INFINITY`: no sit-outs).
+    pub fn set_sit_out_margin(&mut self, margin: f64) -> Result<(), SchedulerError> {
+        check_sit_out_margin(margin)?;
+        self.config.sit_out_margin = margin;
+        Ok(())
     }
 
     pub fn add_request(&mut self, id: u64, spec: RequestSpec) -> Result<(), SchedulerError> {
@@ -279,6 +339,60 @@ impl Scheduler {
         self.stats.preemptions += 1;
     }
 
+    /// An upper estimate of the coming step's time, from the queues before it is planned: one
+    /// token per running decoding request (and per queued one-token prompt), the prefill tokens
+    /// the budgets allow (running, preempted and waiting requests' pending tokens), and the
+    /// last step's verify tokens; with a non-decreasing cost model never below the selection's
+    /// estimate (`StepPlan::step_time_estimate`, the same terms once the step is planned).
+    /// Sit-outs are decided with the larger of it and the last step's real time;
+    /// over-estimating only makes them rarer.
+    pub fn step_time_bound(&self) -> f64 {
+        // One-token requests (decoding, or a one-token prompt) are fed outside the prefill budget.
+        let (mut single, mut prefill) = (0u64, 0u64);
+        for id in self.running.iter().chain(&self.waiting).chain(&self.preempted) {
+            match self.requests[id].pending() {
+                1 => single += 1,
+                pending => prefill += u64::from(pending),
+            }
+        }
+        let budget = u64::from(self.config.max_tokens_per_step);
+        let prefill = prefill
+            .min(u64::from(self.config.max_prefill_tokens_per_step))
+            .min(budget.saturating_sub(single));
+        // Not capped by the token budget: never below the selection's estimate.
+        let tokens = single + prefill + self.last_verify as u64;
+        self.config.cost_model.step_time(tokens as usize)
+    }
+
+    /// The requests that sit out a step planned at `now` (module docs), given the step time
+    /// `tau` they are decided with: empty unless the policy is AdaServe and some SLO request
+    /// is behind.
+    fn sit_outs(&self, now: f64, tau: f64) -> FxHashSet<u64> {
+        let (margin, min_steps) = (self.config.sit_out_margin, self.config.sit_out_min_target_steps);
+        let mut ahead = FxHashSet::default();
+        if self.config.policy != Policy::AdaServe || !margin.is_finite() {
+            return ahead;
+        }
+        let mut behind = false;
+        for &id in &self.running {
+            let r = &self.requests[&id];
+            let (Some(tpot), Some(t0)) = (r.spec.slo.tpot, r.first_token_at) else { continue };
+            if r.pending() != 1 {
+                continue;
+            }
+            let required = required_tokens(now, t0, tau, tpot, r.outputs.saturating_sub(1));
+            if required > 1.0 {
+                behind = true;
+            } else if required <= -margin * tau / tpot && tpot >= min_steps * tau {
+                ahead.insert(id);
+            }
+        }
+        if !behind {
+            ahead.clear();
+        }
+        ahead
+    }
+
     /// Plans one step. `drafts` are draft trees of decoding requests (others are ignored);
     /// `now` is the engine's clock in seconds. Every planned request must be committed (or
     /// finished / aborted) before the next call.
@@ -310,19 +424,32 @@ impl Scheduler {
         let mut scheduled: Vec<Scheduled> = Vec::with_capacity(self.running.len());
         let mut preempted_now: Vec<u64> = Vec::new();
 
+        // 0. Sit-outs (AdaServe): requests far ahead of their pace skip this step, decided with
+        // the larger of the step-time bound and the last step as it took (model errors must not
+        // let a sitting-out request fall behind).
+        let last_step = self.last_scheduled_at.map_or(0.0, |t| (now - t).max(0.0));
+        let step_time_bound = self.step_time_bound().max(last_step);
+        let sitting = self.sit_outs(now, step_time_bound);
+
         // 1. Running requests: decoding ones first (each needs one token; with max_running <=
         // max_tokens_per_step none is ever left out), then prefilling ones, each group most
-        // important first. A victim is the least important request not yet served this step.
+        // important first; sitting-out ones last, never served but still possible victims. A
+        // victim is the least important request not yet served this step.
         let ranked = self.by_rank(&self.running);
         // (rank, id): decoding requests, then prefilling ones, each in rank order.
         let mut order: Vec<(usize, u64)> = ranked.iter().copied().enumerate().collect();
-        order.sort_by_key(|&(rank, id)| (self.requests[&id].pending() > 1, rank));
+        order.sort_by_key(|&(rank, id)| (sitting.contains(&id), self.requests[&id].pending() > 1, rank));
         let mut gone = vec![false; order.len()];
+        let mut sat_out: Vec<u64> = Vec::with_capacity(sitting.len());
         for i in 0..order.len() {
             if gone[i] {
                 continue;
             }
             let id = order[i].1;
+            if sitting.contains(&id) {
+                sat_out.push(id); // KV kept, still running; not fed this step
+                continue;
+            }
             let state = &self.requests[&id];
             let (pending, computed) = (state.pending(), state.computed);
             let prefill = pending > 1;
@@ -419,6 +546,9 @@ impl Scheduler {
             scheduled.push(Scheduled { id, chunk, prefill });
         }
 
+        // A sitting-out request that admission preempted is no longer running.
+        sat_out.retain(|id| !preempted_now.contains(id));
+
         // 3. Trees for decoding requests with drafts.
         let base_tokens: usize = scheduled.iter().map(|s| s.chunk as usize).sum();
         let step_time = self.config.cost_model.step_time(base_tokens + self.last_verify);
@@ -503,6 +633,10 @@ impl Scheduler {
         let pool = &self.pool;
         plan.set_block_tables(scheduled.iter().map(|s| pool.table(s.id)));
         plan.finish(trees, preempted_now, step_time, keep);
+        self.stats.sit_outs += sat_out.len() as u64;
+        plan.sat_out = sat_out;
+        plan.step_time_bound = step_time_bound;
+        self.last_scheduled_at = Some(now);
         self.uncommitted = scheduled.len();
         self.last_verify = keep;
         self.stats.steps += 1;
@@ -585,4 +719,11 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+fn check_sit_out_margin(margin: f64) -> Result<(), SchedulerError> {
+    if margin.is_nan() || margin < 0.0 {
+        return Err(invalid("sit_out_margin", format!("must be >= 0 steps (infinity: never), got {margin}")));
+    }
+    Ok(())
 }

@@ -3,8 +3,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use suffixspec_scheduler::{
-    select, BlockPool, Candidate, Draft, Phase, Policy, RequestSpec, Scheduler, SchedulerConfig,
-    SchedulerError, Slo, StepCostModel,
+    required_tokens, select, BlockPool, Candidate, Draft, Phase, Policy, RequestSpec, Scheduler,
+    SchedulerConfig, SchedulerError, Slo, StepCostModel,
 };
 
 /// A draft tree: parents-first, path probabilities (a child never more probable than its
@@ -222,9 +222,15 @@ struct Arrival {
     tpot: Option<f64>,
 }
 
+/// No target, or one that a step every 10 ms keeps or misses (tight), or one far slower (loose:
+/// such requests get ahead of their pace and may sit out while tight ones are behind).
+fn tpot() -> impl Strategy<Value = Option<f64>> {
+    prop_oneof![Just(None), (0.001f64..0.012).prop_map(Some), (0.012f64..0.5).prop_map(Some)]
+}
+
 fn arrivals() -> impl Strategy<Value = Vec<Arrival>> {
     prop::collection::vec(
-        (0usize..30, 1u32..120, 1u32..60, 0i32..3, prop::option::of(0.001f64..0.05)).prop_map(
+        (0usize..30, 1u32..120, 1u32..60, 0i32..3, tpot()).prop_map(
             |(step, prompt_len, new_tokens, priority, tpot)| Arrival {
                 step,
                 prompt_len,
@@ -238,17 +244,33 @@ fn arrivals() -> impl Strategy<Value = Vec<Arrival>> {
 }
 
 fn config() -> impl Strategy<Value = SchedulerConfig> {
-    (prop::sample::select(vec![8u32, 16]), 12u32..40, 1u32..160, 1u32..100, 1u32..12, 0u32..64, policy())
-        .prop_map(|(block_size, num_blocks, tokens, prefill, running, verify, policy)| SchedulerConfig {
-            num_blocks,
-            block_size,
-            max_tokens_per_step: tokens,
-            max_prefill_tokens_per_step: prefill,
-            max_running: running.min(tokens),
-            max_verify_tokens: verify,
-            policy,
-            cost_model: StepCostModel::linear(0.005, 0.0001).unwrap(),
-        })
+    let margin = prop_oneof![Just(f64::INFINITY), Just(1.0), 0.0f64..3.0];
+    (
+        prop::sample::select(vec![8u32, 16]),
+        12u32..40,
+        1u32..160,
+        1u32..100,
+        1u32..12,
+        0u32..64,
+        prop_oneof![1 => policy(), 2 => Just(Policy::AdaServe)],
+        (margin, prop_oneof![Just(0.0), Just(2.0), 0.0f64..4.0]),
+    )
+        .prop_map(
+            |(block_size, num_blocks, tokens, prefill, running, verify, policy, (margin, min_steps))| {
+                SchedulerConfig {
+                    num_blocks,
+                    block_size,
+                    max_tokens_per_step: tokens,
+                    max_prefill_tokens_per_step: prefill,
+                    max_running: running.min(tokens),
+                    max_verify_tokens: verify,
+                    policy,
+                    cost_model: StepCostModel::linear(0.005, 0.0001).unwrap(),
+                    sit_out_margin: margin,
+                    sit_out_min_target_steps: min_steps,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -274,6 +296,7 @@ proptest! {
         let (parents, probs) = draft;
         let last_arrival = arrivals.iter().map(|a| a.step).max().unwrap_or(0);
         let mut step = 0usize;
+        let mut sit_outs = 0usize;
         while step <= last_arrival || !live.is_empty() {
             prop_assert!(step < 20_000, "requests never finished: {:?}", live);
             let now = step as f64 * 0.01;
@@ -293,11 +316,71 @@ proptest! {
             }
             let ready = s.decode_ready();
             let drafts: Vec<Draft<'_>> = ready.iter().map(|&request| Draft { request, parents: &parents, probs: &probs }).collect();
+            // AdaServe's requirement of each decode-ready SLO request with a first token, as a
+            // function of the step-time estimate (the states before the step).
+            let pace: Vec<(u64, f64, f64, u32)> = ready
+                .iter()
+                .filter_map(|&id| {
+                    let r = s.request(id).unwrap();
+                    Some((id, r.spec.slo.tpot?, r.first_token_at?, r.outputs.saturating_sub(1)))
+                })
+                .collect();
             let plan = s.schedule(now, &drafts).unwrap();
+            sit_outs += plan.sat_out.len();
 
-            // No decoding request is left out (max_running <= max_tokens_per_step).
+            // No decoding request is left out (max_running <= max_tokens_per_step) unless it
+            // sits out.
             for id in &ready {
-                prop_assert!(plan.request_ids.contains(id) || plan.preempted.contains(id), "{} starved", id);
+                prop_assert!(
+                    plan.request_ids.contains(id)
+                        || plan.preempted.contains(id)
+                        || plan.sat_out.contains(id),
+                    "{} starved", id
+                );
+            }
+            // Sit-outs: AdaServe only, only while an SLO request is behind (A > 1), exactly the
+            // SLO requests with A <= -margin * tau / t and t >= min_steps * tau (tau = the
+            // step-time bound: never below the selection's estimate nor the last step's real
+            // time): every other one, including any about to fall behind its pace, is
+            // scheduled. Best-effort requests and those without a first token never sit out.
+            let tau = plan.step_time_bound;
+            prop_assert!(tau >= plan.step_time_estimate - 1e-12);
+            if step > 0 {
+                prop_assert!(tau >= 0.01 - 1e-9, "the last step took 10 ms, the bound says {}", tau);
+            }
+            let required = |&(_, tpot, t0, emitted): &(u64, f64, f64, u32)| {
+                required_tokens(now, t0, tau, tpot, emitted)
+            };
+            let behind = pace.iter().any(|p| required(p) > 1.0);
+            let sit_out_rule =
+                config.policy == Policy::AdaServe && config.sit_out_margin.is_finite() && behind;
+            let (margin, min_steps) = (config.sit_out_margin, config.sit_out_min_target_steps);
+            for id in &plan.sat_out {
+                prop_assert!(!plan.request_ids.contains(id) && !plan.preempted.contains(id));
+                let state = s.request(*id).unwrap();
+                prop_assert_eq!(state.phase, Phase::Running, "a sitting-out request keeps running");
+                let slots = s.pool().table(*id).len() as u32 * config.block_size;
+                prop_assert!(slots >= state.computed, "and keeps its KV");
+                let p = pace.iter().find(|p| p.0 == *id);
+                prop_assert!(p.is_some(), "request {} without a TPOT target or first token sat out", id);
+            }
+            for p in &pace {
+                let a = required(p);
+                let sits = plan.sat_out.contains(&p.0);
+                if sits {
+                    // On pace through this step without a token, with the margin to spare.
+                    prop_assert!(sit_out_rule && a <= -margin * tau / p.1 + 1e-9, "{} at A = {}", p.0, a);
+                    prop_assert!(a <= 0.0);
+                    prop_assert!(p.1 >= min_steps * tau * (1.0 - 1e-9), "a tight target sat out");
+                } else if sit_out_rule
+                    && a <= -margin * tau / p.1 - 1e-9
+                    && p.1 >= min_steps * tau * (1.0 + 1e-9)
+                {
+                    prop_assert!(plan.preempted.contains(&p.0), "{} at A = {} should sit out", p.0, a);
+                }
+            }
+            if !sit_out_rule {
+                prop_assert!(plan.sat_out.is_empty());
             }
             // Budgets.
             prop_assert!(plan.num_tokens() <= config.max_tokens_per_step as usize);
@@ -394,6 +477,7 @@ proptest! {
         prop_assert_eq!(s.pool().num_free(), config.num_blocks);
         let stats = s.stats();
         prop_assert_eq!(stats.finished + stats.aborted, ended.len() as u64);
+        prop_assert_eq!(stats.sit_outs, sit_outs as u64);
 
         // FCFS among equals: first admissions of equal-priority requests follow arrival order.
         for (i, &a) in admitted_order.iter().enumerate() {

@@ -2,11 +2,15 @@
 //! admission, aborts mid-step, atomic errors, AdaServe through the scheduler.
 use suffixspec_scheduler::{
     Draft, Phase, Policy, RequestSpec, Scheduler, SchedulerConfig, SchedulerError, Slo, StepCostModel,
+    DEFAULT_SIT_OUT_MARGIN, DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
 };
 
 fn spec(prompt_len: u32, max_len: u32, priority: i32) -> RequestSpec {
     RequestSpec { prompt_len, max_len, priority, slo: Slo::default(), arrival: 0.0 }
 }
+
+/// The sit-out margin of these scenarios (sit-outs are off by default).
+const MARGIN: f64 = 1.0;
 
 fn config(num_blocks: u32) -> SchedulerConfig {
     SchedulerConfig {
@@ -18,6 +22,8 @@ fn config(num_blocks: u32) -> SchedulerConfig {
         max_verify_tokens: 32,
         policy: Policy::AdaServe,
         cost_model: StepCostModel::linear(0.010, 0.0001).unwrap(),
+        sit_out_margin: MARGIN,
+        sit_out_min_target_steps: DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
     }
 }
 
@@ -205,4 +211,85 @@ fn near_max_len_a_shallow_branching_tree_keeps_its_side_branches_and_a_deep_one_
     let plan = s.schedule(0.3, &[Draft { request: 2, parents: &parents, probs: &probs }]).unwrap();
     assert_eq!(plan.tree_lens[0], 2);
     s.check_integrity().unwrap();
+}
+
+#[test]
+fn adaserve_lets_a_request_ahead_of_its_pace_sit_out_while_a_tight_one_is_behind() {
+    // Request 1 cannot keep a 1 ms pace with 10 ms steps (always behind); request 2's 30 ms
+    // pace lets it sit out most steps, and it is scheduled again before it falls behind.
+    let run_with = |policy: Policy, sit_out_margin: f64, loose: f64, sit_out_min_target_steps: f64| {
+        let config = SchedulerConfig { policy, sit_out_margin, sit_out_min_target_steps, ..config(64) };
+        let mut s = Scheduler::new(config).unwrap();
+        s.add_request(1, RequestSpec { slo: Slo { tpot: Some(0.001), ttft: None }, ..spec(8, 48, 0) })
+            .unwrap();
+        s.add_request(2, RequestSpec { slo: Slo { tpot: Some(loose), ttft: None }, ..spec(8, 48, 0) })
+            .unwrap();
+        let plan = s.schedule(0.0, &[]).unwrap();
+        commit_all(&mut s, 0.0, &plan); // both first tokens at t = 0
+        let (mut sat_out, mut resumed_after_sitting) = (0, 0);
+        for step in 1..=30 {
+            let now = f64::from(step) * 0.010;
+            let blocks = s.pool().table(2).to_vec();
+            let plan = s.schedule(now, &[]).unwrap();
+            assert!(plan.request_ids.contains(&1), "the late request is always fed");
+            if plan.sat_out.contains(&2) {
+                assert!(!plan.request_ids.contains(&2));
+                assert_eq!(s.pool().table(2), &blocks[..], "a sitting-out request keeps its KV");
+                sat_out += 1;
+            } else if sat_out > 0 {
+                resumed_after_sitting += 1;
+            }
+            commit_all(&mut s, now, &plan);
+            // On pace at every step's end: outputs after the first >= elapsed / target.
+            let r = s.request(2).unwrap();
+            assert!(f64::from(r.outputs - 1) >= now / loose - 1e-9, "step {step}: {} tokens", r.outputs);
+        }
+        s.check_integrity().unwrap();
+        (sat_out, resumed_after_sitting, s.stats().sit_outs)
+    };
+    let run = |policy, margin, loose| run_with(policy, margin, loose, DEFAULT_SIT_OUT_MIN_TARGET_STEPS);
+    let (sat_out, resumed, counted) = run(Policy::AdaServe, MARGIN, 0.030);
+    // About 2 of every 3 steps sat out (a token per 30 ms at 10 ms steps).
+    assert!((15..=22).contains(&sat_out), "{sat_out} sit-outs");
+    assert!(resumed >= 5, "scheduled again between sit-outs");
+    assert_eq!(counted, sat_out as u64);
+    // Never under the baselines or with an infinite margin (the default).
+    assert_eq!(run(Policy::ProbabilityGreedy, MARGIN, 0.030).0, 0);
+    assert_eq!(run(Policy::Uniform { draft_tokens: 2 }, MARGIN, 0.030).0, 0);
+    assert_eq!(run(Policy::AdaServe, f64::INFINITY, 0.030).0, 0);
+    // A 15 ms target spans fewer than 2 steps of ~10 ms: such a request must emit about every
+    // step, and it never sits out however far ahead it gets (1/3 token a step here)...
+    assert_eq!(run(Policy::AdaServe, MARGIN, 0.015).0, 0);
+    // ...unless the configuration lets any target sit out.
+    assert!(run_with(Policy::AdaServe, MARGIN, 0.015, 0.0).0 > 0);
+}
+
+#[test]
+fn nobody_sits_out_without_a_late_slo_request_and_best_effort_never_does() {
+    let mut s = Scheduler::new(config(64)).unwrap();
+    s.add_request(1, spec(8, 48, 0)).unwrap(); // best effort
+    s.add_request(2, RequestSpec { slo: Slo { tpot: Some(1.0), ttft: None }, ..spec(8, 48, 0) }).unwrap();
+    let plan = s.schedule(0.0, &[]).unwrap();
+    commit_all(&mut s, 0.0, &plan);
+    for step in 1..=5 {
+        let plan = s.schedule(f64::from(step) * 0.01, &[]).unwrap();
+        assert_eq!(plan.request_ids, vec![2, 1], "request 2 is far ahead, but nobody is behind");
+        assert!(plan.sat_out.is_empty());
+        commit_all(&mut s, f64::from(step) * 0.01, &plan);
+    }
+    // A late SLO request arrives: now request 2 sits out, best-effort request 1 still runs.
+    s.add_request(3, RequestSpec { slo: Slo { tpot: Some(0.001), ttft: None }, ..spec(8, 48, 0) }).unwrap();
+    let plan = s.schedule(0.06, &[]).unwrap();
+    commit_all(&mut s, 0.06, &plan); // request 3's prefill: its first token
+    let plan = s.schedule(0.07, &[]).unwrap();
+    assert_eq!(plan.sat_out, vec![2]);
+    assert_eq!(plan.request_ids, vec![3, 1]);
+    commit_all(&mut s, 0.07, &plan);
+    assert!(Scheduler::new(SchedulerConfig { sit_out_margin: -1.0, ..config(8) }).is_err());
+    assert!(Scheduler::new(SchedulerConfig { sit_out_margin: f64::NAN, ..config(8) }).is_err());
+    assert!(s.set_sit_out_margin(f64::NAN).is_err());
+    assert_eq!(s.config().sit_out_margin, MARGIN);
+    // Off unless configured.
+    assert_eq!(SchedulerConfig::default().sit_out_margin, DEFAULT_SIT_OUT_MARGIN);
+    assert!(DEFAULT_SIT_OUT_MARGIN.is_infinite());
 }

@@ -2,7 +2,10 @@
 //! decoding requests with 64-node draft trees, and one engine step over them.
 use std::hint::black_box;
 
-use suffixspec_scheduler::{Draft, Policy, RequestSpec, Scheduler, SchedulerConfig, Slo, StepCostModel};
+use suffixspec_scheduler::{
+    Draft, Policy, RequestSpec, Scheduler, SchedulerConfig, Slo, StepCostModel, DEFAULT_SIT_OUT_MARGIN,
+    DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
+};
 
 pub const REQUESTS: u64 = 256;
 pub const TREE: usize = 64;
@@ -36,6 +39,8 @@ pub fn decoding_scheduler(policy: Policy) -> Scheduler {
         policy,
         cost_model: StepCostModel::piecewise(&[(1, 0.012), (512, 0.015), (2048, 0.030), (8192, 0.100)])
             .unwrap(),
+        sit_out_margin: DEFAULT_SIT_OUT_MARGIN,
+        sit_out_min_target_steps: DEFAULT_SIT_OUT_MIN_TARGET_STEPS,
     };
     let mut s = Scheduler::new(config).unwrap();
     for id in 0..REQUESTS {
