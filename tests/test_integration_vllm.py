@@ -95,7 +95,7 @@ def test_requests_start_extend_and_stop_with_the_batch() -> None:
     # A new request drafts from a's cached response (its prompt [7] cannot have drafted this).
     drafts = proposer.propose(8, Batch({"c": ([7], [20, 21])}), [[20, 21]])
     # suffixspec's drafter after a 2-token match in the global tree: one occurrence, prior 3/8 growing
-    # by 40% per step, so the estimates 0.73, 0.48, 0.28 all exceed the node cost 0.25 and a's whole
+    # by 40% per step, so the estimates 0.73, 0.48, 0.28 all exceed the node cost 0.2525 and a's whole
     # rest is drafted.
     assert drafts == [[22, 23, 24]]
     assert set(cache.active_requests) == {"c"}

@@ -147,7 +147,7 @@ impl SuffixCache {
         let local = request.local.speculate_after(Some(LOCAL_SEQ), context, params)?;
         match &self.global {
             Some(global) => {
-                let shared = global.speculate_from(Some(req), true, context, params)?;
+                let shared = global.speculate_from(Some(req), true, Some(&request.local), context, params)?;
                 let better = match params.drafter {
                     Drafter::Arctic => shared.score > local.score,
                     Drafter::Suffixspec => {

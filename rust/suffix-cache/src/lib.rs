@@ -76,9 +76,11 @@ pub enum Drafter {
     /// a match of `m` tokens, `j` tokens below it, is estimated as
     /// `count(child) / (count(parent) + k * (1 + 0.4 j) / m)` (`k` = 1.5 in the prompt tree,
     /// 0.75 in the global tree), so continuations backed by few occurrences after short
-    /// matches fade fast and those backed by many, or following long matches, do not; (3) nodes
-    /// are drafted while their estimate exceeds a node cost of 0.25 accepted tokens (0.27 in
-    /// tree mode; up to `max_spec_tokens` nodes, never deeper than `max_depth`, frequencies at
+    /// matches fade fast and those backed by many, or following long matches, do not; at a
+    /// branching node the child holding the newest occurrence, and in the global tree the child
+    /// whose token last followed the previous token in the request's recent tokens, count
+    /// extra occurrences; (3) nodes are drafted while their estimate exceeds a node cost of
+    /// 0.2525 accepted tokens (0.2725 in tree mode; up to `max_spec_tokens` nodes, never deeper than `max_depth`, frequencies at
     /// least `min_token_prob`); `max_spec_factor` and `max_spec_offset` are not used. Probabilities are the estimates (non-increasing along
     /// paths, in (0, 1]); the draft with the highest gain (score minus node cost per node)
     /// over match lengths and the two trees wins, ties to the longer match and the local tree.

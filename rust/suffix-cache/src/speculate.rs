@@ -35,40 +35,44 @@ impl SuffixTree {
         context: &[TokenId],
         params: &SpecParams,
     ) -> Result<Draft, CacheError> {
-        self.speculate_from(own, false, context, params)
+        self.speculate_from(own, false, None, context, params)
     }
 
     /// [`Self::speculate_after`] in the cache's global tree of earlier responses (`shared`),
-    /// whose continuations [`crate::Drafter::Suffixspec`] trusts more than a prompt's.
+    /// whose continuations [`crate::Drafter::Suffixspec`] trusts more than a prompt's;
+    /// `recent` is the request's prompt tree, holding its recent tokens, where
+    /// [`crate::Drafter::Suffixspec`] reads what last followed the draft's previous token.
     pub(crate) fn speculate_from(
         &self,
         own: Option<u64>,
         shared: bool,
+        recent: Option<&SuffixTree>,
         context: &[TokenId],
         params: &SpecParams,
     ) -> Result<Draft, CacheError> {
         params.validate()?;
         check_tokens(context)?;
-        Ok(best_draft(self, context, params, own, shared))
+        Ok(best_draft(self, context, params, own, shared, recent))
     }
 }
 
 /// Best draft over all match lengths (see [`SpecParams`]); `context` is already validated.
 /// `own` is the tree's sequence that the context is the continuation of, if any (the
 /// request's own prompt + response) and `shared` whether the tree is the cache's global one:
-/// only [`Drafter::Suffixspec`] uses them.
+/// only [`Drafter::Suffixspec`] uses them, and `recent` (see [`SuffixTree::speculate_from`]).
 pub(crate) fn best_draft(
     tree: &SuffixTree,
     context: &[TokenId],
     params: &SpecParams,
     own: Option<u64>,
     shared: bool,
+    recent: Option<&SuffixTree>,
 ) -> Draft {
     let usable = context.len().min(tree.max_depth());
     let context = &context[context.len() - usable..];
     SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => draft_with(tree, context, params, own, shared, &mut scratch),
-        Err(_) => draft_with(tree, context, params, own, shared, &mut Scratch::default()),
+        Ok(mut scratch) => draft_with(tree, context, params, (own, shared, recent), &mut scratch),
+        Err(_) => draft_with(tree, context, params, (own, shared, recent), &mut Scratch::default()),
     })
 }
 
@@ -76,8 +80,7 @@ fn draft_with(
     tree: &SuffixTree,
     context: &[TokenId],
     params: &SpecParams,
-    own: Option<u64>,
-    shared: bool,
+    (own, shared, recent): (Option<u64>, bool, Option<&SuffixTree>),
     scratch: &mut Scratch,
 ) -> Draft {
     let Scratch { matched, scores } = scratch;
@@ -90,7 +93,9 @@ fn draft_with(
         (Drafter::Arctic, false) => best_path_draft(&mut suffixes, longest, params, scores),
         (Drafter::Suffixspec, tree_spec) => {
             let own_suffix = own.map_or(0, |seq| tree.common_suffix(seq, context));
-            crate::expected::best_draft(&mut suffixes, longest, params, own_suffix, tree_spec, shared)
+            let last = context.last().copied();
+            let source = crate::expected::Source { own_suffix, shared, recent, last };
+            crate::expected::best_draft(&mut suffixes, longest, params, source, tree_spec)
         }
     }
 }

@@ -80,6 +80,12 @@ impl SuffixTree {
         })
     }
 
+    /// Tokens appended so far: the time of the recency stamps (see `recency`).
+    #[inline]
+    pub(crate) fn clock(&self) -> u32 {
+        self.clock
+    }
+
     pub fn max_depth(&self) -> usize {
         self.max_depth as usize
     }
