@@ -148,10 +148,54 @@ fn context_child(
     }
 }
 
-/// Context bonus of a branching node with `count` occurrences (see the module docs).
-#[inline]
-fn context_bonus(count: u32) -> f64 {
-    CONTEXT_WEIGHT * f64::from(count)
+/// The bonuses at a branching node (see the module docs): which child gets the recency bonus
+/// (`newest`) and which the context bonus (`from_context`; NIL: none), and the occurrences
+/// each adds. One value for the path walk and the tree expansion, so both estimate alike.
+#[derive(Clone, Copy)]
+struct Bonuses {
+    newest: u32,
+    recency: f64,
+    from_context: u32,
+    context: f64,
+}
+
+impl Bonuses {
+    /// No bonus: inside an edge or below an only child.
+    const NONE: Self = Self { newest: NIL, recency: 0.0, from_context: NIL, context: 0.0 };
+
+    /// At branching `node` with `count` occurrences; `previous` is the token before it (for
+    /// the context bonus, read in `recent`).
+    #[inline]
+    fn at(
+        tree: &SuffixTree,
+        node: u32,
+        count: u32,
+        recent: Option<&SuffixTree>,
+        previous: Option<TokenId>,
+    ) -> Self {
+        let newest = newest_child(tree, node);
+        let from_context = context_child(tree, node, recent, previous);
+        Self {
+            newest,
+            recency: if newest == NIL { 0.0 } else { RECENCY_WEIGHT * f64::from(count) },
+            from_context,
+            context: if from_context == NIL { 0.0 } else { CONTEXT_WEIGHT * f64::from(count) },
+        }
+    }
+
+    /// `child`'s occurrences (`count`) with its bonuses.
+    #[inline]
+    fn child(&self, child: u32, count: u32) -> f64 {
+        f64::from(count)
+            + if child == self.newest { self.recency } else { 0.0 }
+            + if child == self.from_context { self.context } else { 0.0 }
+    }
+
+    /// The node's occurrences (`count`) with the bonuses its children got.
+    #[inline]
+    fn parent(&self, count: u32) -> f64 {
+        f64::from(count) + self.recency + self.context
+    }
 }
 
 /// Estimated probability of a step that `child` of the `parent` occurrences took, `below`
@@ -160,12 +204,6 @@ fn context_bonus(count: u32) -> f64 {
 #[inline]
 fn step_estimate(child: f64, parent: f64, doubt: f64, below: usize) -> f64 {
     child / (parent + doubt * (1.0 + DEPTH_DOUBT * below as f64))
-}
-
-/// Recency bonus of a branching node with `count` occurrences (see the module docs).
-#[inline]
-fn recency_bonus(count: u32) -> f64 {
-    RECENCY_WEIGHT * f64::from(count)
 }
 
 /// The child of `node` holding its most recent occurrence (NIL when it has none; the tree
@@ -200,17 +238,10 @@ fn path_step(
         let step = child_step(tree, best);
         return Some((step, f64::from(step.count), f64::from(count)));
     }
-    let newest = newest_child(tree, pos.node);
-    let from_context = context_child(tree, pos.node, recent, previous);
-    let recency = if newest == NIL { 0.0 } else { recency_bonus(count) };
-    let context = if from_context == NIL { 0.0 } else { context_bonus(count) };
-    let boosted = |child: u32| {
-        f64::from(tree.node(child).count)
-            + if child == newest { recency } else { 0.0 }
-            + if child == from_context { context } else { 0.0 }
-    };
+    let bonuses = Bonuses::at(tree, pos.node, count, recent, previous);
+    let boosted = |child: u32| bonuses.child(child, tree.node(child).count);
     let mut chosen = (best, boosted(best));
-    for child in [newest, from_context] {
+    for child in [bonuses.newest, bonuses.from_context] {
         if child == NIL || child == chosen.0 {
             continue;
         }
@@ -219,7 +250,7 @@ fn path_step(
             chosen = (child, score);
         }
     }
-    Some((child_step(tree, chosen.0), chosen.1, f64::from(count) + recency + context))
+    Some((child_step(tree, chosen.0), chosen.1, bonuses.parent(count)))
 }
 
 /// What a draft brings net of its verification cost (comparable across trees).
@@ -390,19 +421,16 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) ->
         }
         children.sort_unstable_by_key(|step| step.token);
         // At a branching node the newest child gets the recency bonus and the child the
-        // recent tokens point to the context bonus (see path_step).
-        let branching = children.len() > 1;
-        let newest = if branching { newest_child(tree, pos.node) } else { NIL };
-        let from_context =
-            if branching { context_child(tree, pos.node, source.recent, previous) } else { NIL };
-        let recency = if newest == NIL { 0.0 } else { recency_bonus(count) };
-        let context = if from_context == NIL { 0.0 } else { context_bonus(count) };
-        let parent_count = f64::from(count) + recency + context;
+        // recent tokens point to the context bonus, as in path_step.
+        let bonuses = if children.len() > 1 {
+            Bonuses::at(tree, pos.node, count, source.recent, previous)
+        } else {
+            Bonuses::NONE
+        };
+        let parent_count = bonuses.parent(count);
         for &step in &children {
             let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
-            let child = f64::from(step.count)
-                + if step.pos.node == newest { recency } else { 0.0 }
-                + if step.pos.node == from_context { context } else { 0.0 };
+            let child = bonuses.child(step.pos.node, step.count);
             let child_est = (est * step_estimate(child, parent_count, m.doubt, depth)).min(1.0);
             if child_freq >= min_prob && child_est > node_cost(true) {
                 let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
