@@ -22,6 +22,7 @@ pytest.importorskip("transformers")
 from suffixspec import AsyncEngine, Engine, RequestFailedError, RequestParams, SpecConfig, SuffixCache
 from suffixspec.proposer import SuffixProposer
 from test_engine import NEW, _check_exact, _prompts, _reference
+from test_engine_async import _collect
 from tiny_models import VOCAB, tiny_model
 
 CLASS = "LlamaForCausalLM"
@@ -299,6 +300,15 @@ def test_offline_generate_raises_the_failure_and_aborts_its_other_requests() -> 
     engine.scheduler.check_integrity()
 
 
+async def _tokens_or_failure(engine: AsyncEngine, rid: str, prompt: list[int]) -> list[int] | BaseException:
+    """A stream's tokens, or the :class:`RequestFailedError` it raised."""
+    try:
+        tokens, _ = await _collect(engine, rid, prompt)
+    except RequestFailedError as exc:
+        return exc
+    return tokens
+
+
 def test_async_the_failing_stream_raises_and_the_concurrent_ones_finish_exactly() -> None:
     prompts = _prompts(22, 4)
     inner = Engine(tiny_model(CLASS), num_blocks=64, max_running=4)
@@ -306,20 +316,13 @@ def test_async_the_failing_stream_raises_and_the_concurrent_ones_finish_exactly(
     inner.proposer = FaultyProposer(inner.cache, "extend", prompts[0], at=2)
     engine = AsyncEngine(inner)
 
-    async def collect(rid: str, prompt: list[int]) -> list[int] | BaseException:
-        tokens: list[int] = []
-        try:
-            async for out in engine.generate(rid, prompt, RequestParams(max_new_tokens=NEW)):
-                tokens.extend(out.new_token_ids)
-        except RequestFailedError as exc:
-            return exc
-        return tokens
-
     async def main() -> tuple[list, list, list[int] | BaseException]:
-        first = await asyncio.gather(*(collect(f"a{i}", p) for i, p in enumerate(prompts)))
+        first = await asyncio.gather(*(_tokens_or_failure(engine, f"a{i}", p) for i, p in enumerate(prompts)))
         inner.proposer = FaultyProposer(inner.cache, "propose", prompts[1], at=1)
-        second = await asyncio.gather(collect("b0", prompts[1]), collect("b1", prompts[2]))
-        return first, second, await collect("after", prompts[3])
+        second = await asyncio.gather(
+            _tokens_or_failure(engine, "b0", prompts[1]), _tokens_or_failure(engine, "b1", prompts[2])
+        )
+        return first, second, await _tokens_or_failure(engine, "after", prompts[3])
 
     first, second, last = asyncio.run(main())
     error = first[0]
@@ -352,17 +355,10 @@ def test_async_streams_of_a_failed_forward_raise_and_the_others_finish(
     engine = AsyncEngine(model, num_blocks=64, max_running=1)  # "late" waits while "early" fails
     _fail_forward(monkeypatch, model, call=2)
 
-    async def collect(rid: str, prompt: list[int]) -> list[int] | BaseException:
-        tokens: list[int] = []
-        try:
-            async for out in engine.generate(rid, prompt, RequestParams(max_new_tokens=NEW)):
-                tokens.extend(out.new_token_ids)
-        except RequestFailedError as exc:
-            return exc
-        return tokens
-
     async def main() -> list[list[int] | BaseException]:
-        return await asyncio.gather(collect("early", prompts[0]), collect("late", prompts[1]))
+        return await asyncio.gather(
+            _tokens_or_failure(engine, "early", prompts[0]), _tokens_or_failure(engine, "late", prompts[1])
+        )
 
     early, late = asyncio.run(main())
     assert isinstance(early, RequestFailedError) and early.stage == "forward pass"
