@@ -405,7 +405,7 @@ class Engine:
             self._fail(handles, "forward pass", exc)  # releases the scheduler's step
             return list(self.failed_outputs)
         marks = {h: self._by_handle[h].mark() for h in handles}
-        accepted, moves = self._verify(plan, handles, trees, logits)
+        accepted, moves = self._verify(plan, handles, trees, logits, marks)
         live = [h for h in handles if h in self._by_handle]  # the rows whose verification failed left
         try:
             if moves:
@@ -497,11 +497,17 @@ class Engine:
             logger.exception("refitting the step-cost model failed; the previous model stays")
 
     def _verify(
-        self, plan: Any, handles: list[int], trees: list[TokenTree], logits: torch.Tensor
+        self,
+        plan: Any,
+        handles: list[int],
+        trees: list[TokenTree],
+        logits: torch.Tensor,
+        marks: dict[int, tuple[int, float | None]],
     ) -> tuple[dict[int, int], list[tuple[int, int]]]:
         """Acceptance of every emitting row, one request at a time (a row that fails ends its
-        request only); returns the accepted node counts of the rows that did not fail and the
-        K/V moves (flat source slot, flat destination slot) that compact their accepted nodes."""
+        request only, set back to its ``marks`` entry: its state before the step); returns the
+        accepted node counts of the rows that did not fail and the K/V moves (flat source slot,
+        flat destination slot) that compact their accepted nodes."""
         accepted: dict[int, int] = {}
         moves: list[tuple[int, int]] = []
         offset = 0
@@ -513,7 +519,7 @@ class Engine:
                 accepted[handle] = 0
                 continue
             r, tree = self._by_handle[handle], trees[b]
-            mark = r.mark()
+            mark = marks[handle]
             stage = "verification"
             try:
                 nodes, row_moves = self._accept_row(plan, b, r, tree, logits, row_offset, now)
