@@ -47,9 +47,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from options import csv_items, fill_sizes  # noqa: E402
 from roofline import nominal, weight_read_s  # noqa: E402
+from workloads import DEFAULT_WORKLOADS  # noqa: E402
 
-DEFAULT_TRACES = ROOT.parent / "shared" / "workloads"
 LABEL = "trace-forced"
 
 #: Workload name -> trace file stem; any other name is taken as a stem itself.
@@ -108,17 +109,15 @@ SIZES = {
 }
 
 
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="a tiny random Llama on CPU with small limits")
     p.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     p.add_argument("--models", default="1b,8b", help=f"of {sorted(MODELS)} (ignored with --tiny)")
     p.add_argument("--workloads", default="agentic,sql,code,chat", help=f"names of {WORKLOADS} or file stems")
-    p.add_argument("--trace-dir", type=Path, default=DEFAULT_TRACES, help="directory of the *.jsonl traces")
+    p.add_argument(
+        "--trace-dir", type=Path, default=DEFAULT_WORKLOADS, help="directory of the *.jsonl traces"
+    )
     p.add_argument("--tokenizer", type=Path, help="default: TRACE_DIR/tokenizers/llama3/tokenizer.json")
     p.add_argument("--batch", default=None, help="batch sizes (default 1,16; --tiny 1,2)")
     p.add_argument("--limit", type=int, default=None, help="measured requests per workload (16; --tiny 4)")
@@ -146,16 +145,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the report as JSON here")
     args = p.parse_args(argv)
-    for name, (real, tiny) in SIZES.items():
-        if getattr(args, name) is None:
-            setattr(args, name, tiny if args.tiny else real)
-    args.batch = [int(b) for b in _csv(str(args.batch))]
-    args.attention = _csv(args.attention)
-    args.baselines = _csv(args.baselines)
+    fill_sizes(args, SIZES, small=args.tiny)
+    args.batch = [int(b) for b in csv_items(str(args.batch))]
+    args.attention = csv_items(args.attention)
+    args.baselines = csv_items(args.baselines)
     if not args.baselines or set(args.baselines) - set(BASELINES):
         p.error(f"--baselines: choose from {BASELINES}")
-    args.models = ["tiny"] if args.tiny else _csv(args.models)
-    args.workloads = _csv(args.workloads)
+    args.models = ["tiny"] if args.tiny else csv_items(args.models)
+    args.workloads = csv_items(args.workloads)
     unknown = [m for m in args.models if m != "tiny" and m not in MODELS]
     if unknown:
         p.error(f"unknown models {unknown}; choose from {sorted(MODELS)}")

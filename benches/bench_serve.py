@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from options import csv_items, fill_sizes
 from workloads import DEFAULT_WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,10 +82,6 @@ SIZES = {
     "max_new_tokens": (96, 24),
     "loads": ("1,2,4", "2,8"),
 }
-
-
-def _csv(text: str) -> list[str]:
-    return [part.strip() for part in str(text).split(",") if part.strip()]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -156,11 +153,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="directory for the JSON and plots",
     )
     args = p.parse_args(argv)
-    for name, (full, quick) in SIZES.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
-    args.models, args.workloads, args.policies = _csv(args.models), _csv(args.workloads), _csv(args.policies)
-    args.multiples = [float(m) for m in _csv(args.slo_multiples)]
+    fill_sizes(args, SIZES, small=args.quick)
+    args.models, args.workloads, args.policies = (
+        csv_items(args.models),
+        csv_items(args.workloads),
+        csv_items(args.policies),
+    )
+    args.multiples = [float(m) for m in csv_items(args.slo_multiples)]
     unknown = [x for x in args.policies if x not in SELECTABLE]
     if unknown:
         p.error(f"unknown policies {unknown}; choose from {SELECTABLE}")
@@ -169,7 +168,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.requests, args.burst_size, args.draft_tokens, args.prefill_chunk) < 1 or args.warm < 0:
         p.error("--requests, --burst-size, --draft-tokens and --prefill-chunk must be >= 1, --warm >= 0")
     try:
-        args.rate_values = [float(r) for r in _csv(args.rates or args.loads)]
+        args.rate_values = [float(r) for r in csv_items(args.rates or args.loads)]
     except ValueError:
         p.error("--loads and --rates are comma-separated numbers")
     if not args.rate_values or min(args.rate_values) <= 0:
@@ -180,7 +179,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--sit-out-margin must be >= 0 steps (inf: no sit-outs)")
     if args.cost_points:
         try:
-            args.cost_points = [(int(n), float(t)) for n, t in (x.split(":") for x in _csv(args.cost_points))]
+            args.cost_points = [
+                (int(n), float(t)) for n, t in (x.split(":") for x in csv_items(args.cost_points))
+            ]
         except ValueError:
             p.error("--cost-points is TOKENS:SECONDS,...")
         if args.clock == "wall":
