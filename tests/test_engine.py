@@ -137,9 +137,9 @@ class BranchingProposer(PromptKeyedProposer):
     """Trees whose first branch is wrong and whose right path continues under a second child,
     so accepted nodes are never a chain prefix and their K/V must be compacted."""
 
-    def __init__(self, class_name: str, prompts: list[list[int]], new: int) -> None:
+    def __init__(self, refs: dict[tuple[int, ...], list[int]]) -> None:
         super().__init__()
-        self.refs = {tuple(p): _reference(class_name, tuple(p), new) for p in prompts}
+        self.refs = refs  # each prompt's plain greedy continuation
 
     def propose(self, req_ids, contexts, budgets, max_depths):
         trees = []
@@ -157,7 +157,7 @@ class BranchingProposer(PromptKeyedProposer):
 @pytest.mark.parametrize("class_name", ARCHITECTURES)
 def test_branching_drafts_are_compacted_exactly(class_name: str) -> None:
     prompts = _prompts(5, 6, lo=5, hi=30)
-    proposer = BranchingProposer(class_name, prompts, NEW)
+    proposer = BranchingProposer({tuple(p): _reference(class_name, tuple(p), NEW) for p in prompts})
     engine = Engine(
         tiny_model(class_name),
         proposer=proposer,
@@ -309,7 +309,7 @@ def _run(engine: Engine) -> list:
 
 def test_unverified_architectures_are_refused() -> None:
     with pytest.raises(IncompatibleModelError, match="paged"):
-        Engine(tiny_model("GPT2LMHeadModel"))
+        Engine(tiny_model("GPTJForCausalLM"))
     with pytest.raises(IncompatibleModelError):
         Engine(torch.nn.Linear(2, 2))
 

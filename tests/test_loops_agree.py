@@ -21,8 +21,15 @@ pytest.importorskip("transformers")
 
 import suffixspec
 from suffixspec import Engine, RequestParams
-from suffixspec.engine.engine import PAGED_ARCHITECTURES
-from tiny_models import VOCAB, PromptKeyedProposer, plain_greedy_tokens, random_prompts, tiny_model
+from suffixspec.engine.architectures import PAGED_ARCHITECTURES
+from tiny_models import (
+    SERVED_CONFIGS,
+    VOCAB,
+    PromptKeyedProposer,
+    plain_greedy_tokens,
+    random_prompts,
+    tiny_model,
+)
 
 NEW = 20
 
@@ -57,8 +64,7 @@ class ContextProposer(PromptKeyedProposer):
 
 @pytest.mark.parametrize("class_name", sorted(PAGED_ARCHITECTURES))
 def test_generate_and_engine_accept_the_same_drafts(class_name: str) -> None:
-    # Paged attention serves full attention only: Mistral's window is switched off.
-    model = tiny_model(class_name, **({"sliding_window": None} if class_name == "MistralForCausalLM" else {}))
+    model = tiny_model(class_name, **SERVED_CONFIGS.get(class_name, {}))
     prompts = random_prompts([7, 19, 12], seed=3)
     with torch.no_grad():
         references = {tuple(p): plain_greedy_tokens(model, p, NEW) for p in prompts}

@@ -59,6 +59,11 @@ _FIXUPS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Config overrides a class needs to be served exactly by both loops: Gemma 2 soft-caps its
+#: attention logits, which only transformers' eager attention implements.
+SERVED_CONFIGS: dict[str, dict[str, Any]] = {"Gemma2ForCausalLM": {"attn_implementation": "eager"}}
+
+
 def causal_lm_classes() -> dict[str, str]:
     """Every causal-LM class name of the installed transformers -> its model type."""
     return {cls: model_type for model_type, cls in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.items()}

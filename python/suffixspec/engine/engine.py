@@ -24,6 +24,12 @@ import torch
 from suffixspec._native import Scheduler, TokenTree
 from suffixspec.cache import SuffixCache
 from suffixspec.config import SpecConfig
+from suffixspec.engine.architectures import (
+    PAGED_ARCHITECTURES,
+    attention_backend,
+    check_layers_ran,
+    check_model,
+)
 from suffixspec.engine.paged_attention import PAGED_KWARG, PagedBatch, paged_attention_active
 from suffixspec.engine.paged_cache import PagedKVCache, step_meta
 from suffixspec.engine.params import RequestOutput, RequestParams
@@ -31,14 +37,12 @@ from suffixspec.engine.request import EngineRequest
 from suffixspec.engine.step_cost import MeasuredStepCost
 from suffixspec.errors import (
     DuplicateRequestError,
-    IncompatibleModelError,
     InvalidParameterError,
     InvalidTokenError,
     RequestFailedError,
     UnknownRequestError,
 )
-from suffixspec.generation.attention import AttentionBackend
-from suffixspec.generation.compat import inspect_model, prepare_generation_config
+from suffixspec.generation.compat import prepare_generation_config
 from suffixspec.generation.logits import TargetScorer, build_processors
 from suffixspec.generation.loop import AcceptancePolicy
 from suffixspec.generation.verify import accept_greedy, accept_sampling
@@ -47,34 +51,6 @@ from suffixspec.proposer import Proposer, SuffixProposer, proposed_trees, verifi
 __all__ = ["PAGED_ARCHITECTURES", "Engine"]
 
 logger = logging.getLogger(__name__)
-
-#: Classes verified lossless through the paged path (tests/test_engine.py); every other class is
-#: refused. A class must also be served by ``suffixspec.generation.support``.
-PAGED_ARCHITECTURES = frozenset(
-    {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"}
-)
-
-
-def _check_model(model: Any) -> Any:
-    info = inspect_model(model)  # the generation loop's checks and architecture allow-list
-    name = type(model).__name__
-    if name not in PAGED_ARCHITECTURES:
-        raise IncompatibleModelError(
-            f"{name} has not been verified lossless under the engine's paged attention "
-            f"(served: {', '.join(sorted(PAGED_ARCHITECTURES))})"
-        )
-    if info.sliding_window is not None:
-        raise IncompatibleModelError(
-            f"{name} uses sliding-window layers, which paged attention does not implement"
-        )
-    return info
-
-
-def _attention_backend(model: Any, mode: str) -> str:
-    """The paged backend of ``attention=mode``: the same resolution as ``suffixspec.generate``
-    (``generation.attention``); where that leaves the model's own attention ("auto" without a
-    usable kernel), the engine runs the torch reference of the paged contract."""
-    return "cuda" if AttentionBackend(model, mode).backend == "cuda" else "torch"
 
 
 def _eos_ids(model: Any) -> tuple[int, ...]:
@@ -96,7 +72,8 @@ class Engine:
     """Serves many requests at once with lossless speculative decoding.
 
     Args:
-        model: a transformers causal LM of :data:`PAGED_ARCHITECTURES` (sdpa or eager attention).
+        model: a transformers causal LM of :data:`PAGED_ARCHITECTURES` (sdpa or eager attention;
+            ``engine/architectures.py`` says which configurations are refused and why).
         tokenizer: turns text prompts into ids and outputs into text (optional).
         spec: drafting settings (the same :class:`SpecConfig` as ``suffixspec.generate``).
         cache: the suffix cache to draft from and to feed finished responses into (default: a
@@ -153,9 +130,9 @@ class Engine:
         attention: str = "auto",
     ):
         self.clock = clock
-        self.info = _check_model(model)
+        self.info = check_model(model)
         #: ``"cuda"`` or ``"torch"``: which implementation of the paged contract every step runs.
-        self.attention_backend = _attention_backend(model, attention)
+        self.attention_backend = attention_backend(model, attention)
         spec = SpecConfig() if spec is None else spec
         if not isinstance(spec, SpecConfig):
             raise InvalidParameterError(f"spec must be a SpecConfig, got {type(spec).__name__}")
@@ -477,13 +454,15 @@ class Engine:
             self.scheduler.block_size,
             device,
         )
+        batch = PagedBatch(self.kv, meta, self.attention_backend)
         with paged_attention_active(self.model), torch.no_grad():
             out = self.model(
                 input_ids=torch.tensor([ids], dtype=torch.long, device=device),
                 position_ids=torch.tensor([positions], dtype=torch.long, device=device),
                 use_cache=False,
-                **{PAGED_KWARG: PagedBatch(self.kv, meta, self.attention_backend)},
+                **{PAGED_KWARG: batch},
             )
+        check_layers_ran(self.model, batch.layers_run, self.kv.num_layers)
         return out.logits[0], trees, len(ids)
 
     def _refit_step_cost(self, num_tokens: int, seconds: float) -> None:

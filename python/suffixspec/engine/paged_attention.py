@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,7 +27,14 @@ from suffixspec.errors import IncompatibleModelError, InvalidParameterError
 from suffixspec.kernels import cuda_backend, paged
 from suffixspec.kernels.integration import register_deferring
 
-__all__ = ["BACKENDS", "PAGED_KWARG", "PagedBatch", "paged_attention", "paged_attention_active"]
+__all__ = [
+    "BACKENDS",
+    "PAGED_KWARG",
+    "TORCH_ONLY_OPTIONS",
+    "PagedBatch",
+    "paged_attention",
+    "paged_attention_active",
+]
 
 #: The implementations of the paged contract: the CUDA kernel's paged mode, its torch reference.
 BACKENDS = ("cuda", "torch")
@@ -35,13 +42,24 @@ BACKENDS = ("cuda", "torch")
 PAGED_KWARG = "suffixspec_paged"
 
 
+#: Layer options of transformers' attention calls that the torch backend implements (sliding
+#: windows, Gemma 2's logit soft-capping) and the CUDA kernel's paged mode does not.
+TORCH_ONLY_OPTIONS = ("sliding_window", "softcap")
+
+
 @dataclass(frozen=True)
 class PagedBatch:
-    """The forward kwarg of one engine step: the cache to read and write, and the step's layout."""
+    """The forward kwarg of one engine step: the cache to read and write, and the step's layout.
+
+    ``layers_run`` collects the layers whose attention ran here during the call: a model whose
+    decoder drops the kwarg on its way to the attention function (or computes attention without
+    transformers' ``AttentionInterface``) would otherwise run its own attention over nothing but
+    the step's tokens and answer wrongly without a sign; the engine checks every layer ran."""
 
     cache: PagedKVCache
     meta: StepMeta
     backend: str = "torch"  # one of BACKENDS (the engine resolves its ``attention=`` choice once)
+    layers_run: set[int] = field(default_factory=set, compare=False)
 
 
 def paged_attention(
@@ -53,11 +71,20 @@ def paged_attention(
     value: torch.Tensor,
     scaling: float | None,
     backend: str = "torch",
+    *,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """One layer of one step. ``query [1, Hq, N, D]``, ``key/value [1, Hkv, N, D]`` are the step's
-    flat tokens (transformers' layout); returns ``[1, N, Hq, D]``."""
+    flat tokens (transformers' layout); returns ``[1, N, Hq, D]``. ``sliding_window`` and
+    ``softcap`` are the layer's options as transformers passes them (torch backend only)."""
     if backend not in BACKENDS:
         raise InvalidParameterError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "cuda" and (sliding_window is not None or softcap is not None):
+        raise IncompatibleModelError(
+            "the CUDA kernel's paged mode implements neither sliding windows nor logit soft-capping; "
+            "serve this model with attention='torch'"
+        )
     cache.write(layer, meta.slot_mapping, key[0].transpose(0, 1), value[0].transpose(0, 1))
     key_cache, value_cache = cache.key_cache[layer], cache.value_cache[layer]
     _, hq, num_tokens, dim = query.shape
@@ -73,7 +100,9 @@ def paged_attention(
                 q, view, group.plan, scaling, max_context=group.max_context
             )
         else:
-            result = paged.tree_attention(q, view, group.plan, scaling)
+            result = paged.tree_attention(
+                q, view, group.plan, scaling, window=sliding_window, softcap=softcap
+            )
         out.index_copy_(0, group.token_index, result.reshape(-1, hq, dim).to(out.dtype))
     return out[None]
 
@@ -85,14 +114,19 @@ def _run(
     value: torch.Tensor,
     batch: PagedBatch,
     scaling: float | None,
+    **options: Any,
 ) -> torch.Tensor:
     layer = getattr(module, "layer_idx", None)
     if layer is None:
         raise IncompatibleModelError(f"{type(module).__name__} has no layer_idx; paged attention needs it")
-    return paged_attention(batch.cache, batch.meta, int(layer), query, key, value, scaling, batch.backend)
+    out = paged_attention(
+        batch.cache, batch.meta, int(layer), query, key, value, scaling, batch.backend, **options
+    )
+    batch.layers_run.add(int(layer))
+    return out
 
 
-_register = register_deferring("suffixspec_paged", PAGED_KWARG, "paged attention", _run)
+_register = register_deferring("suffixspec_paged", PAGED_KWARG, "paged attention", _run, TORCH_ONLY_OPTIONS)
 
 
 @contextlib.contextmanager

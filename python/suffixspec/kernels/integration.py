@@ -35,11 +35,14 @@ _SUPPORTED_ORIGINALS = ("sdpa", "eager")
 _UNSUPPORTED_KWARGS = ("sliding_window", "softcap", "s_aux")
 
 
-def refuse_unsupported_options(kwargs: dict[str, Any], module: torch.nn.Module, implementation: str) -> None:
+def refuse_unsupported_options(
+    kwargs: dict[str, Any], module: torch.nn.Module, implementation: str, implemented: tuple[str, ...] = ()
+) -> None:
     """Raises :class:`IncompatibleModelError` if a layer asks for an attention option that
-    suffixspec's tree attention does not implement (rather than ignoring it silently)."""
+    suffixspec's tree attention does not implement (rather than ignoring it silently);
+    ``implemented`` names those of them the caller's attention does implement."""
     for name in _UNSUPPORTED_KWARGS:
-        if kwargs.get(name) is not None:
+        if name not in implemented and kwargs.get(name) is not None:
             raise IncompatibleModelError(
                 f"{implementation} does not implement {name!r} (used by {type(module).__name__})"
             )
@@ -161,18 +164,21 @@ def _register(backend: str, original: str) -> str:
 
 
 def register_deferring(
-    prefix: str, kwarg: str, label: str, run: Callable[..., torch.Tensor]
+    prefix: str, kwarg: str, label: str, run: Callable[..., torch.Tensor], options: tuple[str, ...] = ()
 ) -> Callable[[str], str]:
     """The ``register(original) -> name`` that ``compat.attention_switched`` takes, for an
-    attention that runs ``run(module, query, key, value, payload, scaling)`` on calls carrying
-    ``kwarg`` (its value is ``payload``) and defers every other call to the model's own
-    ``original`` implementation unchanged. Tree attention and the engine's paged attention
-    both switch models this way."""
+    attention that runs ``run(module, query, key, value, payload, scaling, **opts)`` on calls
+    carrying ``kwarg`` (its value is ``payload``) and defers every other call to the model's own
+    ``original`` implementation unchanged. ``options``: the layer options of
+    ``_UNSUPPORTED_KWARGS`` that ``run`` implements, passed to it by name when a layer sets
+    them (the others are refused). Tree attention and the engine's paged attention both switch
+    models this way."""
     from suffixspec.generation.compat import register_attention
 
     def register(original: str) -> str:
         name = f"{prefix}_{original}"
-        register_attention(name, _deferring_attention(original, kwarg, label, run), mask_like=original)
+        attention = _deferring_attention(original, kwarg, label, run, options)
+        register_attention(name, attention, mask_like=original)
         return name
 
     return register
@@ -194,7 +200,7 @@ def _original_attention(original: str, module: torch.nn.Module) -> Callable[...,
 
 
 def _deferring_attention(
-    original: str, kwarg: str, label: str, run: Callable[..., torch.Tensor]
+    original: str, kwarg: str, label: str, run: Callable[..., torch.Tensor], options: tuple[str, ...] = ()
 ) -> Callable[..., Any]:
     def attention(
         module: torch.nn.Module,
@@ -211,8 +217,9 @@ def _deferring_attention(
             return _original_attention(original, module)(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
             )
-        refuse_unsupported_options(kwargs, module, label)
-        return run(module, query, key, value, payload, scaling), None
+        refuse_unsupported_options(kwargs, module, label, options)
+        opts = {name: kwargs[name] for name in options if kwargs.get(name) is not None}
+        return run(module, query, key, value, payload, scaling, **opts), None
 
     attention.__name__ = f"suffixspec_{label.replace(' ', '_')}"
     return attention

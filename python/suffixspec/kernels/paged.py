@@ -174,13 +174,52 @@ def _step_layout(tree_plan: TreeAttentionPlan, cache: PagedKV, n: int) -> tuple[
     return index, visible
 
 
+def _windowed(
+    visible: torch.Tensor, tree_plan: TreeAttentionPlan, cache: PagedKV, window: int
+) -> torch.Tensor:
+    """``visible`` limited to a sliding window of ``window`` positions, as transformers'
+    sliding-window layers see: a key at position ``k`` is visible to a query at ``q`` only if
+    ``k > q - window``. In the paged layout slot ``p`` of a request's context *is* its position
+    ``p`` (accepted tree nodes are compacted into consecutive slots), and a new token's position
+    is its request's context length plus the new tokens it sees, minus one (a chunk token sees
+    its chunk so far, a tree node the whole chunk, its ancestors and itself). Kept in the plan
+    next to the unwindowed mask, per window (the layers of a step share it)."""
+    slot = ("paged_window", window)
+    hit = tree_plan._cache.get(slot)
+    if hit is not None and hit[0] is visible:
+        return hit[1]
+    n = tree_plan.tree_mask.shape[-1]
+    t_prefix = visible.shape[-1] - n
+    lens = cache.context_lens.long()[:, None]  # [B, 1]
+    new_pos = lens + tree_plan.tree_mask.sum(-1) - 1  # [B, n]
+    prefix_pos = torch.arange(t_prefix, device=visible.device)[None, :] - (t_prefix - lens)  # [B, T]
+    key_pos = torch.cat([prefix_pos, new_pos], dim=-1)  # [B, T + n]
+    inside = key_pos[:, None, :] > new_pos[:, :, None] - window
+    windowed = visible & inside
+    tree_plan._cache[slot] = (visible, windowed)
+    return windowed
+
+
 def tree_attention(
-    q: torch.Tensor, cache: PagedKV, tree_plan: TreeAttentionPlan, scale: float | None = None
+    q: torch.Tensor,
+    cache: PagedKV,
+    tree_plan: TreeAttentionPlan,
+    scale: float | None = None,
+    *,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Reference tree attention over the paged layout: ``q [B, Hq, n, D]`` -> ``[B, n, Hq, D]``
     (gathers the pages into the contiguous layout, then :func:`reference.tree_attention`). The
     gather and mask are derived once per plan and reused by later calls with the same block
-    tables and context lengths (the other layers of a step)."""
+    tables and context lengths (the other layers of a step).
+
+    ``window`` (a sliding-window layer's ``sliding_window``: keys more than ``window - 1``
+    positions before the query are hidden) and ``softcap`` (logit soft-capping) implement the
+    two attention options of served architectures that plain causal attention lacks; the CUDA
+    kernel's paged mode implements neither."""
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise InvalidParameterError(f"window must be a positive int, got {window!r}")
     if not isinstance(cache, PagedKV):
         raise DTypeError(f"cache must be a PagedKV, got {type(cache).__name__}")
     if not isinstance(q, torch.Tensor) or q.ndim != 4:
@@ -191,9 +230,11 @@ def tree_attention(
     tree_plan = tree_plan.to(q.device)
     tree_plan.check_kv(q.shape[0], q.shape[2], q.shape[2])
     index, visible = _step_layout(tree_plan, cache, q.shape[2])
+    if window is not None:
+        visible = _windowed(visible, tree_plan, cache, window)
     k = index.apply(cache.key_cache, zero_padding=False)  # the mask hides the padding
     v = index.apply(cache.value_cache, zero_padding=False)
-    return reference.tree_attention(q, k, v, visible, scale)
+    return reference.tree_attention(q, k, v, visible, scale, softcap)
 
 
 def random_paged_kv(

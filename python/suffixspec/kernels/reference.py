@@ -40,6 +40,7 @@ def tree_attention(
     v: torch.Tensor,
     mask: TreeAttentionPlan | torch.Tensor,
     scale: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Tree attention of ``n`` tree-node queries over the prefix KV plus the tree block.
 
@@ -50,6 +51,8 @@ def tree_attention(
         mask: a :class:`TreeAttentionPlan`; or a bool tensor, either ``[B, n, n]`` (tree mask,
             whole prefix visible) or ``[B, n, T]`` (the full visibility of every KV position).
         scale: score scale (default ``D ** -0.5``).
+        softcap: logit soft-capping (Gemma 2): scores become ``softcap * tanh(scores / softcap)``
+            after scaling and before masking, as transformers' eager attention does.
 
     Returns:
         ``[B, n, Hq, D]`` in ``q``'s dtype (transformers' attention-output layout). A query that
@@ -62,6 +65,10 @@ def tree_attention(
 
     qf = q.to(torch.float32).reshape(batch, hkv, group * n, dim)
     scores = torch.matmul(qf, k.to(torch.float32).transpose(-1, -2)) * scale
+    if softcap is not None:
+        if not softcap > 0:
+            raise InvalidParameterError(f"softcap must be > 0, got {softcap}")
+        scores = torch.tanh(scores / softcap) * softcap
     scores = scores.view(batch, hkv, group, n, kv_len)
     visible = visible[:, None, None]  # [B, 1, 1, n, T]
     scores = scores.masked_fill(~visible, float("-inf"))
