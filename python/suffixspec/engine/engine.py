@@ -425,7 +425,7 @@ class Engine:
                 plan = self.scheduler.schedule(self.clock(), drafts)
         except Exception as exc:
             self._fail(list(self._by_handle), "scheduling", exc)
-            return list(self.failed_outputs)
+            return self._step_end([], self.clock())
         for handle in plan.preempted:
             self._by_handle[handle].stats.preemptions += 1
         for handle in plan.sat_out:  # running, K/V kept: nothing to feed, verify or commit
@@ -434,9 +434,7 @@ class Engine:
         if not handles:
             with self._phase("schedule"):
                 self.scheduler.commit(self.clock(), [], [])
-            with self._phase("output"):
-                expired = self._expire(self.clock())
-            return [*self.failed_outputs, *expired]
+            return self._step_end([], self.clock())
         # A step that verifies for some row is a verification step, else a prefill step (as
         # generate's prefill pass); chunks of other prompts may share a verification step.
         verifies = not set(decode_ready).isdisjoint(handles)
@@ -447,7 +445,7 @@ class Engine:
             )
         except Exception as exc:  # nothing of the step was committed: ending its requests
             self._fail(handles, "forward pass", exc)  # releases the scheduler's step
-            return list(self.failed_outputs)
+            return self._step_end([], self.clock())
         marks = {h: self._by_handle[h].mark() for h in handles}
         with self._phase("verify"):
             accepted, moves = self._verify(plan, handles, trees, logits, marks)
@@ -471,7 +469,7 @@ class Engine:
             for h in live:
                 self._by_handle[h].undo_emit(marks[h])
             self._fail(live, "step commit", exc)
-            return list(self.failed_outputs)
+            return self._step_end([], self.clock())
         self._refit_step_cost(num_tokens, time.perf_counter() - started)
         stats = self.step_stats
         if verifies:
@@ -481,6 +479,13 @@ class Engine:
         stats.new_tokens += sum(len(self._by_handle[h].tokens) - marks[h][0] for h in live)
         with self._phase("output"):
             outputs = self._outputs(plan, handles, now)
+        return self._step_end(outputs, now)
+
+    def _step_end(self, outputs: list[RequestOutput], now: float) -> list[RequestOutput]:
+        """What a step returns: the outputs of the requests that failed in it, then ``outputs``,
+        then those of the requests whose deadline had passed by ``now`` (checked at every step's
+        end, a failed one's too)."""
+        with self._phase("output"):
             outputs.extend(self._expire(now))
         return [*self.failed_outputs, *outputs]
 
