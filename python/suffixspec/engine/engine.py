@@ -15,7 +15,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 
 from suffixspec._native import Scheduler, TokenTree
 from suffixspec.cache import SuffixCache
-from suffixspec.config import SpecConfig
+from suffixspec.config import SpecConfig, check_real
 from suffixspec.engine.architectures import (
     PAGED_ARCHITECTURES,
     attention_backend,
@@ -45,6 +46,8 @@ from suffixspec.errors import (
 from suffixspec.generation.compat import prepare_generation_config
 from suffixspec.generation.logits import TargetScorer, build_processors
 from suffixspec.generation.loop import AcceptancePolicy
+from suffixspec.generation.stats import BatchStats
+from suffixspec.generation.streaming import StreamSink
 from suffixspec.generation.verify import accept_greedy, accept_sampling
 from suffixspec.proposer import Proposer, SuffixProposer, proposed_trees, verifiable_tree
 
@@ -171,6 +174,10 @@ class Engine:
         #: Without ``cost_points`` the engine measures its own steps and refits the scheduler's
         #: step-cost model from them (``engine/step_cost.py``); supplied points stay fixed.
         self.step_cost = MeasuredStepCost() if cost_points is None else None
+        #: Figures of every step since the engine was built, in ``suffixspec.generate``'s type:
+        #: wall seconds per phase (``phases``; names in ``docs/decoding_loops.md``), forward
+        #: passes, emitted tokens. Assign a fresh ``BatchStats()`` to measure a span of steps.
+        self.step_stats = BatchStats()
 
     # -- requests -----------------------------------------------------------------------------
     def _prompt_ids(self, prompt: Any) -> list[int]:
@@ -241,6 +248,8 @@ class Engine:
         )
         request = EngineRequest(request_id, handle, ids, params, scorer, stops, generator, tokens=list(ids))
         request.stats.arrival_time = now
+        if params.max_time is not None:
+            request.deadline = now + params.max_time
         self._requests[request_id] = request
         self._by_handle[handle] = request
         try:
@@ -309,12 +318,18 @@ class Engine:
         del self._by_handle[request.handle]
 
     # -- one step -----------------------------------------------------------------------------
-    def _drafts(self) -> dict[int, TokenTree]:
-        if self.scheduler.policy == "none":
+    def _drafts(self, decode_ready: list[int]) -> dict[int, TokenTree]:
+        if self.scheduler.policy == "none" or not decode_ready:
             return {}
-        ready = [self._by_handle[h] for h in self.scheduler.decode_ready()]
-        if not ready:
-            return {}
+        start = time.perf_counter()
+        drafts = self._propose([self._by_handle[h] for h in decode_ready])
+        elapsed = time.perf_counter() - start
+        self.step_stats.add_phase("propose", elapsed)
+        self.step_stats.propose_time_s += elapsed
+        return drafts
+
+    def _propose(self, ready: list[EngineRequest]) -> dict[int, TokenTree]:
+        """One draft tree per decoding request (a failure ends the requests it concerns)."""
         depths = [r.remaining - 1 for r in ready]
         budgets = [self.spec.node_budget if d > 0 else 0 for d in depths]
         contexts = [np.asarray(r.tokens, dtype=np.int32) for r in ready]
@@ -359,46 +374,101 @@ class Engine:
           scheduler holds (any could have been in its plan). A failed refit of the measured
           step-cost model only logs, keeping the previous model.
 
-        ``add_request`` reports a failed ``proposer.start`` by raising (nothing changes)."""
+        ``add_request`` reports a failed ``proposer.start`` by raising (nothing changes).
+
+        **Deadlines.** At the end of the step, every request still unfinished whose deadline has
+        passed (``RequestParams.max_time``, ``generate(max_time=)``) ends with ``"time"``."""
         self.failed_outputs = []
         started = time.perf_counter()  # the step's real cost, whatever clock the engine plans with
-        drafts = self._drafts()
         try:
-            plan = self.scheduler.schedule(self.clock(), drafts)
+            return self._run_step(started)
+        finally:
+            self.step_stats.total_time_s += time.perf_counter() - started
+
+    @contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Adds the wall time of the block to ``step_stats.phases[name]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.step_stats.add_phase(name, time.perf_counter() - t0)
+
+    def _run_step(self, started: float) -> list[RequestOutput]:
+        decode_ready = self.scheduler.decode_ready()  # rows of these verify; the others prefill
+        drafts = self._drafts(decode_ready)
+        try:
+            with self._phase("schedule"):
+                plan = self.scheduler.schedule(self.clock(), drafts)
         except Exception as exc:
             self._fail(list(self._by_handle), "scheduling", exc)
-            return list(self.failed_outputs)
+            return self._step_end([], self.clock())
         for handle in plan.preempted:
             self._by_handle[handle].stats.preemptions += 1
         for handle in plan.sat_out:  # running, K/V kept: nothing to feed, verify or commit
             self._by_handle[handle].stats.sit_outs += 1
         handles = plan.request_ids.tolist()
         if not handles:
-            self.scheduler.commit(self.clock(), [], [])
-            return list(self.failed_outputs)
+            with self._phase("schedule"):
+                self.scheduler.commit(self.clock(), [], [])
+            return self._step_end([], self.clock())
+        # A step that verifies for some row is a verification step, else a prefill step (as
+        # generate's prefill pass); chunks of other prompts may share a verification step.
+        verifies = not set(decode_ready).isdisjoint(handles)
+        model_start = time.perf_counter()
         try:
-            logits, trees, num_tokens = self._forward(plan, handles, drafts)
+            logits, trees, num_tokens = self._forward(
+                plan, handles, drafts, "forward" if verifies else "prefill_forward"
+            )
         except Exception as exc:  # nothing of the step was committed: ending its requests
             self._fail(handles, "forward pass", exc)  # releases the scheduler's step
-            return list(self.failed_outputs)
+            return self._step_end([], self.clock())
         marks = {h: self._by_handle[h].mark() for h in handles}
-        accepted, moves = self._verify(plan, handles, trees, logits, marks)
+        with self._phase("verify"):
+            accepted, moves = self._verify(plan, handles, trees, logits, marks)
+        model_side = time.perf_counter() - model_start  # inputs, forward, acceptance
         live = [h for h in handles if h in self._by_handle]  # the rows whose verification failed left
         try:
             if moves:
+                compact_start = time.perf_counter()
                 device = self.info.device
                 src, dst = (
                     torch.tensor(x, dtype=torch.long, device=device) for x in zip(*moves, strict=True)
                 )
                 self.kv.move(src, dst)
+                compacted = time.perf_counter() - compact_start
+                self.step_stats.add_phase("compact", compacted)
+                model_side += compacted
             now = self.clock()
-            self.scheduler.commit(now, live, [accepted[h] for h in live])
+            with self._phase("schedule"):
+                self.scheduler.commit(now, live, [accepted[h] for h in live])
         except Exception as exc:
             for h in live:
                 self._by_handle[h].undo_emit(marks[h])
             self._fail(live, "step commit", exc)
-            return list(self.failed_outputs)
+            return self._step_end([], self.clock())
         self._refit_step_cost(num_tokens, time.perf_counter() - started)
+        stats = self.step_stats
+        if verifies:
+            stats.verify_time_s += model_side
+        else:
+            stats.prefill_time_s += model_side
+        stats.new_tokens += sum(len(self._by_handle[h].tokens) - marks[h][0] for h in live)
+        with self._phase("output"):
+            outputs = self._outputs(plan, handles, now)
+        return self._step_end(outputs, now)
+
+    def _step_end(self, outputs: list[RequestOutput], now: float) -> list[RequestOutput]:
+        """What a step returns: the outputs of the requests that failed in it, then ``outputs``,
+        then those of the requests whose deadline had passed by ``now`` (checked at every step's
+        end, a failed one's too)."""
+        with self._phase("output"):
+            outputs.extend(self._expire(now))
+        return [*self.failed_outputs, *outputs]
+
+    def _outputs(self, plan: Any, handles: list[int], now: float) -> list[RequestOutput]:
+        """The outputs of the step's emitting rows; the finished (a stop, the length, or the
+        deadline passed) leave, their responses fed to the suffix cache."""
         outputs = []
         for b, handle in enumerate(handles):
             r = self._by_handle.get(handle)
@@ -407,6 +477,8 @@ class Engine:
             stage = "detokenization"
             try:
                 r.update_text(self.tokenizer)
+                if r.past_deadline(now):
+                    r.finished, r.finish_reason = True, "time"
                 if r.finished:
                     stage = "proposer.finish"
                     self.proposer.finish(r.request_id)  # the response feeds the suffix cache
@@ -418,13 +490,33 @@ class Engine:
                 r.stats.finish_time = now
                 self._forget(r)
             outputs.append(r.take_output())
-        return [*self.failed_outputs, *outputs]
+        return outputs
+
+    def _expire(self, now: float) -> list[RequestOutput]:
+        """Ends with ``"time"`` every request whose deadline has passed (queued, prefilling,
+        sitting out or not scheduled this step): its KV is freed and, as ``suffixspec.generate``
+        does at ``max_time``, its partial response feeds the suffix cache. Returns their outputs."""
+        outputs = []
+        for r in [r for r in self._requests.values() if r.past_deadline(now)]:
+            try:
+                self.proposer.finish(r.request_id)  # the partial response feeds the suffix cache
+            except Exception as exc:
+                self._fail([r.handle], "proposer.finish", exc)
+                continue
+            self.scheduler.finish(r.handle)
+            r.finished, r.finish_reason = True, "time"
+            r.stats.finish_time = now
+            self._forget(r)
+            outputs.append(r.take_output())
+        return outputs
 
     def _forward(
-        self, plan: Any, handles: list[int], drafts: dict[int, TokenTree]
+        self, plan: Any, handles: list[int], drafts: dict[int, TokenTree], phase: str
     ) -> tuple[torch.Tensor, list[TokenTree], int]:
         """The step's model call on the plan's flat tokens: (logits of every token, the verified
-        tree of each row, the number of tokens)."""
+        tree of each row, the number of tokens). Building its inputs is timed as the ``"tree"``
+        phase, the model call as ``phase``."""
+        built = time.perf_counter()
         ctx_lens, chunk_lens, query_lens = plan.context_lens, plan.chunk_lens, plan.query_lens
         offsets, nodes_all, parents_all = plan.tree_offsets, plan.tree_nodes, plan.tree_parents
         ids: list[int] = []
@@ -455,6 +547,8 @@ class Engine:
             device,
         )
         batch = PagedBatch(self.kv, meta, self.attention_backend)
+        start = time.perf_counter()
+        self.step_stats.add_phase("tree", start - built)
         with paged_attention_active(self.model), torch.no_grad():
             out = self.model(
                 input_ids=torch.tensor([ids], dtype=torch.long, device=device),
@@ -462,6 +556,12 @@ class Engine:
                 use_cache=False,
                 **{PAGED_KWARG: batch},
             )
+        if device.type == "cuda":  # timed to completion; acceptance syncs right after anyway
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - start
+        self.step_stats.add_phase(phase, elapsed)
+        self.step_stats.forward_time_s += elapsed
+        self.step_stats.forward_passes += 1
         check_layers_ran(self.model, batch.layers_run, self.kv.num_layers)
         return out.logits[0], trees, len(ids)
 
@@ -556,11 +656,23 @@ class Engine:
 
     # -- offline batches ------------------------------------------------------------------------
     def generate(
-        self, prompts: Sequence[Any], params: RequestParams | Sequence[RequestParams] | None = None
+        self,
+        prompts: Sequence[Any],
+        params: RequestParams | Sequence[RequestParams] | None = None,
+        *,
+        max_time: float | None = None,
+        streamer: Any = None,
     ) -> list[RequestOutput]:
         """Runs ``prompts`` to completion (with any requests already running); returns their
         outputs in order, ``token_ids`` holding every generated token. When one of them fails
-        (:meth:`step`), the others are aborted and its :class:`RequestFailedError` is raised."""
+        (:meth:`step`), the others are aborted and its :class:`RequestFailedError` is raised.
+
+        ``max_time`` (seconds of the engine's clock from this call, as ``suffixspec.generate``'s):
+        at the first step boundary after it, the requests still unfinished end with
+        ``finish_reason`` ``"time"`` (see ``RequestParams.max_time``; the earlier deadline wins).
+        ``streamer``: an object with ``put(tensor)`` / ``end()`` (e.g.
+        ``transformers.TextStreamer``), one prompt only: it gets the prompt's ids, then every
+        step's new tokens in order, then ``end()`` once, as with ``suffixspec.generate``."""
         if isinstance(prompts, str) or not isinstance(prompts, Sequence):
             raise InvalidParameterError("prompts must be a sequence of prompts (text or token ids)")
         if params is None or isinstance(params, RequestParams):
@@ -569,6 +681,10 @@ class Engine:
             per_prompt = list(params)
             if len(per_prompt) != len(prompts):
                 raise InvalidParameterError(f"{len(per_prompt)} params for {len(prompts)} prompts")
+        if max_time is not None:
+            check_real("max_time", max_time, minimum=0.0)
+        sink = None if streamer is None else StreamSink(streamer, len(prompts))
+        deadline = None if max_time is None else self.clock() + max_time
         ids = [("suffixspec.Engine.generate", next(self._auto_ids)) for _ in prompts]
         added = []
         try:
@@ -579,10 +695,29 @@ class Engine:
             for rid in added:
                 self.abort(rid)
             raise
+        if deadline is not None:
+            for rid in ids:
+                request = self._requests[rid]
+                request.deadline = deadline if request.deadline is None else min(request.deadline, deadline)
+        try:
+            if sink is not None:
+                sink.prompt(np.asarray(self._requests[ids[0]].prompt))
+            return self._run_to_end(ids, sink)
+        finally:
+            if sink is not None:
+                sink.end()
+
+    def _run_to_end(self, ids: Sequence[Hashable], sink: StreamSink | None) -> list[RequestOutput]:
+        """Steps until every request of ``ids`` has ended; returns their whole outputs in order."""
+        mine = set(ids)
         results: dict[Hashable, RequestOutput] = {}
-        while any(rid not in results for rid in ids):
+        while len(results) < len(ids):
             for output in self.step():
-                if output.finished and output.request_id in ids:
+                if output.request_id not in mine:
+                    continue
+                if sink is not None:
+                    sink.tokens(np.asarray(output.new_token_ids, dtype=np.int64))
+                if output.finished:
                     if output.error is not None:  # an offline batch is whole or nothing
                         for rid in ids:
                             if rid in self:

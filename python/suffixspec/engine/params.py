@@ -13,9 +13,11 @@ from suffixspec.errors import InvalidParameterError, RequestFailedError
 
 __all__ = ["FINISH_REASONS", "SLO", "RequestOutput", "RequestParams", "ServingStats"]
 
-#: Why a request ended: max_new_tokens reached, a stop token, a stop string, ``abort``, or
-#: ``error`` (a stage of one of its steps failed for it: see :meth:`suffixspec.Engine.step`).
-FINISH_REASONS = ("length", "stop", "abort", "error")
+#: Why a request ended: max_new_tokens reached, a stop token, a stop string, ``abort``,
+#: ``error`` (a stage of one of its steps failed for it: see :meth:`suffixspec.Engine.step`), or
+#: ``time``: its deadline passed (``RequestParams.max_time``, ``Engine.generate(max_time=)``;
+#: the name ``suffixspec.generate``'s ``RequestStats.finish_reason`` uses).
+FINISH_REASONS = ("length", "stop", "abort", "error", "time")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class RequestParams:
             before the string).
         slo: latency targets (see :class:`SLO`); None: best effort.
         priority: larger is more important (admission and preemption).
+        max_time: seconds of the engine's clock after :meth:`Engine.add_request` (queueing
+            included) at which the request ends, at the first step boundary after it, with
+            ``finish_reason`` ``"time"``: its output is then a prefix of its full output, its KV
+            is freed and, as ``suffixspec.generate`` does with ``max_time``, that partial
+            response feeds the suffix cache. None: no deadline. ``Engine.generate(max_time=)``
+            sets the same deadline for a whole call.
     """
 
     max_new_tokens: int = 64
@@ -78,6 +86,7 @@ class RequestParams:
     stop: Sequence[str] = ()
     slo: SLO | None = None
     priority: int = 0
+    max_time: float | None = None
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.max_new_tokens, minimum=1)
@@ -101,6 +110,8 @@ class RequestParams:
         if self.slo is not None and not isinstance(self.slo, SLO):
             raise InvalidParameterError(f"slo must be a suffixspec.SLO, got {type(self.slo).__name__}")
         check_int("priority", self.priority, minimum=-(2**31), maximum=2**31 - 1)
+        if self.max_time is not None:
+            check_real("max_time", self.max_time, minimum=0.0)
 
     def sampling_overrides(self) -> dict[str, Any]:
         """The ``model.generate`` arguments these params set (merged with the model's config)."""

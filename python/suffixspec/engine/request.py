@@ -31,6 +31,7 @@ class EngineRequest:
     reported: int = 0  # output tokens already returned by step()
     reported_text: int = 0
     error: RequestFailedError | None = None  # set when a failed step stage ended the request
+    deadline: float | None = None  # engine-clock time after which it ends with "time"
 
     # What an acceptance policy sees (suffixspec.generation.loop.AcceptanceRequest).
     @property
@@ -75,6 +76,11 @@ class EngineRequest:
         self.tokens.extend(keep)
         if not self.finished and self.remaining == 0:
             self.finished, self.finish_reason = True, "length"
+
+    def past_deadline(self, now: float) -> bool:
+        """Whether the request is still unfinished at ``now`` and its deadline has passed: then
+        it ends with ``"time"`` (a stop token or string of the same step takes precedence)."""
+        return not self.finished and self.deadline is not None and now >= self.deadline
 
     def update_text(self, tokenizer: Any) -> None:
         """Decodes the output; a stop string ends the request and is cut from the text."""

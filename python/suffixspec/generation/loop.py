@@ -113,8 +113,7 @@ class SpeculativeLoop:
         finally:
             if self.sync_phases and self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            phases = self.batch.phases
-            phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+            self.batch.add_phase(name, time.perf_counter() - t0)
 
     def _forward(self, phase: str, **inputs: Any) -> Any:
         """The model's forward pass, timed to completion into `forward_time_s` and `phases[phase]`."""
@@ -124,7 +123,7 @@ class SpeculativeLoop:
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - t0
         self.batch.forward_time_s += elapsed
-        self.batch.phases[phase] = self.batch.phases.get(phase, 0.0) + elapsed
+        self.batch.add_phase(phase, elapsed)
         return out
 
     # -- phases ---------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class RequestStats:
 
 @dataclass
 class BatchStats:
-    """Figures of one `generate` call as a whole."""
+    """Figures of one `generate` call as a whole, or of a :class:`suffixspec.Engine`'s steps
+    (``Engine.step_stats``; its phase names: ``docs/decoding_loops.md``)."""
 
     forward_passes: int = 0
     prefill_time_s: float = 0.0
@@ -61,6 +62,10 @@ class BatchStats:
     #: and of the verification steps), "tree" (building each step's block), "compact" (KV
     #: compaction). Synchronized per phase only with the loop's `sync_phases`.
     phases: dict[str, float] = field(default_factory=dict)
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        """Adds `seconds` to `phases[name]`."""
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
 
     @property
     def tokens_per_second(self) -> float:
