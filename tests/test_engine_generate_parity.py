@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 import suffixspec
 from suffixspec import Engine, InvalidParameterError, RequestParams
 from suffixspec.generation.stats import BatchStats
-from test_engine import BranchingProposer
+from test_engine import BranchingProposer, _reference
 from tiny_models import PromptKeyedProposer, plain_greedy_tokens, random_prompts, tiny_model
 
 LLAMA = "LlamaForCausalLM"
@@ -38,7 +38,7 @@ class TickingProposer(BranchingProposer):
     `clock` by one second, so a deadline falls after a known number of steps."""
 
     def __init__(self, clock: Clock, prompts: list[list[int]], new: int) -> None:
-        super().__init__(LLAMA, prompts, new)
+        super().__init__({tuple(p): _reference(LLAMA, tuple(p), new) for p in prompts})
         self.clock = clock
 
     def propose(self, req_ids, contexts, budgets, max_depths):
@@ -254,7 +254,9 @@ def _check_timings(stats: BatchStats, wall: float) -> None:
 
 def test_phase_timings_with_speculation_report_every_phase_run() -> None:
     prompts = random_prompts([7, 15, 11], seed=20)
-    engine = _engine(proposer=BranchingProposer(LLAMA, prompts, NEW))
+    engine = _engine(
+        proposer=BranchingProposer({tuple(p): _reference(LLAMA, tuple(p), NEW) for p in prompts})
+    )
     start = time.perf_counter()
     outputs = engine.generate(prompts, RequestParams(max_new_tokens=NEW))
     wall = time.perf_counter() - start
