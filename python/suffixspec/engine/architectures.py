@@ -22,34 +22,28 @@ from suffixspec.errors import IncompatibleModelError, InvalidParameterError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.compat import ModelInfo, inspect_model, original_attn_implementation
 from suffixspec.generation.config import ATTENTION_MODES
+from suffixspec.generation.support import SERVED
 
-__all__ = ["PAGED_ARCHITECTURES", "attention_backend", "check_layers_ran", "check_model", "torch_only_reason"]
+__all__ = [
+    "PAGED_ARCHITECTURES",
+    "UNREACHABLE",
+    "attention_backend",
+    "check_layers_ran",
+    "check_model",
+    "torch_only_reason",
+]
 
-#: Classes verified lossless through the paged path (tests/test_engine_architectures.py); every
-#: other class is refused. A class must also be served by ``suffixspec.generation.support``.
-PAGED_ARCHITECTURES = frozenset(
-    {
-        "CohereForCausalLM",
-        "GPT2LMHeadModel",
-        "GPTBigCodeForCausalLM",
-        "GPTNeoXForCausalLM",
-        "Gemma2ForCausalLM",
-        "GemmaForCausalLM",
-        "GraniteForCausalLM",
-        "LlamaForCausalLM",
-        "MistralForCausalLM",
-        "MixtralForCausalLM",
-        "Olmo2ForCausalLM",
-        "OlmoForCausalLM",
-        "Phi3ForCausalLM",
-        "PhiForCausalLM",
-        "Qwen2ForCausalLM",
-        "Qwen2MoeForCausalLM",
-        "Qwen3ForCausalLM",
-        "Qwen3MoeForCausalLM",
-        "Starcoder2ForCausalLM",
-    }
-)
+#: Classes ``suffixspec.generate`` serves whose attention the paged path cannot reach, and why.
+UNREACHABLE = {
+    "FalconForCausalLM": "it computes attention itself, not through transformers' AttentionInterface",
+    "GPTJForCausalLM": "it computes attention itself, not through transformers' AttentionInterface",
+    "GPTNeoForCausalLM": "its layers drop the engine's forward kwarg before their attention",
+    "StableLmForCausalLM": "its layers drop the engine's forward kwarg before their attention",
+}
+
+#: Classes verified lossless through the paged path (tests/test_engine_architectures.py runs
+#: every one): every class ``suffixspec.generate`` serves except the unreachable ones.
+PAGED_ARCHITECTURES = SERVED - UNREACHABLE.keys()
 
 #: Layer kinds the paged path implements (transformers' ``config.layer_types`` names).
 _LAYER_TYPES = {"full_attention", "sliding_attention"}
@@ -81,8 +75,9 @@ def check_model(model: Any) -> ModelInfo:
     info = inspect_model(model)
     name = type(model).__name__
     if name not in PAGED_ARCHITECTURES:
+        why = UNREACHABLE.get(name, "it has not been verified lossless under it")
         raise IncompatibleModelError(
-            f"{name} has not been verified lossless under the engine's paged attention "
+            f"{name} cannot be served by the engine's paged attention: {why} "
             f"(served: {', '.join(sorted(PAGED_ARCHITECTURES))})"
         )
     text = _text_config(model)

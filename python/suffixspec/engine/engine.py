@@ -15,8 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -385,20 +384,11 @@ class Engine:
         finally:
             self.step_stats.total_time_s += time.perf_counter() - started
 
-    @contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        """Adds the wall time of the block to ``step_stats.phases[name]``."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.step_stats.add_phase(name, time.perf_counter() - t0)
-
     def _run_step(self, started: float) -> list[RequestOutput]:
         decode_ready = self.scheduler.decode_ready()  # rows of these verify; the others prefill
         drafts = self._drafts(decode_ready)
         try:
-            with self._phase("schedule"):
+            with self.step_stats.timed("schedule"):
                 plan = self.scheduler.schedule(self.clock(), drafts)
         except Exception as exc:
             self._fail(list(self._by_handle), "scheduling", exc)
@@ -409,7 +399,7 @@ class Engine:
             self._by_handle[handle].stats.sit_outs += 1
         handles = plan.request_ids.tolist()
         if not handles:
-            with self._phase("schedule"):
+            with self.step_stats.timed("schedule"):
                 self.scheduler.commit(self.clock(), [], [])
             return self._step_end([], self.clock())
         # A step that verifies for some row is a verification step, else a prefill step (as
@@ -424,7 +414,7 @@ class Engine:
             self._fail(handles, "forward pass", exc)  # releases the scheduler's step
             return self._step_end([], self.clock())
         marks = {h: self._by_handle[h].mark() for h in handles}
-        with self._phase("verify"):
+        with self.step_stats.timed("verify"):
             accepted, moves = self._verify(plan, handles, trees, logits, marks)
         model_side = time.perf_counter() - model_start  # inputs, forward, acceptance
         live = [h for h in handles if h in self._by_handle]  # the rows whose verification failed left
@@ -440,7 +430,7 @@ class Engine:
                 self.step_stats.add_phase("compact", compacted)
                 model_side += compacted
             now = self.clock()
-            with self._phase("schedule"):
+            with self.step_stats.timed("schedule"):
                 self.scheduler.commit(now, live, [accepted[h] for h in live])
         except Exception as exc:
             for h in live:
@@ -454,7 +444,7 @@ class Engine:
         else:
             stats.prefill_time_s += model_side
         stats.new_tokens += sum(len(self._by_handle[h].tokens) - marks[h][0] for h in live)
-        with self._phase("output"):
+        with self.step_stats.timed("output"):
             outputs = self._outputs(plan, handles, now)
         return self._step_end(outputs, now)
 
@@ -462,7 +452,7 @@ class Engine:
         """What a step returns: the outputs of the requests that failed in it, then ``outputs``,
         then those of the requests whose deadline had passed by ``now`` (checked at every step's
         end, a failed one's too)."""
-        with self._phase("output"):
+        with self.step_stats.timed("output"):
             outputs.extend(self._expire(now))
         return [*self.failed_outputs, *outputs]
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
@@ -104,16 +104,10 @@ class SpeculativeLoop:
             return targets
         return np.asarray(self.acceptance(requests, trees, targets), dtype=np.int64)
 
-    @contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        """Adds the time of the block to `BatchStats.phases[name]`."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.sync_phases and self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.batch.add_phase(name, time.perf_counter() - t0)
+    def _phase(self, name: str) -> AbstractContextManager[None]:
+        """Times the block into `BatchStats.phases[name]` (synchronized with `sync_phases`)."""
+        sync = self.sync_phases and self.device.type == "cuda"
+        return self.batch.timed(name, (lambda: torch.cuda.synchronize(self.device)) if sync else None)
 
     def _forward(self, phase: str, **inputs: Any) -> Any:
         """The model's forward pass, timed to completion into `forward_time_s` and `phases[phase]`."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -66,6 +69,18 @@ class BatchStats:
     def add_phase(self, name: str, seconds: float) -> None:
         """Adds `seconds` to `phases[name]`."""
         self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    @contextmanager
+    def timed(self, name: str, sync: Callable[[], None] | None = None) -> Iterator[None]:
+        """Adds the wall time of the block to `phases[name]`; `sync` (e.g. a CUDA synchronize)
+        runs before the clock stops, so that queued device work counts."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if sync is not None:
+                sync()
+            self.add_phase(name, time.perf_counter() - t0)
 
     @property
     def tokens_per_second(self) -> float:
