@@ -140,10 +140,9 @@ def test_classes_whose_attention_bypasses_the_paged_path_are_refused(name: str) 
 
 
 def test_a_model_whose_layers_skip_the_paged_path_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The per-step check behind the allow-list: GPT-Neo (all-global layers) dispatches through
-    transformers' AttentionInterface but its layers drop the engine's kwarg, so its own attention
-    would run over the step's tokens alone. Let through, it must end the step's requests with
-    the reason, emit no token and leave the pool whole."""
+    """The per-step check behind the allow-list: GPT-Neo (all-global layers) computes attention
+    in its own modules, so they would run over the step's tokens alone (no cache). Let through,
+    it must end the step's requests with the reason, emit no token and leave the pool whole."""
     model = tiny_model("GPTNeoForCausalLM", attention_types=[[["global"], 2]])
     monkeypatch.setattr(architectures, "PAGED_ARCHITECTURES", PAGED_ARCHITECTURES | {"GPTNeoForCausalLM"})
     engine = Engine(model, num_blocks=16)

@@ -2,16 +2,17 @@
 
 The engine replaces every layer's attention by paged attention (``engine/paged_attention.py``)
 through transformers' ``AttentionInterface``. That is exact only for a model whose attention
-really goes through that interface with the engine's kwarg, reads its order from the positions
+really goes through that interface, reads its order from the positions
 and its visibility from the paged layout, and whose layer options (sliding windows, logit
-soft-capping) the paged path implements. Config fields alone do not tell: StableLM and GPT-Neo
-dispatch through the interface but their layers drop the engine's kwarg, Falcon and GPT-J
-compute attention themselves. So, as for ``suffixspec.generate`` (``generation/support.py``), a
-class is served only once ``tests/test_engine_architectures.py`` verified it (fp32 greedy through the engine
-equal to ``model.generate``, ragged prompts, branching drafts, chunked prefill and preemption), and
-every step checks that every layer's attention ran through the paged path
-(:func:`check_layers_ran`), so that a model that slips through (another transformers release,
-say) fails loudly instead of answering wrongly.
+soft-capping) the paged path implements. Config fields alone do not tell: Falcon, GPT-J and
+GPT-Neo compute attention themselves (transformers' layer-type helpers say nothing of it), and
+StableLM's layers drop extra forward kwargs, so the engine also hands the step's batch over in a
+context variable (``paged_attention.CURRENT_BATCH``). So, as for ``suffixspec.generate``
+(``generation/support.py``), a class is served only once ``tests/test_engine_architectures.py``
+verified it (fp32 greedy through the engine equal to ``model.generate``, ragged prompts, branching
+drafts, chunked prefill and preemption), and every step checks that every layer's attention ran
+through the paged path (:func:`check_layers_ran`), so that a model that slips through (another
+transformers release, say) fails loudly instead of answering wrongly.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ __all__ = [
 UNREACHABLE = {
     "FalconForCausalLM": "it computes attention itself, not through transformers' AttentionInterface",
     "GPTJForCausalLM": "it computes attention itself, not through transformers' AttentionInterface",
-    "GPTNeoForCausalLM": "its layers drop the engine's forward kwarg before their attention",
-    "StableLmForCausalLM": "its layers drop the engine's forward kwarg before their attention",
+    "GPTNeoForCausalLM": "it computes attention itself, not through transformers' AttentionInterface",
 }
 
 #: Classes verified lossless through the paged path (tests/test_engine_architectures.py runs

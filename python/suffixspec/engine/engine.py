@@ -30,7 +30,7 @@ from suffixspec.engine.architectures import (
     check_layers_ran,
     check_model,
 )
-from suffixspec.engine.paged_attention import PAGED_KWARG, PagedBatch, paged_attention_active
+from suffixspec.engine.paged_attention import PAGED_KWARG, PagedBatch, paged_attention_active, paged_batch
 from suffixspec.engine.paged_cache import PagedKVCache, step_meta
 from suffixspec.engine.params import RequestOutput, RequestParams
 from suffixspec.engine.request import EngineRequest
@@ -539,7 +539,7 @@ class Engine:
         batch = PagedBatch(self.kv, meta, self.attention_backend)
         start = time.perf_counter()
         self.step_stats.add_phase("tree", start - built)
-        with paged_attention_active(self.model), torch.no_grad():
+        with paged_attention_active(self.model), paged_batch(batch), torch.no_grad():
             out = self.model(
                 input_ids=torch.tensor([ids], dtype=torch.long, device=device),
                 position_ids=torch.tensor([positions], dtype=torch.long, device=device),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,7 +127,25 @@ def _run(
     return out
 
 
-_register = register_deferring("suffixspec_paged", PAGED_KWARG, "paged attention", _run, TORCH_ONLY_OPTIONS)
+#: The step's :class:`PagedBatch` while the engine's model call runs (on that thread or task):
+#: found there by layers that drop the forward kwarg on the way to their attention (StableLM),
+#: which would otherwise run their own attention over the step's tokens alone.
+CURRENT_BATCH: ContextVar[PagedBatch | None] = ContextVar("suffixspec_paged_batch", default=None)
+
+
+@contextlib.contextmanager
+def paged_batch(batch: PagedBatch) -> Iterator[PagedBatch]:
+    """Makes ``batch`` the current step's for the forward call made inside."""
+    token = CURRENT_BATCH.set(batch)
+    try:
+        yield batch
+    finally:
+        CURRENT_BATCH.reset(token)
+
+
+_register = register_deferring(
+    "suffixspec_paged", PAGED_KWARG, "paged attention", _run, TORCH_ONLY_OPTIONS, CURRENT_BATCH
+)
 
 
 @contextlib.contextmanager

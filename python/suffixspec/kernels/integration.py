@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -164,20 +165,27 @@ def _register(backend: str, original: str) -> str:
 
 
 def register_deferring(
-    prefix: str, kwarg: str, label: str, run: Callable[..., torch.Tensor], options: tuple[str, ...] = ()
+    prefix: str,
+    kwarg: str,
+    label: str,
+    run: Callable[..., torch.Tensor],
+    options: tuple[str, ...] = (),
+    payload_var: ContextVar[Any] | None = None,
 ) -> Callable[[str], str]:
     """The ``register(original) -> name`` that ``compat.attention_switched`` takes, for an
     attention that runs ``run(module, query, key, value, payload, scaling, **opts)`` on calls
     carrying ``kwarg`` (its value is ``payload``) and defers every other call to the model's own
     ``original`` implementation unchanged. ``options``: the layer options of
     ``_UNSUPPORTED_KWARGS`` that ``run`` implements, passed to it by name when a layer sets
-    them (the others are refused). Tree attention and the engine's paged attention both switch
-    models this way."""
+    them (the others are refused). ``payload_var``: where the payload is found when a call
+    lacks ``kwarg`` (models whose layers drop extra kwargs on the way to their attention); set it
+    only around the forward call it is meant for. Tree attention and the engine's paged
+    attention both switch models this way."""
     from suffixspec.generation.compat import register_attention
 
     def register(original: str) -> str:
         name = f"{prefix}_{original}"
-        attention = _deferring_attention(original, kwarg, label, run, options)
+        attention = _deferring_attention(original, kwarg, label, run, options, payload_var)
         register_attention(name, attention, mask_like=original)
         return name
 
@@ -200,7 +208,12 @@ def _original_attention(original: str, module: torch.nn.Module) -> Callable[...,
 
 
 def _deferring_attention(
-    original: str, kwarg: str, label: str, run: Callable[..., torch.Tensor], options: tuple[str, ...] = ()
+    original: str,
+    kwarg: str,
+    label: str,
+    run: Callable[..., torch.Tensor],
+    options: tuple[str, ...] = (),
+    payload_var: ContextVar[Any] | None = None,
 ) -> Callable[..., Any]:
     def attention(
         module: torch.nn.Module,
@@ -213,6 +226,8 @@ def _deferring_attention(
         **kwargs: Any,
     ) -> tuple[torch.Tensor, None]:
         payload = kwargs.get(kwarg)
+        if payload is None and payload_var is not None:
+            payload = payload_var.get()
         if payload is None:
             return _original_attention(original, module)(
                 module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
