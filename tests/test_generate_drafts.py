@@ -8,6 +8,8 @@ import functools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
 
@@ -140,6 +142,26 @@ def test_duplicate_siblings_are_merged():
     assert list(t.parents) == [-1, 0, 0]
     same = tree([2, 3], [-1, -1])
     assert merge_duplicate_siblings(same) is same
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_trees_are_merged_exactly_when_two_siblings_share_a_token(data):
+    n = data.draw(st.integers(1, 24))
+    parents = [data.draw(st.integers(-1, i - 1)) for i in range(n)]
+    # Few distinct ids (and the largest ones) so that equal siblings are common.
+    tokens = data.draw(st.lists(st.sampled_from([0, 1, 2, 2**31 - 1]), min_size=n, max_size=n))
+    t = tree(tokens, parents)
+    pairs = list(zip(parents, tokens, strict=True))
+    if len(set(pairs)) == n:
+        assert merge_duplicate_siblings(t) is t
+    else:
+        merged = merge_duplicate_siblings(t)
+        assert len(merged) < n
+        kept = list(
+            zip(np.asarray(merged.parents).tolist(), np.asarray(merged.token_ids).tolist(), strict=True)
+        )
+        assert len(set(kept)) == len(merged)
 
 
 def test_greedy_with_duplicate_siblings_is_exact():

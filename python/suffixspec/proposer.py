@@ -75,8 +75,10 @@ def merge_duplicate_siblings(tree: TokenTree) -> TokenTree:
     child once, so a repeated sibling would count its token's probability twice when sampling."""
     if len(tree) < 2:
         return tree
-    pairs = np.stack([np.asarray(tree.parents, np.int64), np.asarray(tree.token_ids, np.int64)])
-    if np.unique(pairs, axis=1).shape[1] == len(tree):
+    # One int64 key per (parent, token) pair: ids are < 2**31 and parents >= -1, so the keys are
+    # distinct exactly when the pairs are (a 1-D unique is several times faster than axis=1).
+    keys = (np.asarray(tree.parents, np.int64) << 32) | np.asarray(tree.token_ids, np.int64)
+    if np.unique(keys).size == len(tree):
         return tree
     return TokenTree.merge([tree])
 
