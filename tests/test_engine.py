@@ -307,6 +307,24 @@ def _run(engine: Engine) -> list:
     return outs
 
 
+def test_greedy_rows_are_scored_in_one_call_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Greedy rows without logits processors get their argmax from one device call and one
+    transfer per step (on a GPU: one host sync per step, not one per row), never row by row."""
+    from suffixspec.generation.logits import TargetScorer
+
+    def row_by_row(self, logits):
+        raise AssertionError("a greedy row was scored on its own")
+
+    monkeypatch.setattr(TargetScorer, "greedy", row_by_row)
+    prompts = _prompts(3, 6)
+    outputs = Engine(tiny_model("LlamaForCausalLM"), num_blocks=64).generate(
+        prompts, RequestParams(max_new_tokens=NEW)
+    )
+    for prompt, out in zip(prompts, outputs, strict=True):
+        _check_exact("LlamaForCausalLM", prompt, out.token_ids)
+    assert sum(o.stats.accepted_tokens for o in outputs) > 0
+
+
 def test_unverified_architectures_are_refused() -> None:
     with pytest.raises(IncompatibleModelError, match="paged"):
         Engine(tiny_model("GPTJForCausalLM"))
