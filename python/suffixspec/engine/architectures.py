@@ -125,6 +125,7 @@ def check_layers_ran(model: Any, layers_run: set[int], num_layers: int) -> None:
         missing = sorted(set(range(num_layers)) - layers_run)
         raise IncompatibleModelError(
             f"{type(model).__name__}'s attention did not run through the engine's paged attention in "
-            f"layers {missing[:8]}{'...' if len(missing) > 8 else ''} (its decoder drops the engine's "
-            "kwarg or computes attention itself); its output would be wrong, so it is not served"
+            f"layers {missing[:8]}{'...' if len(missing) > 8 else ''} (they compute attention "
+            "themselves, not through transformers' AttentionInterface); its output would be wrong, "
+            "so it is not served"
         )
