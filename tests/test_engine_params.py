@@ -34,6 +34,7 @@ def test_defaults_and_sampling_overrides() -> None:
         {"do_sample": True, "top_p": 1.5},
         {"temperature": 0.5},  # warpers without sampling
         {"seed": -1},
+        {"seed": 2**64},  # beyond what torch.Generator.manual_seed takes
         {"stop_token_ids": [1, -2]},
         {"stop_token_ids": "ab"},
         {"stop": "x"},

@@ -73,6 +73,7 @@ def test_chat_prefers_max_completion_tokens_and_joins_text_parts() -> None:
         {"top_k": -2},
         {"max_tokens": 0},
         {"seed": -1},
+        {"seed": 2**64},
         {"slo": {"tpot_ms": 0}},
         {"slo": {"tpot": 3}},
         {"prompt": None},

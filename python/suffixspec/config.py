@@ -18,7 +18,10 @@ from typing import Any
 from suffixspec._native import SPEC_DEFAULTS
 from suffixspec.errors import InvalidParameterError
 
-__all__ = ["ATTENTION_MODES", "DRAFTERS", "SpecConfig", "check_int", "check_real"]
+__all__ = ["ATTENTION_MODES", "DRAFTERS", "SEED_RANGE", "SpecConfig", "check_int", "check_real"]
+
+#: The seeds ``torch.Generator.manual_seed`` accepts (inclusive): anything else overflows inside it.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 #: Drafting algorithms: suffixspec's (drafts sized by expected acceptance) and arctic-inference's.
 DRAFTERS = ("suffixspec", "arctic")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from suffixspec.config import check_int, check_real
+from suffixspec.config import SEED_RANGE, check_int, check_real
 from suffixspec.errors import InvalidParameterError, RequestFailedError
 
 __all__ = ["FINISH_REASONS", "SLO", "RequestOutput", "RequestParams", "ServingStats"]
@@ -99,7 +99,7 @@ class RequestParams:
         if self.top_p is not None:
             check_real("top_p", self.top_p, minimum=0.0, maximum=1.0, open_min=True)
         if self.seed is not None:
-            check_int("seed", self.seed, minimum=0)
+            check_int("seed", self.seed, minimum=0, maximum=SEED_RANGE[1])
         if not self.do_sample and any(v is not None for v in (self.temperature, self.top_k, self.top_p)):
             raise InvalidParameterError("temperature, top_k and top_p need do_sample=True")
         if self.stop_token_ids is not None:

@@ -10,6 +10,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
 from suffixspec import SuffixCache
+from suffixspec.config import SEED_RANGE, check_int
 from suffixspec.errors import InvalidParameterError
 from suffixspec.generation.attention import AttentionBackend
 from suffixspec.generation.batch import Request
@@ -53,10 +54,7 @@ def _make_generator(generator: torch.Generator | None, seed: int | None, device:
         return generator
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidParameterError(f"seed must be an int, got {seed!r}")
-    if not -(2**63) <= seed < 2**64:  # what torch.Generator.manual_seed accepts
-        raise InvalidParameterError(f"seed must be in [-2**63, 2**64), got {seed}")
+    check_int("seed", seed, *SEED_RANGE)
     return torch.Generator(device=device).manual_seed(seed)
 
 

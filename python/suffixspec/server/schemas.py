@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from suffixspec.config import SEED_RANGE
 from suffixspec.engine.params import SLO, RequestParams
 from suffixspec.errors import InvalidParameterError
 
@@ -50,7 +51,7 @@ class _SamplingRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # extra: -1 and 0 disable it, as in vLLM
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=SEED_RANGE[1])
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
