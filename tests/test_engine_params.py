@@ -20,6 +20,7 @@ def test_defaults_and_sampling_overrides() -> None:
     assert sampled.sampling_overrides() == {"do_sample": True, "temperature": 0.7, "top_k": 5}
     assert sampled.stop == ("\n",)
     assert RequestParams(stop_token_ids=[2, 3]).stop_token_ids == (2, 3)
+    assert RequestParams(stop=None).stop == ()  # OpenAI's null: no stop strings
     assert RequestParams(slo=SLO(tpot_ms=20.0)).slo == SLO(tpot_ms=20.0, ttft_ms=None)
 
 
@@ -38,6 +39,8 @@ def test_defaults_and_sampling_overrides() -> None:
         {"stop_token_ids": [1, -2]},
         {"stop_token_ids": "ab"},
         {"stop": "x"},
+        {"stop": 3},
+        {"stop": [None]},
         {"stop": [""]},
         {"slo": {"tpot_ms": 10}},
         {"priority": True},

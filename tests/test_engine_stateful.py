@@ -14,14 +14,14 @@ import functools
 
 import pytest
 import torch
-from hypothesis import event, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 pytest.importorskip("transformers")
 
 import suffixspec
-from suffixspec import DuplicateRequestError, Engine, RequestParams, SuffixSpecError, UnknownRequestError
+from suffixspec import SLO, DuplicateRequestError, Engine, RequestParams, SuffixSpecError, UnknownRequestError
 from tiny_models import VOCAB, plain_greedy_tokens, tiny_model
 
 MAX_NEW = 10
@@ -154,8 +154,9 @@ class EngineMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if not hasattr(self, "engine"):
             return
-        # Everything still live runs to completion, exactly.
-        for _ in range(500):
+        # Everything still live runs to completion, exactly: a few dozen steps per request at
+        # most (chunked prompts, ten tokens, preemptions), since a tight pool serves few at once.
+        for _ in range(100 + 60 * len(self.live)):
             if not self.live:
                 break
             self.step(1)
@@ -168,3 +169,55 @@ class EngineMachine(RuleBasedStateMachine):
 
 EngineMachine.TestCase.settings = settings(max_examples=20, stateful_step_count=40)
 TestEngineMachine = EngineMachine.TestCase
+
+
+ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=4),
+    st.lists(st.integers(-3, 2**33), max_size=3),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.builds(SLO, tpot_ms=st.none() | st.floats(0.1, 100)),
+)
+PARAM_FIELDS = [
+    "max_new_tokens",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "seed",
+    "stop_token_ids",
+    "stop",
+    "slo",
+    "priority",
+    "max_time",
+]
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(st.sampled_from(PARAM_FIELDS), ODD, max_size=4), PROMPTS)
+def test_any_request_params_are_served_or_refused_with_a_typed_error(kwargs: dict, prompt: list[int]) -> None:
+    """Whatever a caller puts in RequestParams: it is refused with a SuffixSpecError (at
+    construction or at add_request, changing nothing), or the request runs to its end."""
+    engine = _fuzz_engine()
+    try:
+        params = RequestParams(**kwargs)
+    except SuffixSpecError:
+        return
+    free = engine.scheduler.num_free_blocks
+    try:
+        engine.add_request("x", prompt, params)
+    except SuffixSpecError:
+        assert "x" not in engine and engine.scheduler.num_free_blocks == free and len(engine.scheduler) == 0
+        return
+    outputs = [o for _ in range(200) if engine.has_unfinished() for o in engine.step()]
+    assert not engine.has_unfinished()
+    assert outputs[-1].finished and outputs[-1].error is None, outputs[-1]
+    assert engine.scheduler.num_free_blocks == engine.scheduler.num_blocks
+
+
+@functools.cache
+def _fuzz_engine() -> Engine:
+    return Engine(tiny_model(CLASS), cache=suffixspec.SuffixCache(), num_blocks=16, block_size=8)

@@ -104,9 +104,14 @@ class RequestParams:
             raise InvalidParameterError("temperature, top_k and top_p need do_sample=True")
         if self.stop_token_ids is not None:
             object.__setattr__(self, "stop_token_ids", _token_ids("stop_token_ids", self.stop_token_ids))
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+        stop = () if self.stop is None else self.stop  # None: no stop strings, as OpenAI's null
+        if (
+            isinstance(stop, str)
+            or not isinstance(stop, Sequence)
+            or not all(isinstance(s, str) and s for s in stop)
+        ):
             raise InvalidParameterError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
-        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop", tuple(stop))
         if self.slo is not None and not isinstance(self.slo, SLO):
             raise InvalidParameterError(f"slo must be a suffixspec.SLO, got {type(self.slo).__name__}")
         check_int("priority", self.priority, minimum=-(2**31), maximum=2**31 - 1)
