@@ -221,3 +221,55 @@ def test_any_request_params_are_served_or_refused_with_a_typed_error(kwargs: dic
 @functools.cache
 def _fuzz_engine() -> Engine:
     return Engine(tiny_model(CLASS), cache=suffixspec.SuffixCache(), num_blocks=16, block_size=8)
+
+
+ENGINE_FIELDS = [
+    "num_blocks",
+    "block_size",
+    "policy",
+    "max_tokens_per_step",
+    "max_prefill_tokens_per_step",
+    "max_running",
+    "max_verify_tokens",
+    "draft_tokens",
+    "cost_points",
+    "sit_out_margin",
+    "sit_out_min_target_steps",
+    "attention",
+    "spec",
+]
+ENGINE_VALUES = ODD | st.sampled_from(
+    [
+        "adaserve",
+        "uniform",
+        "none",
+        "torch",
+        "cuda",
+        [(1, 0.01)],
+        [(0, -1.0)],
+        [(2**40, 1.0)],
+        0,
+        7,
+        16,
+        2**31,
+    ]
+)
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(st.sampled_from(ENGINE_FIELDS), ENGINE_VALUES, max_size=4))
+def test_any_engine_settings_are_taken_or_refused_with_a_typed_error(kwargs: dict) -> None:
+    """Whatever the settings, the engine is built (and then serves a request) or refused with a
+    SuffixSpecError: never another exception from the bindings or torch, never a panic."""
+    try:
+        engine = Engine(tiny_model(CLASS), **kwargs)
+    except SuffixSpecError:
+        return
+    if engine.scheduler.num_blocks * engine.scheduler.block_size < 8:
+        return  # too small a pool for any request: add_request refuses it (checked elsewhere)
+    try:
+        engine.add_request("x", [5, 6, 7], RequestParams(max_new_tokens=2))
+    except SuffixSpecError:
+        return
+    outputs = [o for _ in range(50) if engine.has_unfinished() for o in engine.step()]
+    assert outputs and outputs[-1].finished and outputs[-1].error is None, outputs[-1:]

@@ -138,6 +138,8 @@ class Engine:
         spec = SpecConfig() if spec is None else spec
         if not isinstance(spec, SpecConfig):
             raise InvalidParameterError(f"spec must be a SpecConfig, got {type(spec).__name__}")
+        if not isinstance(policy, str):  # (the native constructor would raise a bare TypeError)
+            raise InvalidParameterError(f"policy must be a string, got {type(policy).__name__}")
         self.scheduler = Scheduler(
             num_blocks=num_blocks,
             block_size=block_size,
@@ -161,7 +163,8 @@ class Engine:
         self.proposer = (
             SuffixProposer(self.cache, spec, self.info.vocab_size) if proposer is None else proposer
         )
-        self.kv = PagedKVCache.for_model(model, num_blocks, block_size)
+        # The pool as the scheduler resolved it (block_size=None is its default size).
+        self.kv = PagedKVCache.for_model(model, self.scheduler.num_blocks, self.scheduler.block_size)
         self._eos = _eos_ids(model)
         self._requests: dict[Hashable, EngineRequest] = {}
         self._by_handle: dict[int, EngineRequest] = {}
