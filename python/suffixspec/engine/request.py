@@ -32,6 +32,7 @@ class EngineRequest:
     reported_text: int = 0
     error: RequestFailedError | None = None  # set when a failed step stage ended the request
     deadline: float | None = None  # engine-clock time after which it ends with "time"
+    stop_checked: int = 0  # output tokens whose text holds no stop string
 
     # What an acceptance policy sees (suffixspec.generation.loop.AcceptanceRequest).
     @property
@@ -83,15 +84,33 @@ class EngineRequest:
         return not self.finished and self.deadline is not None and now >= self.deadline
 
     def update_text(self, tokenizer: Any) -> None:
-        """Decodes the output; a stop string ends the request and is cut from the text."""
+        """Decodes the output; a stop string ends the request, the text cut before the earliest
+        one it holds. Stop strings are checked as plain decoding meets them, one token at a
+        time: the first token whose text holds one ends the output there (later tokens of the
+        step are dropped), so the output does not depend on how many tokens a step accepted
+        (with stops "#" and " # ", " # #" ends as " " after the token that completes "#")."""
         if tokenizer is None:
             return
-        self.text = tokenizer.decode(self.output, skip_special_tokens=True)
-        for stop in self.params.stop:
-            at = self.text.find(stop)
-            if at >= 0:
-                self.text = self.text[:at]
-                self.finished, self.finish_reason = True, "stop"
+        output = self.output
+        self.text = tokenizer.decode(output, skip_special_tokens=True)
+        if self._earliest_stop(self.text) is not None:  # only then is the step looked into
+            for n in range(self.stop_checked + 1, len(output) + 1):
+                text = (
+                    self.text if n == len(output) else tokenizer.decode(output[:n], skip_special_tokens=True)
+                )
+                at = self._earliest_stop(text)
+                if at is not None:
+                    # The dropped tokens were already given to the proposer; they only feed drafts.
+                    del self.tokens[len(self.prompt) + n :]
+                    self.text = text[:at]
+                    self.finished, self.finish_reason = True, "stop"
+                    break
+        self.stop_checked = len(self.output)
+
+    def _earliest_stop(self, text: str) -> int | None:
+        """Where the earliest stop string in ``text`` starts (None: none is there)."""
+        found = [at for at in (text.find(stop) for stop in self.params.stop) if at >= 0]
+        return min(found) if found else None
 
     def _stable_text(self) -> str:
         text = self.text.rstrip("\ufffd")
