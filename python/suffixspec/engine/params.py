@@ -64,8 +64,10 @@ class RequestParams:
             differently). Every output follows the model's distribution either way.
         stop_token_ids: tokens that end the request (kept in the output); None: the model's
             ``eos_token_id``.
-        stop: strings that end the request (needs the engine's tokenizer; the text stops
-            before the string).
+        stop: strings that end the request (needs the engine's tokenizer; None: none). They
+            are checked as plain decoding meets them, token by token: the output ends with the
+            first token whose text holds one, and the text stops before the earliest of them,
+            however many tokens a speculative step accepted.
         slo: latency targets (see :class:`SLO`); None: best effort.
         priority: larger is more important (admission and preemption).
         max_time: seconds of the engine's clock after :meth:`Engine.add_request` (queueing
