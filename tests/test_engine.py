@@ -288,6 +288,7 @@ def test_bad_input_is_typed_and_changes_nothing() -> None:
         (InvalidParameterError, ("b", [1] * 250, RequestParams(max_new_tokens=10))),  # past positions
         (SuffixSpecError, ("b", [1] * 30, RequestParams(max_new_tokens=10))),  # larger than the pool
         (InvalidParameterError, (["unhashable"], [1, 2])),
+        (InvalidParameterError, ("b", [1, 2], RequestParams(stop=["\n"]))),  # stop strings, no tokenizer
     ]
     for error, args in bad:
         with pytest.raises(error):

@@ -213,6 +213,8 @@ class Engine:
             raise InvalidParameterError(f"params must be a RequestParams, got {type(params).__name__}")
         if self.acceptance is not None and params.do_sample:
             raise InvalidParameterError("an acceptance policy replaces greedy choices; sampling has none")
+        if params.stop and self.tokenizer is None:  # they would be ignored without a word
+            raise InvalidParameterError("stop strings need the engine's tokenizer (Engine(model, tokenizer))")
         try:
             hash(request_id)
         except TypeError:
