@@ -146,3 +146,49 @@ def test_any_body_gets_a_200_or_a_4xx_and_nothing_leaks(requests: list[tuple[str
     assert not inner.has_unfinished()
     assert inner.scheduler.num_free_blocks == inner.scheduler.num_blocks
     inner.scheduler.check_integrity()
+
+
+@functools.cache
+def _default_model() -> tuple[Any, Any]:
+    from suffixspec.default_model.store import load_default_model
+
+    model, tokenizer, _ = load_default_model()
+    return model, tokenizer
+
+
+def _sse_text(response: httpx.Response) -> tuple[str, str | None]:
+    """The streamed completion's text and finish reason, from its server-sent events."""
+    parts, finish = [], None
+    for line in response.text.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:]).get("choices", []):
+                parts.append(choice["text"])
+                finish = choice.get("finish_reason") or finish
+    return "".join(parts), finish
+
+
+@settings(max_examples=25)
+@given(
+    prompt=st.text(min_size=1, max_size=24),
+    stops=st.lists(st.text(min_size=1, max_size=3), max_size=3),
+    max_tokens=st.integers(1, 16),
+)
+def test_streamed_text_equals_the_whole_text_for_any_prompt_and_stops(
+    prompt: str, stops: list[str], max_tokens: int
+) -> None:
+    """With the default model and its tokenizer: whatever the text prompt (any unicode) and stop
+    strings, the streamed pieces add up to the non-streamed text, with the same finish reason."""
+    model, tokenizer = _default_model()
+    engine = AsyncEngine(model, tokenizer, num_blocks=64)
+    app = build_app(engine, model_name="default")
+    body = {"model": "default", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stop": stops}
+    whole, streamed = asyncio.run(
+        _exchange(app, [("/v1/completions", body), ("/v1/completions", {**body, "stream": True})])
+    )
+    assert whole.status_code == streamed.status_code
+    if whole.status_code != 200:  # e.g. a prompt that tokenizes to nothing
+        _check_error_body(whole)
+        return
+    choice = whole.json()["choices"][0]
+    assert _sse_text(streamed) == (choice["text"], choice["finish_reason"])
+    assert not any(s in choice["text"] for s in stops)
