@@ -481,9 +481,7 @@ class Engine:
                 self._fail([handle], stage, exc)
                 continue
             if r.finished:
-                self.scheduler.finish(handle)
-                r.stats.finish_time = now
-                self._forget(r)
+                self._retire(r, now)
             outputs.append(r.take_output())
         return outputs
 
@@ -498,12 +496,17 @@ class Engine:
             except Exception as exc:
                 self._fail([r.handle], "proposer.finish", exc)
                 continue
-            self.scheduler.finish(r.handle)
             r.finished, r.finish_reason = True, "time"
-            r.stats.finish_time = now
-            self._forget(r)
+            self._retire(r, now)
             outputs.append(r.take_output())
         return outputs
+
+    def _retire(self, r: EngineRequest, now: float) -> None:
+        """Takes a finished request out of the scheduler (its KV freed) and the engine's maps,
+        once the proposer has its response."""
+        self.scheduler.finish(r.handle)
+        r.stats.finish_time = now
+        self._forget(r)
 
     def _forward(
         self, plan: Any, handles: list[int], drafts: dict[int, TokenTree], phase: str
@@ -584,12 +587,11 @@ class Engine:
         flat destination slot) that compact their accepted nodes."""
         accepted: dict[int, int] = {}
         moves: list[tuple[int, int]] = []
-        offset = 0
         now = self.clock()
-        targets = self._greedy_targets(plan, handles, logits)
+        row_starts = np.cumsum(plan.query_lens) - plan.query_lens  # each row's first flat token
+        targets = self._greedy_targets(plan, handles, logits, row_starts)
         for b, handle in enumerate(handles):
-            q = int(plan.query_lens[b])
-            row_offset, offset = offset, offset + q
+            row_offset = int(row_starts[b])
             if not plan.emits[b]:
                 accepted[handle] = 0
                 continue
@@ -615,7 +617,9 @@ class Engine:
             accepted[handle] = len(nodes)
         return accepted, moves
 
-    def _greedy_targets(self, plan: Any, handles: list[int], logits: torch.Tensor) -> dict[int, np.ndarray]:
+    def _greedy_targets(
+        self, plan: Any, handles: list[int], logits: torch.Tensor, row_starts: np.ndarray
+    ) -> dict[int, np.ndarray]:
         """The model's argmax over the root and nodes of every emitting greedy row without logits
         processors (those whose target is the plain argmax), in one device call and one
         transfer: one host sync per step instead of one per row, which matters on a GPU with
@@ -623,14 +627,14 @@ class Engine:
         row if this fails, which then fails per row and ends only its own request."""
         spans: list[tuple[int, int]] = []
         owners: list[int] = []
-        offset = 0
         for b, handle in enumerate(handles):
-            q = int(plan.query_lens[b])
-            start, offset = offset, offset + q
             r = self._by_handle.get(handle)
             if not plan.emits[b] or r is None or r.params.do_sample or r.scorer.processors:
                 continue
-            spans.append((start + int(plan.chunk_lens[b]) - 1, start + q))  # the root, then the nodes
+            start = int(row_starts[b])
+            spans.append(
+                (start + int(plan.chunk_lens[b]) - 1, start + int(plan.query_lens[b]))
+            )  # root, nodes
             owners.append(handle)
         if not owners:
             return {}

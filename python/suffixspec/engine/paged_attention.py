@@ -30,11 +30,13 @@ from suffixspec.kernels.integration import register_deferring
 
 __all__ = [
     "BACKENDS",
+    "CURRENT_BATCH",
     "PAGED_KWARG",
     "TORCH_ONLY_OPTIONS",
     "PagedBatch",
     "paged_attention",
     "paged_attention_active",
+    "paged_batch",
 ]
 
 #: The implementations of the paged contract: the CUDA kernel's paged mode, its torch reference.
