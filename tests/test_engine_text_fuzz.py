@@ -122,5 +122,6 @@ def test_a_stop_string_inside_a_step_ends_the_output_where_plain_decoding_ends_i
         expected.token_ids,
         expected.finish_reason,
     )
+    assert fast.step_stats.new_tokens == len(got.token_ids)  # tokens cut by a stop are not counted
     if any(s in full for s in stops):
         assert got.finish_reason == "stop" and len(got.token_ids) < len(tokens)

@@ -448,9 +448,10 @@ class Engine:
             stats.verify_time_s += model_side
         else:
             stats.prefill_time_s += model_side
-        stats.new_tokens += sum(len(self._by_handle[h].tokens) - marks[h][0] for h in live)
         with self.step_stats.timed("output"):
             outputs = self._outputs(plan, handles, now)
+        # Counted from what the step returns: a stop string may have cut a row's tokens.
+        stats.new_tokens += sum(len(o.new_token_ids) for o in outputs)
         return self._step_end(outputs, now)
 
     def _step_end(self, outputs: list[RequestOutput], now: float) -> list[RequestOutput]:
