@@ -6,6 +6,7 @@ tiny token budget, aborts; sampled outputs follow the target distribution."""
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,26 +155,49 @@ class BranchingProposer(PromptKeyedProposer):
         return trees
 
 
-@pytest.mark.parametrize("class_name", ARCHITECTURES)
-def test_branching_drafts_are_compacted_exactly(class_name: str) -> None:
-    prompts = _prompts(5, 6, lo=5, hi=30)
-    proposer = BranchingProposer({tuple(p): _reference(class_name, tuple(p), NEW) for p in prompts})
+def check_branching_drafts(
+    model: torch.nn.Module,
+    reference: Any,
+    prompts: list[list[int]],
+    *,
+    new: int,
+    num_blocks: int,
+    max_running: int,
+) -> None:
+    """Branching drafts (:class:`BranchingProposer`) on a pool of ``num_blocks`` blocks of 8 slots
+    and 8 prefill tokens a step: outputs of ``new`` tokens equal ``reference(prompt)`` (plain
+    greedy), most drafted nodes are accepted, requests are preempted, and the pool is whole
+    again at the end."""
+    proposer = BranchingProposer({tuple(p): reference(tuple(p)) for p in prompts})
     engine = Engine(
-        tiny_model(class_name),
+        model,
         proposer=proposer,
-        num_blocks=12,
+        num_blocks=num_blocks,
         block_size=8,
         policy="greedy",
         max_tokens_per_step=32,
         max_prefill_tokens_per_step=8,
-        max_running=6,
+        max_running=max_running,
         cost_points=[(1, 0.01), (4096, 0.01)],
     )
-    outputs = engine.generate(prompts, RequestParams(max_new_tokens=NEW))
+    outputs = engine.generate(prompts, RequestParams(max_new_tokens=new))
     for prompt, out in zip(prompts, outputs, strict=True):
-        _check_exact(class_name, prompt, out.token_ids)
-    assert sum(o.stats.accepted_tokens for o in outputs) > NEW * len(prompts) // 2
+        assert out.token_ids == reference(tuple(prompt)), f"prompt {prompt}"
+    assert sum(o.stats.accepted_tokens for o in outputs) > new * len(prompts) // 2
     assert sum(o.stats.preemptions for o in outputs) > 0
+    assert engine.scheduler.num_free_blocks == engine.scheduler.num_blocks
+
+
+@pytest.mark.parametrize("class_name", ARCHITECTURES)
+def test_branching_drafts_are_compacted_exactly(class_name: str) -> None:
+    check_branching_drafts(
+        tiny_model(class_name),
+        lambda prompt: _reference(class_name, prompt, NEW),
+        _prompts(5, 6, lo=5, hi=30),
+        new=NEW,
+        num_blocks=12,
+        max_running=6,
+    )
 
 
 @pytest.mark.parametrize("class_name", ARCHITECTURES)

@@ -31,7 +31,7 @@ from suffixspec.engine.architectures import PAGED_ARCHITECTURES
 from suffixspec.generation.support import SERVED
 from suffixspec.kernels import paged, reference
 from suffixspec.kernels.plan import plan
-from test_engine import BranchingProposer, _prompts
+from test_engine import _prompts, check_branching_drafts
 from tiny_models import SERVED_CONFIGS, plain_greedy_tokens, tiny_model
 
 NEW = 20
@@ -78,25 +78,14 @@ def test_the_unreachable_classes_are_ones_generate_serves() -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_exact_with_branching_drafts_chunked_prefill_and_preemption(variant: str) -> None:
-    prompts = _prompts(11, 5, lo=6, hi=34)  # longer than the windows: they cut into every request
-    proposer = BranchingProposer({tuple(p): _reference(variant, tuple(p)) for p in prompts})
-    engine = Engine(
+    check_branching_drafts(
         _model(variant),
-        proposer=proposer,
+        lambda prompt: _reference(variant, prompt),
+        _prompts(11, 5, lo=6, hi=34),  # longer than the windows: they cut into every request
+        new=NEW,
         num_blocks=10,
-        block_size=8,
-        policy="greedy",
-        max_tokens_per_step=32,
-        max_prefill_tokens_per_step=8,
         max_running=5,
-        cost_points=[(1, 0.01), (4096, 0.01)],
     )
-    outputs = engine.generate(prompts, RequestParams(max_new_tokens=NEW))
-    for prompt, out in zip(prompts, outputs, strict=True):
-        assert out.token_ids == _reference(variant, tuple(prompt)), f"prompt {prompt}"
-    assert sum(o.stats.accepted_tokens for o in outputs) > NEW * len(prompts) // 2
-    assert sum(o.stats.preemptions for o in outputs) > 0
-    assert engine.scheduler.num_free_blocks == engine.scheduler.num_blocks
 
 
 def test_soft_capping_without_eager_attention_is_refused() -> None:
