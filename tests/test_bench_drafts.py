@@ -1,5 +1,6 @@
 """`benches/bench_drafts.py` runs as a program on a few requests of a shared trace (skipped where
-`../shared/workloads` is absent) and reports both drafters per session half, with sane figures."""
+`../shared/workloads` is absent) and reports both drafters per session half, and on the sessions
+that begin after the requests read for the halves (`--unseen`), with sane figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+from bench_drafts import unseen_requests
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benches" / "bench_drafts.py"
 WORKLOADS = ROOT.parent / "shared" / "workloads"
@@ -21,6 +25,7 @@ TRACE = "text2sql_spider_dev"
 @pytest.mark.parametrize("tree", [False, True])
 def test_reports_both_drafters_per_half(tmp_path: Path, tree: bool) -> None:
     args = ["--only", TRACE, "--limit", "40", "--repeats", "1", "--out", str(tmp_path)]
+    args += ["--unseen", "--unseen-limit", "120"]
     environment = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
     done = subprocess.run(
         [sys.executable, str(BENCH), *args, *(["--tree"] if tree else [])],
@@ -32,7 +37,8 @@ def test_reports_both_drafters_per_half(tmp_path: Path, tree: bool) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / ("bench_drafts_tree.json" if tree else "bench_drafts.json")).read_text())
     rows = report["rows"]
-    assert rows and {row["half"] for row in rows} <= {"train", "test"}
+    assert rows and {row["half"] for row in rows} <= {"train", "test", "unseen"}
+    assert "unseen" in {row["half"] for row in rows}
     assert all(row["workload"] == TRACE and row["requests"] > 0 for row in rows)
     methods = ("suffixspec-tree", "suffixspec-arctic-tree") if tree else ("suffixspec", "suffixspec-arctic")
     for row in rows:
@@ -43,3 +49,12 @@ def test_reports_both_drafters_per_half(tmp_path: Path, tree: bool) -> None:
             assert 0.0 <= figures["acceptance"] <= 1.0
             assert figures["speedup"] <= figures["tokens_per_step"]
             assert figures["speculate_us_mean"] > 0
+
+
+def test_unseen_requests_are_whole_sessions_begun_after_the_read() -> None:
+    sessions: list[str | None] = ["a", "a", "b", "b", "c", None, "c", "d", None]
+    # "b" began inside the first 3 requests, so none of it is unseen, although it goes on past them.
+    assert unseen_requests(sessions, 3) == [4, 5, 6, 7, 8]
+    assert unseen_requests(sessions, 0) == list(range(len(sessions)))
+    assert unseen_requests(sessions, len(sessions)) == []
+    assert unseen_requests(sessions, 6) == [7, 8]

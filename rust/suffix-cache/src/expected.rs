@@ -415,24 +415,54 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) ->
             return;
         }
         children.clear();
-        match edge_step(tree, pos) {
-            Some(step) => children.push(step),
-            None => children.extend(tree.children_of(pos.node).map(|c| child_step(tree, c))),
-        }
-        children.sort_unstable_by_key(|step| step.token);
-        // At a branching node the newest child gets the recency bonus and the child the
-        // recent tokens point to the context bonus, as in path_step.
-        let bonuses = if children.len() > 1 {
-            Bonuses::at(tree, pos.node, count, source.recent, previous)
-        } else {
-            Bonuses::NONE
+        let bonuses = match edge_step(tree, pos) {
+            Some(step) => {
+                children.push(step);
+                Bonuses::NONE
+            }
+            None => {
+                let node = tree.node(pos.node);
+                if node.first_child == NIL {
+                    return;
+                }
+                if tree.node(node.first_child).next_sib == NIL {
+                    children.push(child_step(tree, node.first_child));
+                    Bonuses::NONE
+                } else {
+                    // At a branching node the newest child gets the recency bonus and the child
+                    // the recent tokens point to the context bonus, as in path_step.
+                    Bonuses::at(tree, pos.node, count, source.recent, previous)
+                }
+            }
         };
         let parent_count = bonuses.parent(count);
+        // A child's frequency and estimate, if both are worth a node.
+        let worth = |child: u32, child_count: u32| {
+            let child_freq = (freq * (f64::from(child_count) / f64::from(count))).min(1.0);
+            let boosted = bonuses.child(child, child_count);
+            let child_est = (est * step_estimate(boosted, parent_count, m.doubt, depth)).min(1.0);
+            (child_freq >= min_prob && child_est > node_cost(true)).then_some((child_freq, child_est))
+        };
+        if children.is_empty() {
+            // Every child without a bonus has at most the count, hence the frequency and the
+            // estimate, of the most frequent child: when neither it nor the children with a
+            // bonus are worth a node, none is, and the scan (thousands of children after the
+            // short matches of free text) is skipped; else only the children worth a node are
+            // kept and sorted.
+            let node = tree.node(pos.node);
+            let special = [node.best_child, bonuses.newest, bonuses.from_context];
+            if special.iter().all(|&c| c == NIL || worth(c, tree.node(c).count).is_none()) {
+                return;
+            }
+            children.extend(
+                tree.children_of(pos.node)
+                    .map(|c| child_step(tree, c))
+                    .filter(|step| worth(step.pos.node, step.count).is_some()),
+            );
+        }
+        children.sort_unstable_by_key(|step| step.token);
         for &step in &children {
-            let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
-            let child = bonuses.child(step.pos.node, step.count);
-            let child_est = (est * step_estimate(child, parent_count, m.doubt, depth)).min(1.0);
-            if child_freq >= min_prob && child_est > node_cost(true) {
+            if let Some((child_freq, child_est)) = worth(step.pos.node, step.count) {
                 let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
                 frontier.push(Ranked { score: child_est, order, item });
                 order += 1;
@@ -524,6 +554,54 @@ mod tests {
         assert_eq!(first(&tree, Some(&prompt(&tokens)), false).token_ids[0], 5);
     }
 
+    /// `tree_draft` as first written: every child of a node scanned and sorted, no pruning (the
+    /// model the pruned scan must equal).
+    fn tree_draft_scanning_all(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) -> Draft {
+        let mut draft = Draft::default();
+        let mut frontier = BinaryHeap::new();
+        let mut order = 0u64;
+        let mut expand = |frontier: &mut BinaryHeap<Ranked<Frontier>>,
+                          pos: Position,
+                          (count, freq, est, depth, parent): (u32, f64, f64, usize, i32),
+                          previous: Option<TokenId>| {
+            if depth >= m.depth {
+                return;
+            }
+            let mut children: Vec<Step> = match edge_step(tree, pos) {
+                Some(step) => vec![step],
+                None => tree.children_of(pos.node).map(|c| child_step(tree, c)).collect(),
+            };
+            children.sort_unstable_by_key(|step| step.token);
+            let bonuses = if children.len() > 1 {
+                Bonuses::at(tree, pos.node, count, source.recent, previous)
+            } else {
+                Bonuses::NONE
+            };
+            for step in children {
+                let child_freq = (freq * (f64::from(step.count) / f64::from(count))).min(1.0);
+                let child = bonuses.child(step.pos.node, step.count);
+                let child_est = (est * step_estimate(child, bonuses.parent(count), m.doubt, depth)).min(1.0);
+                if child_freq >= min_prob && child_est > node_cost(true) {
+                    let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
+                    frontier.push(Ranked { score: child_est, order, item });
+                    order += 1;
+                }
+            }
+        };
+        expand(&mut frontier, m.start, (m.base, 1.0, 1.0, 0, -1), source.last);
+        while draft.token_ids.len() < m.nodes {
+            let Some(Ranked { score: est, item: c, .. }) = frontier.pop() else { break };
+            let index = draft.token_ids.len() as i32;
+            draft.parents.push(c.parent);
+            draft.token_ids.push(c.step.token);
+            draft.probs.push(est);
+            draft.score += est;
+            let at = (c.step.count, c.freq, est, c.depth, index);
+            expand(&mut frontier, c.step.pos, at, Some(c.step.token));
+        }
+        draft
+    }
+
     fn tokens(alphabet: TokenId, len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<TokenId>> {
         prop::collection::vec(0..alphabet, len)
     }
@@ -575,6 +653,43 @@ mod tests {
                 tree.speculate_from(None, true, Some(&elsewhere), &context, &p).unwrap(),
                 tree.speculate_from(None, true, None, &context, &p).unwrap()
             );
+        }
+
+        /// Tree drafts skip the scan of a node's children when neither its most frequent child
+        /// nor its children with a bonus are worth a node, and sort only the children that are:
+        /// the drafts equal those of scanning and sorting every child, at any frequency floor,
+        /// match and budget (wide alphabets: nodes of many children).
+        #[test]
+        fn pruned_tree_scans_draft_as_full_scans(
+            seqs in prop::collection::vec(tokens(12, 1..60), 1..6),
+            read in tokens(12, 0..60),
+            context in tokens(12, 1..6),
+            budget in 1usize..40,
+            min_prob in prop::sample::select(vec![0.0, 0.05, 0.1, 0.2, 0.4]),
+            shared in any::<bool>(),
+        ) {
+            let mut tree = SuffixTree::new(12).unwrap();
+            for (seq, tokens) in seqs.iter().enumerate() {
+                tree.extend(seq as u64, tokens).unwrap();
+            }
+            let recent = prompt(&read);
+            let source = Source {
+                own_suffix: 0,
+                shared,
+                recent: shared.then_some(&recent),
+                last: context.last().copied(),
+            };
+            for len in 1..=context.len() {
+                let Some(start) = tree.locate(&context[context.len() - len..]) else { continue };
+                let prior = if shared { SHARED_EVIDENCE_PRIOR } else { EVIDENCE_PRIOR };
+                let base = tree.node(start.node).count;
+                let depth = tree.max_depth() - len;
+                let m = Match { start, longest: len, doubt: prior / len as f64, base, nodes: budget, depth };
+                prop_assert_eq!(
+                    tree_draft(&tree, m, min_prob, source),
+                    tree_draft_scanning_all(&tree, m, min_prob, source)
+                );
+            }
         }
     }
 }
