@@ -259,13 +259,12 @@ pub(crate) fn gain(draft: &Draft, tree_spec: bool) -> f64 {
 }
 
 /// A range of match lengths sharing their occurrences: drafts start at `start` (the shortest
-/// length, which leaves the most depth), `longest` is the match length the estimates use,
-/// `doubt` the prior weight of its estimates, `base` the occurrences that can continue, `nodes`
-/// the most nodes and `depth` the deepest node allowed.
+/// length, which leaves the most depth), `doubt` is the prior weight of its estimates (from the
+/// longest length of the range), `base` the occurrences that can continue, `nodes` the most
+/// nodes and `depth` the deepest node allowed.
 #[derive(Debug, Clone, Copy)]
 struct Match {
     start: Position,
-    longest: usize,
     doubt: f64,
     base: u32,
     nodes: usize,
@@ -284,9 +283,11 @@ pub(crate) fn best_draft(
     let tree = suffixes.tree;
     let prior = if shared { SHARED_EVIDENCE_PRIOR } else { EVIDENCE_PRIOR };
     let max_depth = tree.max_depth();
-    let mut best: Option<(Match, usize)> = None;
     let mut best_draft = Draft::default();
     let mut best_gain = 0.0;
+    // Path mode walks each range's path into `walked` once; the best one is kept by swapping
+    // buffers, so the winner is not walked again.
+    let mut walked = Draft::default();
     let mut len = longest;
     while len > 0 {
         let shortest = suffixes.same_count_from(len, 1);
@@ -297,7 +298,7 @@ pub(crate) fn best_draft(
         let depth = max_depth - shortest;
         if base > 0 && params.max_spec_tokens > 0 && depth > 0 {
             let doubt = prior / len as f64;
-            let m = Match { start, longest: len, doubt, base, nodes: params.max_spec_tokens, depth };
+            let m = Match { start, doubt, base, nodes: params.max_spec_tokens, depth };
             if tree_spec {
                 let draft = tree_draft(tree, m, params.min_token_prob, source);
                 let g = gain(&draft, true);
@@ -307,23 +308,17 @@ pub(crate) fn best_draft(
                     best_draft = Draft { match_len: len.min(max_depth - deepest), ..draft };
                 }
             } else {
-                let (tokens, g) = path_gain(tree, m, params.min_token_prob, source);
+                let (tokens, g) = path_draft(tree, m, params.min_token_prob, source, &mut walked);
                 if tokens > 0 && g > best_gain {
                     best_gain = g;
-                    best = Some((m, tokens));
+                    std::mem::swap(&mut best_draft, &mut walked);
+                    best_draft.match_len = len.min(max_depth - tokens);
                 }
             }
         }
         len = shortest - 1;
     }
-    match best {
-        Some((m, tokens)) => {
-            let mut draft = path_draft(tree, m, tokens, params.min_token_prob, source);
-            draft.match_len = m.longest.min(max_depth - tokens);
-            draft
-        }
-        None => best_draft,
-    }
+    best_draft
 }
 
 /// Depth of the deepest node of a draft tree (parents come first).
@@ -366,24 +361,25 @@ fn walk(
     (walked, gain)
 }
 
-fn path_gain(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) -> (usize, f64) {
-    walk(tree, m, usize::MAX, min_prob, source, |_, _| {})
-}
-
-fn path_draft(tree: &SuffixTree, m: Match, tokens: usize, min_prob: f64, source: Source<'_>) -> Draft {
-    let mut draft = Draft {
-        token_ids: Vec::with_capacity(tokens),
-        parents: Vec::with_capacity(tokens),
-        probs: Vec::with_capacity(tokens),
-        ..Draft::default()
-    };
-    walk(tree, m, tokens, min_prob, source, |token, prob| {
+/// The path draft of `m` written into `draft` (cleared first; its buffers are reused): the
+/// tokens walked and their gain.
+fn path_draft(
+    tree: &SuffixTree,
+    m: Match,
+    min_prob: f64,
+    source: Source<'_>,
+    draft: &mut Draft,
+) -> (usize, f64) {
+    draft.token_ids.clear();
+    draft.parents.clear();
+    draft.probs.clear();
+    draft.score = 0.0;
+    walk(tree, m, usize::MAX, min_prob, source, |token, prob| {
         draft.parents.push(draft.token_ids.len() as i32 - 1);
         draft.token_ids.push(token);
         draft.probs.push(prob);
         draft.score += prob;
-    });
-    draft
+    })
 }
 
 /// What the best-first tree keeps of a frontier node besides its estimate (the rank).
@@ -684,7 +680,7 @@ mod tests {
                 let prior = if shared { SHARED_EVIDENCE_PRIOR } else { EVIDENCE_PRIOR };
                 let base = tree.node(start.node).count;
                 let depth = tree.max_depth() - len;
-                let m = Match { start, longest: len, doubt: prior / len as f64, base, nodes: budget, depth };
+                let m = Match { start, doubt: prior / len as f64, base, nodes: budget, depth };
                 prop_assert_eq!(
                     tree_draft(&tree, m, min_prob, source),
                     tree_draft_scanning_all(&tree, m, min_prob, source)
