@@ -391,22 +391,74 @@ struct Frontier {
     parent: i32,
 }
 
-/// Best-first token tree below `m.start`: the frontier node with the highest estimate next,
-/// while nodes are worth their cost, at most `m.nodes` nodes and `m.depth` deep. A node's
-/// estimate is its parent's times a step estimate <= 1, so it never exceeds its parent's.
-fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) -> Draft {
+/// A node whose children the best-first tree weighs: where it is, its occurrences, its
+/// frequency and estimate, its depth below the match, its index in the draft (-1: the match
+/// itself) and its token (the context's last one for the match).
+#[derive(Clone, Copy)]
+struct Expanding {
+    pos: Position,
+    count: u32,
+    freq: f64,
+    est: f64,
+    depth: usize,
+    index: i32,
+    previous: Option<TokenId>,
+}
+
+/// Where the children of a node being expanded join the frontier.
+struct Children<'a> {
+    frontier: &'a mut BinaryHeap<Ranked<Frontier>>,
+    order: &'a mut u64,
+    node: Expanding,
+}
+
+impl Children<'_> {
+    /// A child worth drafting, with its frequency and estimate (ties go to the earliest).
+    #[inline]
+    fn push(&mut self, step: Step, freq: f64, est: f64) {
+        let item = Frontier { freq, step, depth: self.node.depth + 1, parent: self.node.index };
+        self.frontier.push(Ranked { score: est, order: *self.order, item });
+        *self.order += 1;
+    }
+}
+
+/// Best-first token tree below `m.start`: the frontier node with the highest estimate next, at
+/// most `m.nodes` nodes. `children` pushes the children of a node worth drafting.
+fn best_first(
+    m: Match,
+    last: Option<TokenId>,
+    mut children: impl FnMut(Expanding, &mut Children<'_>),
+) -> Draft {
     let mut draft = Draft::default();
     let mut frontier = BinaryHeap::new();
     let mut order = 0u64;
+    let mut expand = |frontier: &mut BinaryHeap<Ranked<Frontier>>, node: Expanding| {
+        children(node, &mut Children { frontier, order: &mut order, node });
+    };
+    let root =
+        Expanding { pos: m.start, count: m.base, freq: 1.0, est: 1.0, depth: 0, index: -1, previous: last };
+    expand(&mut frontier, root);
+    while draft.token_ids.len() < m.nodes {
+        let Some(Ranked { score: est, item: c, .. }) = frontier.pop() else { break };
+        let index = draft.token_ids.len() as i32;
+        draft.parents.push(c.parent);
+        draft.token_ids.push(c.step.token);
+        draft.probs.push(est);
+        draft.score += est;
+        let (pos, count, freq, depth, previous) =
+            (c.step.pos, c.step.count, c.freq, c.depth, Some(c.step.token));
+        expand(&mut frontier, Expanding { pos, count, freq, est, depth, index, previous });
+    }
+    draft
+}
+
+/// Best-first token tree below `m.start` (see [`best_first`]) while nodes are worth their cost,
+/// at most `m.depth` deep. A node's estimate is its parent's times a step estimate <= 1, so it
+/// never exceeds its parent's.
+fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) -> Draft {
     let mut children = Vec::new();
-    let mut expand = |frontier: &mut BinaryHeap<Ranked<Frontier>>,
-                      pos: Position,
-                      count: u32,
-                      freq: f64,
-                      est: f64,
-                      depth: usize,
-                      parent: i32,
-                      previous: Option<TokenId>| {
+    best_first(m, source.last, |node, worthy| {
+        let Expanding { pos, count, freq, est, depth, previous, .. } = node;
         if depth >= m.depth {
             return;
         }
@@ -459,23 +511,10 @@ fn tree_draft(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) ->
         children.sort_unstable_by_key(|step| step.token);
         for &step in &children {
             if let Some((child_freq, child_est)) = worth(step.pos.node, step.count) {
-                let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
-                frontier.push(Ranked { score: child_est, order, item });
-                order += 1;
+                worthy.push(step, child_freq, child_est);
             }
         }
-    };
-    expand(&mut frontier, m.start, m.base, 1.0, 1.0, 0, -1, source.last);
-    while draft.token_ids.len() < m.nodes {
-        let Some(Ranked { score: est, item: c, .. }) = frontier.pop() else { break };
-        let index = draft.token_ids.len() as i32;
-        draft.parents.push(c.parent);
-        draft.token_ids.push(c.step.token);
-        draft.probs.push(est);
-        draft.score += est;
-        expand(&mut frontier, c.step.pos, c.step.count, c.freq, est, c.depth, index, Some(c.step.token));
-    }
-    draft
+    })
 }
 
 #[cfg(test)]
@@ -553,13 +592,8 @@ mod tests {
     /// `tree_draft` as first written: every child of a node scanned and sorted, no pruning (the
     /// model the pruned scan must equal).
     fn tree_draft_scanning_all(tree: &SuffixTree, m: Match, min_prob: f64, source: Source<'_>) -> Draft {
-        let mut draft = Draft::default();
-        let mut frontier = BinaryHeap::new();
-        let mut order = 0u64;
-        let mut expand = |frontier: &mut BinaryHeap<Ranked<Frontier>>,
-                          pos: Position,
-                          (count, freq, est, depth, parent): (u32, f64, f64, usize, i32),
-                          previous: Option<TokenId>| {
+        best_first(m, source.last, |node, worthy| {
+            let Expanding { pos, count, freq, est, depth, previous, .. } = node;
             if depth >= m.depth {
                 return;
             }
@@ -578,24 +612,10 @@ mod tests {
                 let child = bonuses.child(step.pos.node, step.count);
                 let child_est = (est * step_estimate(child, bonuses.parent(count), m.doubt, depth)).min(1.0);
                 if child_freq >= min_prob && child_est > node_cost(true) {
-                    let item = Frontier { freq: child_freq, step, depth: depth + 1, parent };
-                    frontier.push(Ranked { score: child_est, order, item });
-                    order += 1;
+                    worthy.push(step, child_freq, child_est);
                 }
             }
-        };
-        expand(&mut frontier, m.start, (m.base, 1.0, 1.0, 0, -1), source.last);
-        while draft.token_ids.len() < m.nodes {
-            let Some(Ranked { score: est, item: c, .. }) = frontier.pop() else { break };
-            let index = draft.token_ids.len() as i32;
-            draft.parents.push(c.parent);
-            draft.token_ids.push(c.step.token);
-            draft.probs.push(est);
-            draft.score += est;
-            let at = (c.step.count, c.freq, est, c.depth, index);
-            expand(&mut frontier, c.step.pos, at, Some(c.step.token));
-        }
-        draft
+        })
     }
 
     fn tokens(alphabet: TokenId, len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<TokenId>> {
