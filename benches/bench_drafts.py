@@ -39,7 +39,13 @@ import numpy as np
 from suffixspec.config import SpecConfig
 from suffixspec.replay.engine import replay_all
 from suffixspec.replay.methods import Method, make_proposer
-from suffixspec.replay.tokenize import TokenizedTrace, default_cache_dir, load_tokenizer, tokenize_trace
+from suffixspec.replay.tokenize import (
+    TokenArray,
+    TokenizedTrace,
+    default_cache_dir,
+    load_tokenizer,
+    tokenize_trace,
+)
 from suffixspec.replay.traces import read_trace
 from timing import FastestOfRepeats
 from workloads import add_selection_arguments, tokenizer_path, trace_paths
@@ -93,9 +99,9 @@ def unseen_requests(sessions: list[str | None], read: int) -> list[int]:
     return [i for i, s in enumerate(sessions) if first[s if s is not None else f"#{i}"] >= read]
 
 
-def subset(trace: TokenizedTrace, keep: list[int]) -> TokenizedTrace:
-    """The requests ``keep`` of ``trace``, with full prompts (they replay on their own)."""
-    prompts = list(trace.prompts())
+def subset(trace: TokenizedTrace, prompts: list[TokenArray], keep: list[int]) -> TokenizedTrace:
+    """The requests ``keep`` of ``trace``, with their full prompts ``prompts`` (the trace's
+    ``prompts()``, built once per trace): they replay on their own."""
     return TokenizedTrace(
         name=trace.name,
         ids=tuple(trace.ids[i] for i in keep),
@@ -186,9 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         # The halves split the first `limit` requests (those the constants were tuned on).
         tuned = range(min(limit, len(trace)))
         in_half = [[i for i in tuned if session_half(sessions[i], i) == h] for h in halves]
-        groups = [(HALVES[h], subset(trace, keep)) for h, keep in zip(halves, in_half, strict=True)]
+        prompts = list(trace.prompts())
+        groups = [(HALVES[h], subset(trace, prompts, keep)) for h, keep in zip(halves, in_half, strict=True)]
         if args.unseen:
-            groups.append(("unseen", subset(trace, unseen_requests(sessions, limit))))
+            groups.append(("unseen", subset(trace, prompts, unseen_requests(sessions, limit))))
         for label, part in groups:
             t0 = time.perf_counter()
             if part.output_tokens == 0:
